@@ -1,0 +1,611 @@
+"""Tokenizers, token shards and the training data loader.
+
+Shared by prepare_data.py (writes shards), train.py (DataLoader, val_batches), sample.py and
+hellaswag.py (tokenizers). Heavy optional imports (torch, datasets) happen inside the functions
+that need them, so importing this module is cheap and works without `datasets`.
+
+Shard format (the one llm.c uses): a header of 256 little-endian int32 (magic 20240520, version 1,
+number of tokens, rest zero), then the tokens as little-endian uint16. The reader also accepts
+build-nanogpt `.npy` shards and nanoGPT's headerless `train.bin` / `val.bin`.
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import numpy as np
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+MAX_VOCAB = 1 << 16                 # token ids must fit in uint16 (largest id 65,535)
+META_FILE = "meta.json"
+SP_MODEL_FILE = "tokenizer.model"
+INCOMPLETE_MARKER = "_INCOMPLETE"   # present while prepare_data.py writes a directory
+GPT2_EOT = 50256
+GPT2_VOCAB = 50257
+# GPT-2's pre-tokenizer regex (tiktoken's r50k_pat_str), used if tiktoken_ext is unavailable.
+GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+# A newline between two non-space characters is a hard token boundary for GPT-2 and for the
+# sentencepiece models trained here, so long texts can be cut there and encoded in parallel.
+_SAFE_SPLIT = re.compile(r"(?<=\S)\n(?=\S)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizers
+
+class Tokenizer(Protocol):
+    """What every tokenizer offers (GPT2Tokenizer, SentencePieceTokenizer)."""
+
+    kind: str
+    vocab_size: int
+    bos_id: int | None
+    eos_id: int | None
+    eot_id: int | None
+
+    def encode(self, text: str) -> list[int]: ...
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+    def decode(self, ids: list[int]) -> str: ...
+    def spec(self) -> dict: ...
+
+
+class GPT2Tokenizer:
+    """GPT-2 BPE through tiktoken. encode() never adds or recognises special tokens."""
+
+    kind = "gpt2"
+    vocab_size = GPT2_VOCAB
+    bos_id = None
+    eos_id = GPT2_EOT
+    eot_id = GPT2_EOT
+    splittable = True   # cutting text at _SAFE_SPLIT points does not change the tokens
+
+    def __init__(self, encoding, tiktoken_file: str | None = None):
+        self.enc = encoding
+        self.tiktoken_file = tiktoken_file
+
+    def encode(self, text: str) -> list[int]:
+        return self.enc.encode_ordinary(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.enc.encode_ordinary_batch(list(texts))
+
+    def encode_np(self, text: str) -> np.ndarray:
+        """Like encode() but returns a numpy array without building a Python list."""
+        return self.enc.encode_to_numpy(text, disallowed_special=())
+
+    def decode(self, ids) -> str:
+        return self.enc.decode([int(i) for i in ids])
+
+    def spec(self) -> dict:
+        return {"kind": "gpt2", "name": "gpt2", "vocab_size": self.vocab_size,
+                "bos_id": self.bos_id, "eos_id": self.eos_id, "eot_id": self.eot_id}
+
+
+@functools.lru_cache(maxsize=4)
+def _tiktoken_encoding(tiktoken_file: str | None):
+    import tiktoken
+    if tiktoken_file is None:
+        try:
+            return tiktoken.get_encoding("gpt2")  # downloads, or uses TIKTOKEN_CACHE_DIR
+        except Exception as e:  # network errors come in many types (requests, urllib3, OSError)
+            raise RuntimeError(f"could not load the GPT-2 tokenizer through tiktoken ({type(e).__name__}). "
+                               "Offline, point to a local ranks file with --tiktoken-file / env "
+                               "TIKTOKEN_GPT2_FILE=path/to/gpt2.tiktoken, or fill TIKTOKEN_CACHE_DIR") from e
+    from tiktoken.load import load_tiktoken_bpe
+    try:
+        from tiktoken_ext.openai_public import r50k_pat_str as pat
+    except ImportError:  # pragma: no cover - tiktoken_ext ships with tiktoken
+        pat = GPT2_PAT
+    if not Path(tiktoken_file).is_file():
+        raise FileNotFoundError(f"GPT-2 ranks file not found: {tiktoken_file}")
+    ranks = load_tiktoken_bpe(str(tiktoken_file))
+    return tiktoken.Encoding(name="gpt2", pat_str=pat, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": GPT2_EOT}, explicit_n_vocab=GPT2_VOCAB)
+
+
+def gpt2_tokenizer(tiktoken_file: str | os.PathLike | None = None) -> GPT2Tokenizer:
+    """GPT-2 tokenizer. Ranks file: the argument, else env TIKTOKEN_GPT2_FILE, else
+    tiktoken.get_encoding("gpt2") (downloads, or reads the cache in TIKTOKEN_CACHE_DIR)."""
+    path = tiktoken_file or os.environ.get("TIKTOKEN_GPT2_FILE") or None
+    path = str(Path(path).expanduser().resolve()) if path else None
+    return GPT2Tokenizer(_tiktoken_encoding(path), path)
+
+
+class SentencePieceTokenizer:
+    """A sentencepiece model held in memory (its serialized proto travels in spec())."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece as spm
+        self.proto = bytes(model_proto)
+        self.sp = spm.SentencePieceProcessor(model_proto=self.proto)
+        self.vocab_size = int(self.sp.vocab_size())
+        self.bos_id = self.sp.bos_id() if self.sp.bos_id() >= 0 else None
+        self.eos_id = self.sp.eos_id() if self.sp.eos_id() >= 0 else None
+        self.eot_id = self.eos_id
+        self._nl = self.sp.piece_to_id("\n")
+        self.splittable = False   # encode() reads it while the check below runs
+        self.splittable = self._newline_is_hard_boundary()
+
+    def _newline_is_hard_boundary(self) -> bool:
+        """True when "\\n" is its own piece, no other piece contains it and no dummy prefix or
+        whitespace normalisation is applied (true for models from train_sentencepiece)."""
+        nl = self._nl
+        if nl == self.sp.unk_id():
+            return False
+        if any("\n" in self.sp.id_to_piece(i) for i in range(self.vocab_size) if i != nl):
+            return False
+        probe = "a\n  b  \nc"
+        return self.sp.encode("a", out_type=str)[0].startswith("a") and self.decode(self.encode(probe)) == probe
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of text. For splittable models every line is encoded on its own: "\\n" is a hard
+        boundary anyway, and this keeps sentencepiece's float32 Viterbi from flipping near-ties on
+        long inputs, so a text encodes the same whole or in pieces."""
+        if not self.splittable or "\n" not in text:
+            return self.sp.encode(text)
+        lines = self.sp.encode(text.split("\n"), num_threads=1)
+        ids = lines[0]
+        for line in lines[1:]:
+            ids.append(self._nl)
+            ids.extend(line)
+        return ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def encode_np(self, text: str) -> np.ndarray:
+        return np.asarray(self.encode(text), dtype=np.uint32)
+
+    def decode(self, ids) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_bytes(path, self.proto)
+
+    def spec(self) -> dict:
+        return {"kind": "sentencepiece", "model_file": SP_MODEL_FILE, "vocab_size": self.vocab_size,
+                "bos_id": self.bos_id, "eos_id": self.eos_id, "eot_id": self.eot_id,
+                "model_proto_b64": base64.b64encode(self.proto).decode("ascii")}
+
+
+def load_sentencepiece(model_file: str | os.PathLike) -> SentencePieceTokenizer:
+    """Load an existing sentencepiece `.model` file."""
+    path = Path(model_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"sentencepiece model not found: {path}")
+    return SentencePieceTokenizer(path.read_bytes())
+
+
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_type: str = "unigram",
+                        byte_fallback: bool = True, max_chars: int = 200_000_000,
+                        character_coverage: float | None = None, num_threads: int | None = None,
+                        verbose: bool = False) -> SentencePieceTokenizer:
+    """Train a sentencepiece model on (up to max_chars characters of) texts.
+
+    Set up for exact round trips: identity normalisation, no dummy prefix, repeated spaces kept,
+    "\\n" a piece of its own (user-defined symbol) and byte fallback for rare characters.
+    Training sees the texts line by line; the first max_chars characters are used.
+    """
+    import sentencepiece as spm
+    if model_type not in ("unigram", "bpe", "char", "word"):
+        raise ValueError(f"unknown sentencepiece model_type {model_type!r} (unigram, bpe, char, word)")
+    reserved = 4 + (256 if byte_fallback else 0)   # unk, bos, eos, "\n" (+ 256 byte pieces)
+    if vocab_size <= reserved:
+        raise ValueError(f"sentencepiece vocab_size {vocab_size} is too small: {reserved} ids are reserved for "
+                         f"special tokens{' and the 256 byte-fallback pieces' if byte_fallback else ''}")
+    lines = _sample_lines(texts, max_chars)
+    if not lines:
+        raise ValueError("cannot train sentencepiece: the corpus is empty")
+    if character_coverage is None:
+        character_coverage = 1.0 if model_type == "char" else 0.9995
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab_size, model_type=model_type,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
+        user_defined_symbols=["\n"], byte_fallback=byte_fallback, allow_whitespace_only_pieces=True,
+        split_digits=False, character_coverage=character_coverage, hard_vocab_limit=False,
+        max_sentence_length=1 << 16, input_sentence_size=0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        num_threads=num_threads or os.cpu_count() or 1, minloglevel=0 if verbose else 2)
+    return SentencePieceTokenizer(buf.getvalue())
+
+
+def _sample_lines(texts: Iterable[str], max_chars: int) -> list[str]:
+    """Non-empty lines of texts, in order, until max_chars characters are collected."""
+    lines, total = [], 0
+    for text in texts:
+        for line in text.split("\n"):
+            if line:
+                lines.append(line)
+                total += len(line)
+                if total >= max_chars:
+                    return lines
+    return lines
+
+
+def tokenizer_from_spec(spec: dict, tiktoken_file: str | None = None,
+                        base_dir: str | os.PathLike | None = None) -> Tokenizer:
+    """Rebuild a tokenizer from spec() (as stored in meta.json and in checkpoints)."""
+    kind = spec.get("kind")
+    if kind == "gpt2":
+        return gpt2_tokenizer(tiktoken_file)
+    if kind == "sentencepiece":
+        if spec.get("model_proto_b64"):
+            return SentencePieceTokenizer(base64.b64decode(spec["model_proto_b64"]))
+        model_file = Path(spec.get("model_file", SP_MODEL_FILE))
+        if base_dir is not None and not model_file.is_absolute():
+            model_file = Path(base_dir) / model_file
+        return load_sentencepiece(model_file)
+    raise ValueError(f"unknown tokenizer kind {kind!r} in spec (expected 'gpt2' or 'sentencepiece')")
+
+
+def check_vocab_fits(tok: Tokenizer) -> None:
+    """Raise before tokenizing if the token ids would not fit in uint16 shards."""
+    if tok.vocab_size > MAX_VOCAB:
+        name = getattr(tok, "kind", type(tok).__name__)
+        raise ValueError(f"tokenizer {name!r} has vocab size {tok.vocab_size:,}, over the uint16 shard limit "
+                         f"of {MAX_VOCAB:,} ids (largest id 65,535); use a smaller vocabulary")
+
+
+def split_text(text: str, target_chars: int) -> list[str]:
+    """Cut text into pieces of about target_chars at newlines between two non-space characters.
+
+    Encoding the pieces separately gives exactly the tokens of the whole text for GPT-2 and for
+    tokenizers with `splittable` set (see SentencePieceTokenizer)."""
+    if len(text) <= 2 * target_chars:
+        return [text]
+    pieces, start = [], 0
+    while len(text) - start > 2 * target_chars:
+        m = _SAFE_SPLIT.search(text, start + target_chars)
+        if m is None:
+            break
+        pieces.append(text[start:m.end()])
+        start = m.end()
+    pieces.append(text[start:])
+    return pieces
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards
+
+class ShardFormatError(ValueError):
+    """A shard file is not a valid llm.c / nanoGPT / build-nanogpt token file."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes) -> None:
+    """Write to PATH.tmp, fsync, then rename: readers never see a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
+    """Write tokens as an llm.c shard (256 int32 header, then uint16), atomically."""
+    tokens = np.asarray(tokens)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= MAX_VOCAB):
+        raise ValueError(f"{path}: token ids must be in [0, {MAX_VOCAB}) to fit uint16")
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[:3] = (SHARD_MAGIC, SHARD_VERSION, tokens.size)
+    atomic_write_bytes(path, header.tobytes(), tokens.astype("<u2", copy=False).tobytes())
+
+
+def read_shard(path: str | os.PathLike) -> np.ndarray:
+    """Memory-map a token file as uint16: an llm.c shard, a build-nanogpt .npy, or nanoGPT's
+    headerless train.bin / val.bin. Raises ShardFormatError naming the file on bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"token shard not found: {path}")
+    if path.suffix == ".npy":
+        return _read_npy(path)
+    size = path.stat().st_size
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS) if size >= HEADER_BYTES else None
+    if header is not None and header[0] == SHARD_MAGIC:
+        return _read_llmc(path, header, size)
+    if path.name in ("train.bin", "val.bin"):
+        if size % 2:
+            raise ShardFormatError(f"{path}: headerless uint16 file must have an even size "
+                                   f"(expected {size - 1} or {size + 1} bytes, actual size {size} bytes)")
+        return np.memmap(path, dtype="<u2", mode="r", shape=(size // 2,)) if size else np.zeros(0, np.uint16)
+    if header is None:
+        raise ShardFormatError(f"{path}: too small for an llm.c shard (expected at least {HEADER_BYTES} "
+                               f"bytes of header, actual size {size} bytes)")
+    raise ShardFormatError(f"{path}: bad magic {int(header[0])} (expected {SHARD_MAGIC}); not an llm.c "
+                           f"shard (nanoGPT headerless files must be named train.bin / val.bin)")
+
+
+def _read_llmc(path: Path, header: np.ndarray, size: int) -> np.ndarray:
+    version, n_tokens = int(header[1]), int(header[2])
+    if version != SHARD_VERSION:
+        raise ShardFormatError(f"{path}: unsupported shard version {version} (expected {SHARD_VERSION}, "
+                               f"uint16 tokens)")
+    expected = HEADER_BYTES + 2 * n_tokens
+    if n_tokens < 0 or size != expected:
+        raise ShardFormatError(f"{path}: header says {n_tokens} tokens, so expected size {expected} bytes, "
+                               f"actual size {size} bytes (truncated or corrupt shard)")
+    if n_tokens == 0:
+        return np.zeros(0, dtype=np.uint16)
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n_tokens,))
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except ValueError as e:
+        raise ShardFormatError(f"{path}: not a valid .npy file ({e})") from e
+    if arr.dtype != np.uint16 or arr.ndim != 1:
+        raise ShardFormatError(f"{path}: expected a 1-D uint16 array, got {arr.ndim}-D {arr.dtype}")
+    return arr
+
+
+def shard_name(prefix: str, split: str, index: int) -> str:
+    return f"{prefix}_{split}_{index:06d}.bin"
+
+
+def _check_complete(data_dir: Path) -> None:
+    markers = sorted(data_dir.glob(INCOMPLETE_MARKER + "*"))
+    if markers:
+        raise RuntimeError(f"{data_dir} is incomplete: prepare_data.py did not finish ({markers[0].name} "
+                           f"present); re-run it with --overwrite")
+
+
+def read_meta(data_dir: str | os.PathLike) -> dict:
+    """meta.json of a prepared directory. A directory filled by `--num-shards K` slices (one
+    meta-sIIIofKKK.json each) is merged on the fly: shards listed slice after slice."""
+    data_dir = Path(data_dir)
+    path = data_dir / META_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    slices = sorted(data_dir.glob("meta-s*of*.json"))
+    if not slices:
+        raise FileNotFoundError(f"no {META_FILE} in {data_dir} (run prepare_data.py --out {data_dir})")
+    return merge_slice_metas([json.loads(p.read_text()) for p in slices], data_dir)
+
+
+def merge_slice_metas(metas: list[dict], where: str | os.PathLike = "") -> dict:
+    """Combine the metas of the K slices of one run into the meta of the whole run."""
+    metas = sorted(metas, key=lambda m: m["slice"]["index"])
+    count = metas[0]["slice"]["count"]
+    found = [m["slice"]["index"] for m in metas]
+    if found != list(range(count)) or any(m["slice"]["count"] != count for m in metas):
+        raise FileNotFoundError(f"{where}: slice metas found for slices {found}, expected all of 0..{count - 1}")
+    for m in metas[1:]:
+        for key in ("tokenizer", "boundary", "prefix"):
+            if m[key] != metas[0][key]:
+                raise ValueError(f"{where}: slices disagree on {key!r}; they are not from one run")
+    merged = {k: v for k, v in metas[0].items() if k != "slice"}
+    merged["shards"] = [s for m in metas for s in m["shards"]]
+    merged["num_docs"] = {k: sum(m["num_docs"][k] for m in metas) for k in ("val", "train")}
+    merged["num_tokens"] = {k: sum(m["num_tokens"][k] for m in metas) for k in ("val", "train")}
+    merged["slices"] = count
+    return merged
+
+
+def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
+    """Shard files of a split ("train" | "val"), in order: from meta.json when present, else by
+    name (`*_{split}_*.bin`, `*_{split}_*.npy`, or nanoGPT's `{split}.bin`)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data directory not found: {data_dir}")
+    _check_complete(data_dir)
+    try:
+        meta = read_meta(data_dir)
+    except FileNotFoundError:
+        meta = None
+    if meta is not None:
+        paths = [data_dir / s["file"] for s in meta["shards"] if s["split"] == split]
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{data_dir}: shards listed in meta.json are missing: {missing[:5]}")
+    else:
+        paths = sorted(set(data_dir.glob(f"*_{split}_*.bin")) | set(data_dir.glob(f"*_{split}_*.npy")))
+        if not paths and (data_dir / f"{split}.bin").is_file():
+            paths = [data_dir / f"{split}.bin"]
+    if not paths:
+        raise FileNotFoundError(f"no {split} shards in {data_dir} (looked for meta.json, *_{split}_*.bin, "
+                                f"*_{split}_*.npy, {split}.bin)")
+    return paths
+
+
+def load_tokenizer_for(data_dir: str | os.PathLike, tiktoken_file: str | None = None) -> Tokenizer:
+    """The tokenizer that made the shards in data_dir (from meta.json). Directories without
+    meta.json (e.g. llm.c's FineWeb shards) are assumed to be GPT-2, with a warning."""
+    try:
+        meta = read_meta(data_dir)
+    except FileNotFoundError:
+        warnings.warn(f"no meta.json in {data_dir}; assuming the GPT-2 tokenizer")
+        return gpt2_tokenizer(tiktoken_file)
+    return tokenizer_from_spec(meta["tokenizer"], tiktoken_file, base_dir=data_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading batches
+
+def _load_shards(data_dir, split: str) -> tuple[list[Path], list[np.ndarray]]:
+    paths = list_shards(data_dir, split)
+    return paths, [read_shard(p) for p in paths]
+
+
+def _gather(shard: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """Rows shard[s : s+length] for each start s, as uint16 (one vectorised read)."""
+    idx = starts.astype(np.int64)[:, None] + np.arange(length, dtype=np.int64)[None, :]
+    return np.asarray(shard[idx])
+
+
+def _to_xy(rows: np.ndarray):
+    """(B, T+1) uint16 rows -> x, y int64 tensors (B, T). The copies are done by numpy:
+    torch's multi-threaded copy kernels are slower for this on busy machines."""
+    import torch
+    return torch.from_numpy(rows[:, :-1].astype(np.int64)), torch.from_numpy(rows[:, 1:].astype(np.int64))
+
+
+class DataLoader:
+    """Random (B, T+1) windows from memory-mapped shards, split disjointly across DDP ranks.
+
+    Layout of one epoch e (all derived from (seed, e), so every rank computes the same thing):
+      * the shards are visited in a random order;
+      * shard s is cut into non-overlapping windows of T+1 tokens at stride T, starting at a random
+        phase offset in [0, T) (so each target is the next window's first input token);
+      * the windows of a shard are visited in a random order.
+    This gives one global stream of windows. Each step consumes the next B*world_size windows of
+    the stream; rank r takes windows [r*B, (r+1)*B) of them, so ranks never share a window. When
+    fewer than B*world_size windows are left, the epoch ends and `epoch` increases.
+
+    Sequence-length warmup: T is fixed at construction and defines the windows. next_batch(seq_len=t)
+    with t <= T returns the first t+1 tokens of each window (the rest of the window is skipped), so
+    the stream position, determinism and resumption do not depend on t.
+
+    state_dict() stores the position in the global stream (epoch, shard, window), not anything
+    rank-specific: a run can resume with another batch size or world size.
+    """
+
+    def __init__(self, data_dir, split: str, batch_size: int, seq_len: int, rank: int = 0,
+                 world_size: int = 1, seed: int = 1337):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError(f"batch_size and seq_len must be >= 1 (got {batch_size}, {seq_len})")
+        self.data_dir, self.split = Path(data_dir), split
+        self.B, self.T, self.rank, self.world_size, self.seed = batch_size, seq_len, rank, world_size, seed
+        self.paths, self.shards = _load_shards(data_dir, split)
+        self.lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
+        self._check_sizes()
+        self.epoch = 0
+        self._shard_pos = 0      # index into this epoch's shard order
+        self._window_pos = 0     # index into the current shard's window order
+        self._plan_epoch()
+
+    def _check_sizes(self) -> None:
+        T, need = self.T, self.B * self.world_size
+        if self.lengths.max() < T + 1:
+            raise ValueError(f"seq_len {T} needs windows of {T + 1} tokens but the longest {self.split} shard "
+                             f"in {self.data_dir} has {int(self.lengths.max())} tokens; use a smaller seq_len")
+        short = [p.name for p, n in zip(self.paths, self.lengths) if n < 2 * T + 1]
+        if short:
+            warnings.warn(f"{len(short)} {self.split} shard(s) shorter than 2*seq_len+1 tokens may give no "
+                          f"window in some epochs: {short[:3]}")
+        worst = int(np.maximum((self.lengths - T) // T, 0).sum())  # windows per epoch, worst offsets
+        if worst < need:
+            raise ValueError(f"{self.split} data in {self.data_dir} has only {worst} windows of {T + 1} tokens "
+                             f"per epoch, fewer than batch_size*world_size = {need}")
+
+    def _plan_epoch(self) -> None:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self._order = rng.permutation(len(self.shards))
+        self._offsets = rng.integers(0, self.T, size=len(self.shards))
+        self._counts = np.maximum((self.lengths - 1 - self._offsets) // self.T, 0)
+        self._perm_key, self._perm = None, None
+
+    def _windows(self, s: int) -> np.ndarray:
+        """Start positions of shard s's windows, in this epoch's order."""
+        if self._perm_key != (self.epoch, s):
+            rng = np.random.default_rng([self.seed, self.epoch, int(s), 1])
+            self._perm = self._offsets[s] + rng.permutation(self._counts[s]) * self.T
+            self._perm_key = (self.epoch, s)
+        return self._perm
+
+    def _remaining(self) -> int:
+        return int(self._counts[self._order[self._shard_pos:]].sum()) - self._window_pos
+
+    def _take(self, n: int) -> list[tuple[int, np.ndarray]]:
+        """Advance the global stream by n windows; return them as (shard, starts) runs."""
+        if self._remaining() < n:
+            self.epoch += 1
+            self._shard_pos = self._window_pos = 0
+            self._plan_epoch()
+        runs = []
+        while n > 0:
+            s = int(self._order[self._shard_pos])
+            k = min(int(self._counts[s]) - self._window_pos, n)
+            if k > 0:
+                runs.append((s, self._windows(s)[self._window_pos:self._window_pos + k]))
+            self._window_pos += k
+            n -= k
+            if self._window_pos >= self._counts[s]:
+                self._shard_pos += 1
+                self._window_pos = 0
+        return runs
+
+    def next_batch(self, seq_len: int | None = None):
+        """Next (x, y) int64 tensors of shape (B, seq_len); y is x shifted by one token."""
+        t = self.T if seq_len is None else int(seq_len)
+        if not 1 <= t <= self.T:
+            raise ValueError(f"seq_len {t} must be in [1, {self.T}] (the loader's windows are {self.T + 1} tokens)")
+        lo, hi = self.rank * self.B, (self.rank + 1) * self.B
+        rows, pos = [], 0
+        for s, starts in self._take(self.B * self.world_size):
+            a, b = max(lo - pos, 0), min(hi - pos, len(starts))
+            if a < b:
+                rows.append(_gather(self.shards[s], starts[a:b], t + 1))
+            pos += len(starts)
+        return _to_xy(np.concatenate(rows))
+
+    def state_dict(self) -> dict:
+        return {"version": 1, "epoch": self.epoch, "shard_pos": self._shard_pos, "window_pos": self._window_pos,
+                "seed": self.seed, "seq_len": self.T, "split": self.split,
+                "shards": [p.name for p in self.paths], "lengths": self.lengths.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where the saved loader stopped (same data, seed and seq_len)."""
+        for key, mine in (("seed", self.seed), ("seq_len", self.T), ("shards", [p.name for p in self.paths]),
+                          ("lengths", self.lengths.tolist())):
+            if state[key] != mine:
+                raise ValueError(f"loader state does not match this loader: {key} was {state[key]!r}, "
+                                 f"now {mine!r}" if key not in ("shards", "lengths") else
+                                 f"loader state does not match this loader: the {self.split} shards differ")
+        self.epoch = int(state["epoch"])
+        self._plan_epoch()
+        self._shard_pos, self._window_pos = int(state["shard_pos"]), int(state["window_pos"])
+
+
+def val_batches(data_dir, batch_size: int, seq_len: int, num_batches: int, rank: int = 0,
+                world_size: int = 1) -> list:
+    """A fixed list of validation (x, y) batches, identical on every call.
+
+    The val shards are cut into windows of seq_len+1 tokens at stride seq_len from offset 0; the
+    num_batches * batch_size * world_size windows used are spread evenly over all of them. Global
+    batch i holds windows [i*B*W, (i+1)*B*W) of that list; rank r gets its slice [r*B, (r+1)*B), so
+    ranks are disjoint. If the split has too few windows, fewer batches are returned (all ranks get
+    the same number) and together they cover the whole split once; if it has fewer than
+    batch_size * world_size windows, each rank gets one smaller batch (with a warning).
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+    paths, shards = _load_shards(data_dir, "val")
+    T = seq_len
+    counts = [max((len(s) - 1) // T, 0) for s in shards]
+    total, per_batch = sum(counts), batch_size * world_size
+    if total < world_size:
+        raise ValueError(f"val data in {data_dir} ({sum(len(s) for s in shards)} tokens in {len(shards)} shard(s)) "
+                         f"has {total} windows of {T + 1} tokens, fewer than world_size {world_size}")
+    if total < per_batch:
+        batch_size, per_batch = total // world_size, (total // world_size) * world_size
+        warnings.warn(f"val data in {data_dir} has only {total} windows of {T + 1} tokens; using one batch of "
+                      f"{batch_size} per rank")
+    n = min(num_batches, total // per_batch) * per_batch
+    chosen = (np.arange(n, dtype=np.int64) * total) // n        # evenly spread window indices
+    shard_of = np.repeat(np.arange(len(shards)), counts)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    starts = (chosen - first[shard_of[chosen]]) * T
+    batches = []
+    for i in range(0, n, per_batch):
+        sel = slice(i + rank * batch_size, i + (rank + 1) * batch_size)
+        rows = [_gather(shards[s], starts[sel][shard_of[chosen[sel]] == s], T + 1)
+                for s in np.unique(shard_of[chosen[sel]])]
+        batches.append(_to_xy(np.concatenate(rows)))
+    return batches

@@ -1,0 +1,357 @@
+"""Tests for data.py (tokenizers, shards, loader) and prepare_data.py (the CLI)."""
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+import data
+import prepare_data
+
+TRICKY = "First Citizen:\n\n  Before   we proceed\tany further,\n hear me speak.  \n\n\nÄ ü ☃ done\n"
+
+
+@pytest.fixture(scope="module")
+def shakespeare(shared_data) -> str:
+    return (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def gpt2(gpt2_tiktoken_file):
+    return data.gpt2_tokenizer(gpt2_tiktoken_file)
+
+
+@pytest.fixture(scope="module")
+def sp_tok(shakespeare):
+    """A small sentencepiece model trained on the first 100k characters of Tiny Shakespeare."""
+    return data.train_sentencepiece([shakespeare], vocab_size=512, model_type="unigram", max_chars=100_000)
+
+
+def write_jsonl(path, docs, field="text"):
+    path.write_text("".join(json.dumps({field: d, "id": i}) + "\n" for i, d in enumerate(docs)), encoding="utf-8")
+    return path
+
+
+def make_docs(n, seed=0):
+    rng = np.random.default_rng(seed)
+    words = ["the", "king", "  spoke", "\n", "hello", "world", "Ä", "☃", "\t", "queen", "!", "\n\n", "1234"]
+    return [" ".join(rng.choice(words, size=int(rng.integers(5, 60)))) for _ in range(n)]
+
+
+def read_split(out, split):
+    return np.concatenate([np.asarray(data.read_shard(p)) for p in data.list_shards(out, split)])
+
+
+def run_cli(*argv):
+    return prepare_data.main([str(a) for a in argv] + ["--quiet"])
+
+
+# ---------------------------------------------------------------------------------------------- tokenizers
+
+def test_gpt2_known_ids_from_offline_ranks_file(gpt2_tiktoken_file):
+    tok = data.gpt2_tokenizer(gpt2_tiktoken_file)
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.encode(" the") == [262]
+    assert tok.encode("<|endoftext|>") != [50256]          # special tokens never parsed from text
+    assert (tok.vocab_size, tok.eot_id, tok.eos_id, tok.bos_id) == (50257, 50256, 50256, None)
+    assert os.environ["TIKTOKEN_GPT2_FILE"]                # conftest: the env lookup path works too
+    assert data.gpt2_tokenizer().encode("Hello world") == [15496, 995]
+    assert tok.decode(tok.encode(TRICKY)) == TRICKY
+    assert tok.encode_batch(["Hello world", " the"]) == [[15496, 995], [262]]
+    assert list(tok.encode_np("Hello world")) == [15496, 995]
+
+
+def test_split_text_keeps_gpt2_tokens(gpt2, shakespeare):
+    text = shakespeare[:200_000]
+    pieces = data.split_text(text, 2_000)
+    assert len(pieces) > 20 and "".join(pieces) == text
+    assert sum((gpt2.encode(p) for p in pieces), []) == gpt2.encode(text)
+
+
+def test_sentencepiece_round_trip_exact(sp_tok, shakespeare, tmp_path):
+    assert sp_tok.decode(sp_tok.encode(TRICKY)) == TRICKY
+    assert sp_tok.decode(sp_tok.encode(shakespeare)) == shakespeare
+    nl = sp_tok.encode("\n")
+    assert len(nl) == 1 and sp_tok.decode(nl) == "\n"       # the model can write a newline
+    assert (sp_tok.bos_id, sp_tok.eos_id, sp_tok.eot_id) == (1, 2, 2) and sp_tok.vocab_size == 512
+    assert sp_tok.splittable
+    pieces = data.split_text(shakespeare[:100_000], 2_000)
+    assert sum((sp_tok.encode(p) for p in pieces), []) == sp_tok.encode(shakespeare[:100_000])
+    # spec() is self-contained; the .model file loads the same model
+    again = data.tokenizer_from_spec(json.loads(json.dumps(sp_tok.spec())))
+    assert again.encode(TRICKY) == sp_tok.encode(TRICKY)
+    sp_tok.save(tmp_path / "tokenizer.model")
+    assert data.load_sentencepiece(tmp_path / "tokenizer.model").encode(TRICKY) == sp_tok.encode(TRICKY)
+
+
+def test_sentencepiece_char_model(shakespeare):
+    tok = data.train_sentencepiece([shakespeare[:50_000]], vocab_size=400, model_type="char")
+    assert tok.vocab_size < 400                            # a char model only has the characters it saw
+    assert tok.decode(tok.encode(TRICKY)) == TRICKY        # byte fallback covers the tab, Ä, ☃
+    assert all(len(tok.decode([i])) == 1 for i in tok.encode("First Citizen:\n"))
+
+
+# ---------------------------------------------------------------------------------------------- shards
+
+def test_shard_header_bytes_exactly_llmc(tmp_path):
+    path = tmp_path / "x_train_000001.bin"
+    data.write_shard(path, np.array([0, 1, 50256, 65535]))
+    raw = path.read_bytes()
+    assert len(raw) == 1024 + 8
+    assert raw[:12] == struct.pack("<iii", 20240520, 1, 4) and raw[12:1024] == bytes(1012)
+    assert raw[1024:] == struct.pack("<4H", 0, 1, 50256, 65535)
+    assert data.read_shard(path).tolist() == [0, 1, 50256, 65535]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_reader_accepts_npy_and_nanogpt_bin(tmp_path):
+    tokens = np.arange(1000, dtype=np.uint16)
+    np.save(tmp_path / "edufineweb_train_000001.npy", tokens)
+    tokens.tofile(tmp_path / "train.bin")
+    assert np.array_equal(data.read_shard(tmp_path / "edufineweb_train_000001.npy"), tokens)
+    assert np.array_equal(data.read_shard(tmp_path / "train.bin"), tokens)
+    assert data.list_shards(tmp_path, "train") == [tmp_path / "edufineweb_train_000001.npy"]
+    (tmp_path / "edufineweb_train_000001.npy").unlink()
+    assert data.list_shards(tmp_path, "train") == [tmp_path / "train.bin"]
+
+
+def test_bad_shards_name_file_and_sizes(tmp_path):
+    good = tmp_path / "a_train_000001.bin"
+    data.write_shard(good, np.arange(10))
+    raw = good.read_bytes()
+    (tmp_path / "trunc_train_000001.bin").write_bytes(raw[:-2])
+    with pytest.raises(data.ShardFormatError, match=r"trunc_train_000001\.bin.*expected size 1044 bytes, actual size 1042"):
+        data.read_shard(tmp_path / "trunc_train_000001.bin")
+    (tmp_path / "magic_train_000001.bin").write_bytes(struct.pack("<i", 123) + raw[4:])
+    with pytest.raises(data.ShardFormatError, match=r"magic_train_000001\.bin: bad magic 123 \(expected 20240520\)"):
+        data.read_shard(tmp_path / "magic_train_000001.bin")
+    (tmp_path / "ver_train_000001.bin").write_bytes(raw[:4] + struct.pack("<i", 7) + raw[8:])
+    with pytest.raises(data.ShardFormatError, match=r"ver_train_000001\.bin: unsupported shard version 7"):
+        data.read_shard(tmp_path / "ver_train_000001.bin")
+    (tmp_path / "tiny_val_000000.bin").write_bytes(b"abc")
+    with pytest.raises(data.ShardFormatError, match=r"tiny_val_000000\.bin.*at least 1024.*actual size 3"):
+        data.read_shard(tmp_path / "tiny_val_000000.bin")
+    (tmp_path / "val.bin").write_bytes(b"abc")
+    with pytest.raises(data.ShardFormatError, match=r"val\.bin.*actual size 3"):
+        data.read_shard(tmp_path / "val.bin")
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    def boom(*_):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        data.write_shard(tmp_path / "a_train_000001.bin", np.arange(10))
+    assert not (tmp_path / "a_train_000001.bin").exists()
+
+
+def test_vocab_over_uint16_fails_before_tokenizing(tmp_path, monkeypatch):
+    class Big:
+        kind, vocab_size, bos_id, eos_id, eot_id = "cl100k", 100_277, None, 100_257, 100_257
+
+        def encode(self, text):
+            raise AssertionError("must not tokenize")
+    with pytest.raises(ValueError, match=r"'cl100k'.*100,277.*65,536"):
+        data.check_vocab_fits(Big())
+    monkeypatch.setattr(prepare_data, "make_tokenizer", lambda args, corpus: Big())
+    with pytest.raises(ValueError, match="uint16"):
+        run_cli(write_jsonl(tmp_path / "c.jsonl", ["hi"]), "--out", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def test_cli_round_trip_text_to_shards_to_text(tmp_path):
+    docs = make_docs(40) + [TRICKY]
+    src = write_jsonl(tmp_path / "corpus.jsonl", docs)
+    out = tmp_path / "out"
+    meta = run_cli(src, "--out", out, "--val-tokens", "100", "--shard-size", "300", "--num-proc", "1")
+    tok = data.load_tokenizer_for(out)
+    val, train = read_split(out, "val"), read_split(out, "train")
+    assert val[0] == tok.eot_id and train[0] == tok.eot_id      # val ends on a document boundary
+    stream = np.concatenate([val, train])
+    texts = tok.decode(stream.tolist()).split("<|endoftext|>")
+    assert texts == [""] + docs
+    assert meta == data.read_meta(out) and meta["boundary"] == "eot" and meta["num_docs"]["val"] + meta["num_docs"]["train"] == len(docs)
+    assert [s["file"] for s in meta["shards"]][:3] == ["data_val_000000.bin", "data_train_000001.bin", "data_train_000002.bin"]
+    assert all(s["tokens"] == len(data.read_shard(out / s["file"])) for s in meta["shards"])
+    assert all(s["tokens"] == 300 for s in meta["shards"][1:-1]) and len(val) >= 100
+    assert not list(out.glob("*.tmp")) and not list(out.glob("_INCOMPLETE*"))
+
+
+def test_cli_sentencepiece_bos_eos(tmp_path, sp_tok):
+    docs = ["To be,  or not\n to be", "that is\n\nthe question", TRICKY]
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    sp_tok.save(tmp_path / "sp.model")
+    out = tmp_path / "out"
+    meta = run_cli(src, "--out", out, "--tokenizer", "sentencepiece", "--sp-model", tmp_path / "sp.model",
+                   "--val-tokens", "0", "--num-proc", "2")
+    assert meta["boundary"] == "bos_eos" and (out / "tokenizer.model").is_file()
+    expected = sum(([1] + sp_tok.encode(d) + [2] for d in docs), [])
+    assert read_split(out, "train").tolist() == expected
+    assert data.load_tokenizer_for(out).decode(expected[1:-1][:len(sp_tok.encode(docs[0]))]) == docs[0]
+
+
+def test_shakespeare_preset_matches_nanogpt_split_and_num_proc(tmp_path, shared_data, shakespeare, gpt2, monkeypatch):
+    monkeypatch.setattr(prepare_data, "CHUNK_CHARS", 4_000)     # many tasks, so worker order matters
+    monkeypatch.setattr(prepare_data, "BATCH_CHARS", 20_000)
+    outs = []
+    for num_proc in (1, 2):
+        outs.append(tmp_path / f"np{num_proc}")
+        run_cli("shakespeare", "--input", shared_data / "tinyshakespeare.txt", "--out", outs[-1],
+                "--num-proc", num_proc, "--shard-size", 200_000)
+    names = sorted(p.name for p in outs[0].glob("*.bin"))
+    assert names == ["shakespeare_train_000001.bin", "shakespeare_train_000002.bin", "shakespeare_val_000000.bin"]
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+    n = len(shakespeare)
+    assert read_split(outs[0], "val").tolist() == gpt2.encode(shakespeare[int(n * 0.9):])
+    assert read_split(outs[0], "train").tolist() == gpt2.encode(shakespeare[:int(n * 0.9)])
+
+
+def test_slices_together_equal_one_full_run(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    docs = make_docs(90, seed=1)
+    for i in range(3):
+        write_jsonl(src / f"part{i}.jsonl", docs[30 * i:30 * (i + 1)])
+    common = ["--val-tokens", 150, "--shard-size", 500, "--num-proc", 1, "--prefix", "c"]
+    full = run_cli(src, "--out", tmp_path / "full", *common)
+    sliced = tmp_path / "sliced"
+    for i in range(2):
+        run_cli(src, "--out", sliced, "--num-shards", 2, "--shard-index", i, *common)
+    files = sorted(p.name for p in sliced.iterdir())
+    assert "c-s000of002_val_000000.bin" in files and "c-s001of002_train_000001.bin" in files
+    assert not any(f.startswith("c-s001of002_val") for f in files) and "meta-s001of002.json" in files
+    assert np.array_equal(read_split(sliced, "val"), read_split(tmp_path / "full", "val"))
+    assert np.array_equal(read_split(sliced, "train"), read_split(tmp_path / "full", "train"))
+    merged = data.read_meta(sliced)
+    assert merged["num_tokens"] == full["num_tokens"] and merged["num_docs"] == full["num_docs"]
+    with pytest.raises(FileExistsError):       # a slice refuses to overwrite its own files
+        run_cli(src, "--out", sliced, "--num-shards", 2, "--shard-index", 1, *common)
+
+
+def test_cli_bad_inputs(tmp_path, shared_data):
+    with pytest.raises(ValueError, match="empty corpus"):
+        run_cli(write_jsonl(tmp_path / "empty.jsonl", []), "--out", tmp_path / "o1")
+    with pytest.raises(KeyError, match=r"'content' not found; fields found: \['text', 'id'\]"):
+        run_cli(write_jsonl(tmp_path / "c.jsonl", ["a b c"]), "--out", tmp_path / "o2", "--text-field", "content")
+    out = tmp_path / "o3"
+    args = ["shakespeare", "--input", shared_data / "tinyshakespeare.txt", "--out", out, "--num-proc", 1]
+    run_cli(*args)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        run_cli(*args)
+    (out / "stale_train_000009.bin").write_bytes(b"")
+    run_cli(*args, "--overwrite")
+    assert not (out / "stale_train_000009.bin").exists()
+    (out / "_INCOMPLETE").write_text("{}")      # what an interrupted run leaves behind
+    with pytest.raises(RuntimeError, match="incomplete"):
+        data.list_shards(out, "train")
+    with pytest.raises(ValueError, match="no train tokens"):
+        run_cli(write_jsonl(tmp_path / "d.jsonl", ["a b c"]), "--out", tmp_path / "o4", "--val-tokens", "1000")
+
+
+# ---------------------------------------------------------------------------------------------- loader
+
+@pytest.fixture
+def token_dir(tmp_path):
+    """Two train shards whose tokens are all distinct, and a val shard."""
+    data.write_shard(tmp_path / "t_val_000000.bin", np.arange(50_000, 51_000))
+    data.write_shard(tmp_path / "t_train_000001.bin", np.arange(0, 3_000))
+    data.write_shard(tmp_path / "t_train_000002.bin", np.arange(10_000, 12_001))
+    return tmp_path
+
+
+def test_loader_ranks_disjoint_and_cover_data(token_dir):
+    B, T, W = 4, 16, 2
+    loaders = [data.DataLoader(token_dir, "train", B, T, rank=r, world_size=W, seed=0) for r in range(W)]
+    seen = [set(), set()]
+    covered = set()
+    while loaders[0].epoch == 0:
+        for r, loader in enumerate(loaders):
+            x, y = loader.next_batch()
+            assert x.shape == y.shape == (B, T) and x.dtype == y.dtype == __import__("torch").int64
+            assert (x[:, 1:] == y[:, :-1]).all() and (y - x == 1).all()   # contiguous windows
+            if loader.epoch == 0:
+                seen[r].update(x[:, 0].tolist())
+                covered.update(x.flatten().tolist())
+                covered.update(y.flatten().tolist())
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert len(covered) >= 3_000 + 2_001 - 4 * (T + 1) - 2 * B * W * T   # everything but edges and the last partial step
+    assert loaders[0].epoch == loaders[1].epoch == 1
+
+
+def test_loader_deterministic_reshuffled_and_resumable(token_dir):
+    def batches(loader, n, **kw):
+        return [loader.next_batch(**kw)[0] for _ in range(n)]
+    a = data.DataLoader(token_dir, "train", 4, 16, seed=1)
+    first = batches(a, 100)                                  # crosses several epochs
+    b = data.DataLoader(token_dir, "train", 4, 16, seed=1)
+    assert all((u == v).all() for u, v in zip(first, batches(b, 100)))
+    c = data.DataLoader(token_dir, "train", 4, 16, seed=2)
+    assert not (c.next_batch()[0] == first[0]).all()
+    per_epoch = (3_000 + 2_001) // 16 // 4
+    assert not (first[0] == first[per_epoch]).all()          # epoch 1 is ordered differently
+    e = data.DataLoader(token_dir, "train", 4, 16, seed=1)
+    starts = {0: [], 1: []}
+    while e.epoch < 2:
+        x = e.next_batch()[0]
+        if e.epoch < 2:
+            starts[e.epoch] += x[:, 0].tolist()
+    phases = [{(v % 10_000) % 16 + 100 * (v >= 10_000) for v in starts[ep]} for ep in (0, 1)]
+    assert len(set(starts[0])) == len(starts[0]) and len(phases[0]) == 2 and phases[0] != phases[1]  # new offsets
+    # resume mid-run, including across an epoch boundary
+    a = data.DataLoader(token_dir, "train", 4, 16, seed=1)
+    batches(a, per_epoch - 3)
+    state = json.loads(json.dumps(a.state_dict()))
+    expected = batches(a, 10)
+    r = data.DataLoader(token_dir, "train", 4, 16, seed=1)
+    r.load_state_dict(state)
+    assert all((u == v).all() for u, v in zip(expected, batches(r, 10))) and r.epoch == a.epoch
+    # sequence-length warmup: a shorter seq_len gives the prefix of the same windows
+    r.load_state_dict(state)
+    short = batches(r, 10, seq_len=5)
+    assert all(s.shape == (4, 5) and (s == e[:, :5]).all() for s, e in zip(short, expected))
+
+
+def test_loader_errors(token_dir):
+    with pytest.raises(ValueError, match="longest train shard .* has 3000 tokens"):
+        data.DataLoader(token_dir, "train", 1, 5_000)
+    loader = data.DataLoader(token_dir, "train", 2, 16)
+    with pytest.raises(ValueError, match="seq_len 32"):
+        loader.next_batch(seq_len=32)
+    other = data.DataLoader(token_dir, "train", 2, 8)
+    with pytest.raises(ValueError, match="seq_len"):
+        loader.load_state_dict(other.state_dict())
+    (token_dir / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no train shards"):
+        data.DataLoader(token_dir / "empty", "train", 2, 8)
+
+
+def test_val_batches_fixed_and_disjoint(token_dir):
+    one = data.val_batches(token_dir, 4, 16, num_batches=3)
+    two = data.val_batches(token_dir, 4, 16, num_batches=3)
+    assert len(one) == 3 and all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(one, two))
+    ranks = [data.val_batches(token_dir, 4, 16, num_batches=3, rank=r, world_size=2) for r in range(2)]
+    starts = [{int(v) for x, _ in rb for v in x[:, 0]} for rb in ranks]
+    assert len(starts[0]) == len(starts[1]) == 12 and not starts[0] & starts[1]
+    every = data.val_batches(token_dir, 4, 16, num_batches=1000)   # more than exist: the whole split once
+    assert len(every) == (1_000 - 1) // 16 // 4
+    with pytest.warns(UserWarning, match="one batch of 1"):     # val smaller than one batch: a smaller batch
+        small = data.val_batches(token_dir, 64, 300, num_batches=5, rank=1, world_size=3)
+    assert len(small) == 1 and small[0][0].shape == (1, 300) and small[0][0][0, 0] == 50_000 + 300
+    with pytest.raises(ValueError, match="fewer than world_size"):
+        data.val_batches(token_dir, 4, 300, num_batches=5, world_size=4)
+
+
+def test_cli_shakespeare_sentencepiece_trains_and_round_trips(tmp_path, shared_data, shakespeare):
+    out = tmp_path / "sp"
+    meta = run_cli("shakespeare", "--input", shared_data / "tinyshakespeare.txt", "--out", out, "--tokenizer",
+                   "sentencepiece", "--vocab-size", 400, "--sp-model-type", "bpe", "--sp-sample-chars", 50_000)
+    tok = data.load_tokenizer_for(out)
+    assert (out / "tokenizer.model").read_bytes() == tok.proto and meta["tokenizer"]["vocab_size"] == 400
+    cut = int(len(shakespeare) * 0.9)
+    val, train = read_split(out, "val"), read_split(out, "train")
+    assert tok.decode(val.tolist()) == shakespeare[cut:] and tok.decode(train.tolist()) == shakespeare[:cut]
+    assert val.tolist() == tok.encode(shakespeare[cut:]) and tok.bos_id not in val   # boundary "none"
