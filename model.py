@@ -1,0 +1,592 @@
+"""One GPT, every architecture toggle of the systems in SEEDS.md, built from a single GPTConfig.
+
+The baseline is GPT-2 (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners"):
+pre-norm transformer, learned absolute positions, GELU MLP (tanh approximation, as in the released
+weights), LayerNorm, tied input/output embeddings, init std 0.02 with residual projections scaled by
+1/sqrt(2 * n_layer). Each toggle follows one paper:
+
+- pos_emb="rope":   RoFormer, Su et al. 2021 (arXiv:2104.09864), in the GPT-NeoX / Llama "rotate_half"
+                    layout: dimension i is paired with i + head_dim/2, inv_freq = theta^(-2i/head_dim).
+- pos_emb="alibi":  ALiBi, Press et al. 2022, "Train Short, Test Long" (arXiv:2108.12409): a per-head
+                    linear distance penalty, slopes as in the paper (incl. non-power-of-two head counts).
+- pos_emb="none":   NoPE; causal attention alone carries order (Haviv et al. 2022, arXiv:2203.16634).
+- n_kv_head:        grouped-query attention, Ainslie et al. 2023 (arXiv:2305.13245); n_kv_head=1 is
+                    multi-query attention, Shazeer 2019 (arXiv:1911.02150).
+- mlp="swiglu":     GLU variants, Shazeer 2020 (arXiv:2002.05202), hidden 2/3 * 4d as in LLaMA
+                    (Touvron et al. 2023, arXiv:2302.13971).
+- mlp="relu2":      squared ReLU, Primer, So et al. 2021 (arXiv:2109.08668).
+- norm="rmsnorm":   Zhang & Sennrich 2019 (arXiv:1910.07467).
+- parallel_residual: GPT-J (Wang & Komatsuzaki 2021) / GPT-NeoX (Black et al. 2022, arXiv:2204.06745):
+                    x + attn(ln(x)) + mlp(ln(x)) with one shared norm per block.
+- qk_norm:          RMSNorm on queries and keys per head (Dehghani et al. 2023, arXiv:2302.05442).
+- flops_per_token / estimate_mfu: PaLM appendix B (Chowdhery et al. 2022, arXiv:2204.02311).
+
+Attention runs through F.scaled_dot_product_attention. Sequences longer than block_size are allowed
+for rope, alibi and none (length extrapolation); learned positions raise an error instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POS_EMBS = ("learned", "rope", "alibi", "none")
+MLPS = ("gelu", "swiglu", "relu2")
+NORMS = ("layernorm", "rmsnorm")
+# SDPA grew `enable_gqa` in torch 2.5; without it GQA falls back to a broadcast (no repeated copy).
+SDPA_HAS_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
+
+
+@dataclass
+class GPTConfig:
+    """Architecture of a GPT. Defaults are GPT-2 small (124M) with the vocabulary padded to 50304."""
+    block_size: int = 1024
+    vocab_size: int = 50257           # the tokenizer's real vocabulary
+    pad_vocab_multiple: int = 64      # embedding/lm_head rows rounded up to this (1 = no padding)
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: int | None = None      # None -> n_head; 1 = multi-query
+    n_embd: int = 768
+    pos_emb: str = "learned"          # learned | rope | alibi | none
+    rope_theta: float = 10000.0
+    mlp: str = "gelu"                 # gelu | swiglu | relu2
+    mlp_hidden: int | None = None     # None -> 4*n_embd (swiglu: 2/3 of that, rounded up to mult of 64)
+    norm: str = "layernorm"           # layernorm | rmsnorm
+    norm_eps: float = 1e-5
+    parallel_residual: bool = False
+    tie_embeddings: bool = True
+    bias: bool = True
+    dropout: float = 0.0
+    qk_norm: bool = False
+
+    def __post_init__(self) -> None:
+        for name, valid in (("pos_emb", POS_EMBS), ("mlp", MLPS), ("norm", NORMS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"GPTConfig.{name}={getattr(self, name)!r} is unknown; "
+                                 f"choose one of {', '.join(valid)}")
+        for name in ("block_size", "vocab_size", "pad_vocab_multiple", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GPTConfig.{name}={getattr(self, name)} must be a positive integer")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                             f"pick n_embd a multiple of n_head")
+        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
+            raise ValueError(f"GPTConfig.n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}; "
+                             f"n_kv_head must divide n_head (n_kv_head=1 is multi-query, None = n_head)")
+        if self.pos_emb == "rope" and self.head_dim % 2:
+            raise ValueError(f"GPTConfig.pos_emb='rope' needs an even head size, got n_embd/n_head="
+                             f"{self.head_dim}; change n_embd or n_head")
+        if self.mlp_hidden is not None and self.mlp_hidden < 1:
+            raise ValueError(f"GPTConfig.mlp_hidden={self.mlp_hidden} must be positive (or None for the default)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout={self.dropout} must be in [0, 1)")
+        if self.rope_theta <= 0 or self.norm_eps <= 0:
+            raise ValueError("GPTConfig.rope_theta and GPTConfig.norm_eps must be positive")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.pad_vocab_multiple
+        return (self.vocab_size + m - 1) // m * m
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def hidden_dim(self) -> int:
+        """MLP hidden width: mlp_hidden if given, else 4d (SwiGLU: 2/3 * 4d rounded up to 64)."""
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        if self.mlp == "swiglu":
+            return (8 * self.n_embd // 3 + 63) // 64 * 64
+        return 4 * self.n_embd
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * weight."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.register_parameter("bias", None)  # same attributes as nn.LayerNorm(bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.size(-1),), self.weight.to(x.dtype), self.eps)
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+
+
+class RotaryEmbedding(nn.Module):
+    """Caches cos/sin of m * inv_freq for positions m (float32); grows on demand past block_size."""
+
+    def __init__(self, head_dim: int, theta: float, length: int):
+        super().__init__()
+        self.head_dim, self.theta = head_dim, theta
+        self._build(length, None)  # None: the default device (honours `with torch.device(...)`)
+
+    def _build(self, length: int, device: torch.device | None) -> None:
+        inv_freq = self.theta ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
+                                  / self.head_dim)
+        angles = torch.outer(torch.arange(length, dtype=torch.float32, device=device), inv_freq)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if start + length > self.cos.size(0):
+            self._build(max(start + length, 2 * self.cos.size(0)), self.cos.device)
+        return self.cos[start:start + length].to(dtype), self.sin[start:start + length].to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (i, i + D/2) of x (B, H, T, D) by the angles in cos/sin (T, D/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """Head slopes from the ALiBi paper: geometric 2^(-8/n) ... ; non-powers of two interleave 2n."""
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+    closest = 2 ** math.floor(math.log2(n_head))
+    slopes = power_of_two(closest) + power_of_two(2 * closest)[0::2][:n_head - closest]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+class ALiBi(nn.Module):
+    """Additive attention bias -slope_h * (i - j) for keys j <= i, -inf above the diagonal.
+
+    The bias for length L is the top-left L x L corner of any longer one, so one tensor is cached
+    (per device/dtype) and sliced; it grows (in steps of 256, so decoding rarely rebuilds it) when a
+    longer sequence arrives.
+    """
+
+    def __init__(self, n_head: int):
+        super().__init__()
+        self.register_buffer("slopes", alibi_slopes(n_head), persistent=False)
+        self._cache: torch.Tensor | None = None
+
+    def forward(self, start: int, length: int, dtype: torch.dtype) -> torch.Tensor:
+        end = start + length
+        c = self._cache
+        if c is None or c.size(-1) < end or c.dtype != dtype or c.device != self.slopes.device:
+            n = max(-(-end // 256) * 256, c.size(-1) if c is not None else 0)  # grow in steps of 256
+            pos = torch.arange(n, device=self.slopes.device)
+            dist = (pos[None, :] - pos[:, None]).float()          # j - i, <= 0 on and below diagonal
+            bias = self.slopes[:, None, None] * dist
+            self._cache = c = bias.masked_fill(dist > 0, float("-inf")).to(dtype)
+        return c[:, start:end, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head / grouped-query / multi-query attention with a fused q,k,v projection."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
+        self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim,
+                                bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, config.norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.norm_eps)
+        self.qk_norm = config.qk_norm
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple | None, bias: torch.Tensor | None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        hd = self.head_dim
+        q, k, v = self.c_attn(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=-1)
+        q = q.view(B, T, self.n_head, hd).transpose(1, 2)            # (B, H, T, hd)
+        k = k.view(B, T, self.n_kv_head, hd).transpose(1, 2)         # (B, Hkv, T, hd)
+        v = v.view(B, T, self.n_kv_head, hd).transpose(1, 2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k = q.to(v.dtype), k.to(v.dtype)                          # norms may upcast under autocast
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)
+        y = self._sdpa(q, k, v, bias)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def _sdpa(self, q, k, v, bias):
+        Tq, Tk = q.size(2), k.size(2)
+        mask, causal = None, False
+        if bias is not None:
+            mask = bias.to(q.dtype)                                  # no-op unless dtypes differ
+        elif Tq == Tk:
+            causal = True
+        elif Tq > 1:                                                 # chunk of queries after a cached prefix
+            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
+        p = self.dropout if self.training else 0.0
+        if self.n_kv_head == self.n_head:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        if SDPA_HAS_GQA:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal,
+                                                  enable_gqa=True)
+        B, H, _, hd = q.shape                                        # broadcast K/V over the group dim
+        g = H // self.n_kv_head
+        q5 = q.view(B, self.n_kv_head, g, Tq, hd)
+        mask5 = mask.reshape(self.n_kv_head, g, Tq, Tk) if mask is not None and mask.dim() == 3 else mask
+        y = F.scaled_dot_product_attention(q5, k.unsqueeze(2), v.unsqueeze(2), attn_mask=mask5,
+                                           dropout_p=p, is_causal=causal)
+        return y.reshape(B, H, Tq, hd)
+
+
+class MLP(nn.Module):
+    """c_proj(act(c_fc(x))) with act = GELU (tanh approximation, GPT-2's) or squared ReLU."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
+        self.relu2 = config.mlp == "relu2"
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)
+        h = F.relu(h).square() if self.relu2 else F.gelu(h, approximate="tanh")
+        return self.dropout(self.c_proj(h))
+
+
+class SwiGLU(nn.Module):
+    """c_proj(silu(c_gate(x)) * c_fc(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
+        self.c_gate = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = make_norm(config)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+
+    def forward(self, x, rope, bias, cache=None):
+        x = x + self.attn(self.ln_1(x), rope, bias, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class ParallelBlock(nn.Module):
+    """GPT-J style block: x + attn(ln_1(x)) + mlp(ln_1(x)), one shared norm."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+
+    def forward(self, x, rope, bias, cache=None):
+        h = self.ln_1(x)
+        return x + self.attn(h, rope, bias, cache) + self.mlp(h)
+
+
+class KVCache:
+    """Keys/values for every layer, preallocated on first use in the dtype attention produces
+    (bf16 under autocast); `pos` tokens are filled."""
+
+    def __init__(self, config: GPTConfig, batch: int, max_len: int):
+        self.shape = (config.n_layer, batch, config.kv_heads, max_len, config.head_dim)
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.pos = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.shape[3]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, Hkv, T, hd) at positions pos..pos+T; return all cached keys/values so far."""
+        end = self.pos + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} tokens, {end} needed; allocate a larger cache")
+        if self.k is None:
+            self.k = k.new_zeros(self.shape)
+            self.v = v.new_zeros(self.shape)
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+# ----------------------------------------------------------------------------- the model
+
+class GPT(nn.Module):
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        block = ParallelBlock if config.parallel_residual else Block
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([block(config, i) for i in range(config.n_layer)]),
+            ln_f=make_norm(config),
+        ))
+        if config.pos_emb == "learned":
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.rotary = (RotaryEmbedding(config.head_dim, config.rope_theta, config.block_size)
+                       if config.pos_emb == "rope" else None)
+        self.alibi = ALiBi(config.n_head) if config.pos_emb == "alibi" else None
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 n_layer)
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    # -- forward passes
+
+    def _embed(self, idx: torch.Tensor, start: int) -> torch.Tensor:
+        T = idx.size(1)
+        x = self.transformer.wte(idx)
+        if self.config.pos_emb == "learned":
+            if start + T > self.config.block_size:
+                raise ValueError(f"sequence of {start + T} tokens exceeds block_size={self.config.block_size} "
+                                 f"with learned positions; crop the input or use pos_emb='rope'/'alibi'")
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        return self.transformer.drop(x)
+
+    def _positions(self, x: torch.Tensor, start: int, length: int) -> tuple[tuple | None, torch.Tensor | None]:
+        """RoPE (cos, sin) and ALiBi bias for positions start..start+length, in the compute dtype."""
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        rope = self.rotary(start, length, dtype) if self.rotary is not None else None
+        bias = self.alibi(start, length, dtype) if self.alibi is not None else None
+        return rope, bias
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """idx (B, T) -> logits (B, T, vocab_size) and mean cross-entropy over real ids (or None)."""
+        x = self._embed(idx, 0)
+        rope, bias = self._positions(x, 0, idx.size(1))
+        for block in self.transformer.h:
+            x = block(x, rope, bias)
+        logits = self.lm_head(self.transformer.ln_f(x))      # the padded (aligned) matmul is the fast one
+        V = self.config.vocab_size
+        if V < logits.size(-1):
+            logits[..., V:] = float("-inf")  # padded ids get zero probability (cheaper than a strided CE)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits[..., :V], loss
+
+    def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Feed idx (B, T) after the cache.pos tokens already cached; return next-token logits (B, vocab)."""
+        start = cache.pos
+        x = self._embed(idx, start)
+        rope, bias = self._positions(x, start, idx.size(1))
+        for block in self.transformer.h:
+            x = block(x, rope, bias, cache)
+        cache.pos += idx.size(1)
+        x = self.transformer.ln_f(x[:, -1])
+        return self.lm_head(x)[:, :self.config.vocab_size]
+
+    # -- generation
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        if self.config.pos_emb == "learned":
+            max_len = min(max_len, self.config.block_size)
+        return KVCache(self.config, batch, max_len)
+
+    @torch.no_grad()
+    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, vocab) for the token after idx. With a cache: prefill once, then feed only new tokens.
+
+        Learned positions see at most the last block_size tokens: once the window slides every position
+        shifts, so the cache is refilled from the cropped window (same result as a full forward).
+        """
+        window = self.config.block_size if self.config.pos_emb == "learned" else None
+        if cache is None:
+            return self(idx if window is None else idx[:, -window:])[0][:, -1]
+        if window is not None and idx.size(1) > window:
+            cache.pos = 0
+            return self.forward_cached(idx[:, -window:], cache)
+        if cache.pos >= idx.size(1):
+            cache.pos = 0
+        return self.forward_cached(idx[:, cache.pos:], cache)
+
+    @staticmethod
+    def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Pick one token per row of logits (B, V): greedy at temperature 0, else top-k/top-p sampling."""
+        if temperature == 0:
+            return logits.argmax(dim=-1, keepdim=True)
+        logits = logits.float() / temperature
+        if top_k is not None:
+            kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p is not None and top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum - sorted_logits.softmax(-1) >= top_p         # keep the smallest set reaching top_p
+            logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator)
+
+    @torch.no_grad()
+    def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                        top_k: int | None = None, top_p: float | None = None, stop_token: int | None = None,
+                        use_cache: bool = True, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        """Yield each new token (B, 1). Rows that emitted stop_token keep emitting it; stops when all have."""
+        cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens) if use_cache else None
+        done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            tok = self.sample(self.next_token_logits(idx, cache), temperature, top_k, top_p, generator)
+            if stop_token is not None:
+                tok = tok.masked_fill(done, stop_token)
+                done |= tok == stop_token
+            idx = torch.cat((idx, tok), dim=1)
+            yield tok
+            if stop_token is not None and bool(done.all()):
+                return
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+        """idx (B, T) -> (B, T + new) with new <= max_new_tokens; kwargs as in generate_stream."""
+        new = list(self.generate_stream(idx, max_new_tokens, **kwargs))
+        return torch.cat([idx] + new, dim=1)
+
+    # -- accounting
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count (tied weights once). non_embedding drops lookup-only tables: wpe, and wte when
+        untied (a tied wte is the lm_head matrix and stays counted, as in nanoGPT)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            if self.config.pos_emb == "learned":
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.transformer.wte.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token (forward + backward) = 6 * matmul weights + 12 * L * H * hd * T (PaLM).
+
+        Counts what the toggles compute: the fused q,k,v width under GQA/MQA, three SwiGLU matrices,
+        the padded lm_head; the attention term uses the full (unmasked) T as PaLM does.
+        """
+        c = self.config
+        T = seq_len or c.block_size
+        attn = c.n_embd * (c.n_head + 2 * c.kv_heads) * c.head_dim + c.n_embd * c.n_embd
+        mlp = (3 if c.mlp == "swiglu" else 2) * c.n_embd * c.hidden_dim
+        matmul = c.n_layer * (attn + mlp) + c.n_embd * c.padded_vocab_size
+        return 6 * matmul + 12 * c.n_layer * c.n_head * c.head_dim * T
+
+    def estimate_mfu(self, tokens_per_sec: float, peak_flops: float, seq_len: int | None = None) -> float:
+        """Model FLOPs utilisation: achieved training FLOP/s over the hardware's peak_flops."""
+        return self.flops_per_token(seq_len) * tokens_per_sec / peak_flops
+
+    # -- optimisation
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """2-D (and larger) tensors decay (matmuls, embeddings); biases and norm gains do not."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
+                             eps: float = 1e-8, device_type: str = "cpu") -> torch.optim.AdamW:
+        """AdamW over param_groups; the fused kernel on CUDA."""
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        kwargs = {"fused": True} if fused else {}
+        return torch.optim.AdamW(self.param_groups(weight_decay), lr=learning_rate, betas=betas, eps=eps, **kwargs)
+
+    # -- loading
+
+    @classmethod
+    def from_pretrained(cls, model_type: str = "gpt2", pad_vocab_multiple: int = 64) -> GPT:
+        """OpenAI GPT-2 weights ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" or a hub path) via transformers."""
+        from transformers import GPT2LMHeadModel  # optional dependency, downloads on first use
+        return cls.from_hf_gpt2(GPT2LMHeadModel.from_pretrained(model_type), pad_vocab_multiple)
+
+    @classmethod
+    def from_hf_gpt2(cls, hf_model, pad_vocab_multiple: int = 64) -> GPT:
+        """Copy an in-memory transformers GPT2LMHeadModel (its Conv1D weights are stored transposed)."""
+        hc = hf_model.config
+        config = GPTConfig(block_size=hc.n_positions, vocab_size=hc.vocab_size, pad_vocab_multiple=pad_vocab_multiple,
+                           n_layer=hc.n_layer, n_head=hc.n_head, n_embd=hc.n_embd, norm_eps=hc.layer_norm_epsilon,
+                           tie_embeddings=True, bias=True, dropout=0.0)
+        model = cls(config)
+        src = {k: v for k, v in hf_model.state_dict().items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        dst = model.state_dict()
+        with torch.no_grad():
+            for key, value in src.items():
+                if key not in dst:
+                    raise KeyError(f"unexpected GPT-2 weight {key!r}")
+                value = value.t() if key.endswith(transposed) else value
+                if key in ("transformer.wte.weight", "lm_head.weight"):
+                    dst[key].zero_()
+                    dst[key][:value.size(0)].copy_(value)
+                else:
+                    dst[key].copy_(value)
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> GPT:
+        """Rebuild a model from a train.py checkpoint file (or a run directory: its newest ckpt_*.pt)."""
+        ckpt = load_checkpoint(path, map_location=device)
+        model = cls(GPTConfig(**ckpt["model_config"]))
+        state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
+        model.load_state_dict(state)
+        return model.to(device)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as is; a directory -> its ckpt_*.pt with the highest step number."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a ckpt_*.pt file or a training out_dir")
+    found = [(int(m.group(1)), p) for p in path.glob("ckpt_*.pt") if (m := re.fullmatch(r"ckpt_(\d+)\.pt", p.name))]
+    if not found:
+        raise FileNotFoundError(f"no ckpt_*.pt files in {path}; train first (train.py writes them to out_dir) "
+                                f"or pass a checkpoint file such as {path / 'best.pt'}")
+    return max(found)[1]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """torch.load a checkpoint (resolving directories). It holds pickled configs and RNG state, so
+    weights_only=False: only load checkpoints you trust."""
+    return torch.load(resolve_checkpoint(path), map_location=map_location, weights_only=False)

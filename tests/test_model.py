@@ -1,0 +1,409 @@
+"""model.py: every toggle against reference math, KV-cache decoding, GPT-2 import, checkpoints."""
+import dataclasses
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import model as model_mod
+from model import GPT, GPTConfig, apply_rope, alibi_slopes, resolve_checkpoint, load_checkpoint
+
+VOCAB = 100
+
+
+def tiny(**kw) -> GPTConfig:
+    base = dict(block_size=32, vocab_size=VOCAB, n_layer=1, n_head=4, n_embd=32, dropout=0.0)
+    base.update(kw)
+    return GPTConfig(**base)
+
+
+def build(seed=0, **kw) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(tiny(**kw)).eval()
+
+
+def tokens(B=2, T=12, seed=1, vocab=VOCAB):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (B, T), generator=g)
+
+
+# ----------------------------------------------------------------------------- every combination
+
+ATTN = {"mha": None, "gqa": 2, "mqa": 1}
+COMBOS = list(itertools.product(model_mod.POS_EMBS, model_mod.MLPS, model_mod.NORMS, [False, True], ATTN))
+
+
+@pytest.mark.parametrize("pos_emb,mlp,norm,parallel,attn", COMBOS)
+def test_every_combination_trains_and_is_causal(pos_emb, mlp, norm, parallel, attn):
+    m = build(pos_emb=pos_emb, mlp=mlp, norm=norm, parallel_residual=parallel, n_kv_head=ATTN[attn],
+              n_layer=2 if parallel else 1)
+    x, y = tokens(T=12), tokens(T=12, seed=2)
+    logits, loss = m(x, y)
+    assert logits.shape == (2, 12, VOCAB)
+    assert abs(loss.item() - math.log(VOCAB)) < 0.1
+    loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if "wte" not in name:  # padded rows of the tied embedding get no gradient by design
+            assert p.grad.abs().sum() > 0, name
+    t = 6
+    x2 = x.clone()
+    x2[:, t] = (x2[:, t] + 1) % VOCAB
+    with torch.no_grad():
+        a, b = m(x)[0], m(x2)[0]
+    torch.testing.assert_close(a[:, :t], b[:, :t], rtol=0, atol=1e-6)
+    assert (a[:, t:] - b[:, t:]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("kw", [dict(qk_norm=True, pos_emb="rope"), dict(bias=False, norm="layernorm"),
+                                dict(tie_embeddings=False), dict(dropout=0.1, pos_emb="alibi", n_kv_head=2)])
+def test_other_toggles_train(kw):
+    m = build(**kw).train()
+    _, loss = m(tokens(), tokens(seed=2))
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+    names = dict(m.named_parameters())
+    if kw.get("qk_norm"):
+        assert names["transformer.h.0.attn.q_norm.weight"].shape == (8,)
+    if kw.get("bias") is False:
+        assert not any(n.endswith("bias") for n in names)
+    if kw.get("tie_embeddings") is False:
+        assert m.lm_head.weight is not m.transformer.wte.weight
+
+
+def test_parameter_names_and_shapes():
+    m = build(n_kv_head=2, mlp="swiglu", pos_emb="learned")
+    sd = m.state_dict()
+    assert sd["transformer.wte.weight"].shape == (128, 32)          # 100 padded up to 64's multiple
+    assert sd["transformer.wpe.weight"].shape == (32, 32)
+    assert sd["transformer.h.0.attn.c_attn.weight"].shape == ((4 + 2 * 2) * 8, 32)
+    assert sd["transformer.h.0.mlp.c_gate.weight"].shape == (128, 32)  # 2/3*4*32 -> 128 (mult of 64)
+    assert m.lm_head.weight is m.transformer.wte.weight
+    assert "transformer.h.0.ln_2.weight" not in build(parallel_residual=True).state_dict()
+
+
+def test_gpt2_init_scales_residual_projections():
+    m = build(n_layer=4, n_embd=256, n_head=8)
+    assert abs(m.transformer.h[0].attn.c_attn.weight.std().item() - 0.02) < 1e-3
+    for name in ("attn.c_proj.weight", "mlp.c_proj.weight"):
+        w = m.transformer.h[1].get_submodule(name.rsplit(".", 1)[0]).weight
+        assert abs(w.std().item() - 0.02 / math.sqrt(8)) < 5e-4
+    assert (m.transformer.h[0].attn.c_attn.bias == 0).all()
+
+
+# ----------------------------------------------------------------------------- positions
+
+def rope_reference(x, theta):
+    """Paper's RoPE in complex form: z_i = x_i + j x_{i+D/2}, rotated by m * theta^(-2i/D)."""
+    T, D = x.shape[-2], x.shape[-1]
+    z = torch.complex(x[..., :D // 2].double(), x[..., D // 2:].double())
+    freqs = torch.tensor([theta ** (-2 * i / D) for i in range(D // 2)], dtype=torch.float64)
+    angles = torch.arange(T, dtype=torch.float64)[:, None] * freqs[None, :]
+    z = z * torch.polar(torch.ones_like(angles), angles)
+    return torch.cat((z.real, z.imag), dim=-1).float()
+
+
+def test_rope_matches_complex_reference():
+    rot = model_mod.RotaryEmbedding(16, 500.0, length=8)
+    x = torch.randn(2, 3, 20, 16)
+    cos, sin = rot(0, 20, torch.float32)          # also exercises growth past the initial length
+    torch.testing.assert_close(apply_rope(x, cos, sin), rope_reference(x, 500.0), atol=1e-5, rtol=1e-5)
+    cos2, sin2 = rot(13, 4, torch.float32)         # an offset slice equals the same rows
+    torch.testing.assert_close(cos2, cos[13:17])
+    torch.testing.assert_close(sin2, sin[13:17])
+
+
+def test_rope_dot_product_depends_only_on_offset():
+    rot = model_mod.RotaryEmbedding(16, 10000.0, length=64)
+    cos, sin = rot(0, 64, torch.float32)
+    q, k = torch.randn(16), torch.randn(16)
+
+    def score(m, n):
+        qm = apply_rope(q.expand(64, 16), cos, sin)[m]
+        kn = apply_rope(k.expand(64, 16), cos, sin)[n]
+        return (qm @ kn).item()
+
+    assert score(5, 2) == pytest.approx(score(40, 37), abs=1e-4)
+    assert score(7, 7) == pytest.approx(score(60, 60), abs=1e-4)
+    assert abs(score(5, 2) - score(6, 2)) > 1e-3
+
+
+def test_alibi_slopes_match_paper():
+    # ALiBi paper: n a power of two -> 2^(-8/n * k), k = 1..n. Otherwise the closest power of two m
+    # below n, then every other slope of the 2m-head sequence, first n - m of them.
+    eight = [2 ** -k for k in range(1, 9)]
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor(eight))
+    twelve = eight + [2 ** -0.5, 2 ** -1.5, 2 ** -2.5, 2 ** -3.5]
+    torch.testing.assert_close(alibi_slopes(12), torch.tensor(twelve))
+    six = [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3]
+    torch.testing.assert_close(alibi_slopes(6), torch.tensor(six))
+
+
+def test_alibi_bias_is_linear_distance_penalty():
+    alibi = model_mod.ALiBi(4)
+    bias = alibi(0, 6, torch.float32)
+    s = alibi_slopes(4)
+    for h, i, j in [(0, 5, 2), (3, 4, 0), (1, 3, 3)]:
+        assert bias[h, i, j].item() == pytest.approx(-s[h].item() * (i - j))
+    assert torch.isinf(bias[2, 1, 4]) and bias[2, 1, 4] < 0
+    torch.testing.assert_close(alibi(3, 2, torch.float32), alibi(0, 9, torch.float32)[:, 3:5, :5])
+
+
+def test_learned_positions_error_past_block_size_others_extrapolate():
+    with pytest.raises(ValueError, match="block_size"):
+        build(pos_emb="learned", block_size=8)(tokens(T=9))
+    for pos in ("rope", "alibi", "none"):
+        logits, _ = build(pos_emb=pos, block_size=8)(tokens(T=20))
+        assert logits.shape == (2, 20, VOCAB) and torch.isfinite(logits).all()
+
+
+# ----------------------------------------------------------------------------- attention
+
+def reference_attention(attn, x, pos_emb):
+    """Explicit softmax attention with K/V heads repeated by hand, from the module's weights."""
+    B, T, C = x.shape
+    H, Hkv, hd = attn.n_head, attn.n_kv_head, attn.head_dim
+    q, k, v = attn.c_attn(x).split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
+    q = q.view(B, T, H, hd).transpose(1, 2)
+    k = k.view(B, T, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
+    v = v.view(B, T, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
+    if pos_emb == "rope":
+        q, k = rope_reference(q, 10000.0), rope_reference(k, 10000.0)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
+    i = torch.arange(T)
+    if pos_emb == "alibi":
+        scores = scores - alibi_slopes(H)[:, None, None] * (i[:, None] - i[None, :]).float()
+    scores = scores.masked_fill(i[None, :] > i[:, None], float("-inf"))
+    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
+    return attn.c_proj(y)
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "alibi", "none"])
+@pytest.mark.parametrize("n_kv_head", [4, 2, 1])
+@pytest.mark.parametrize("has_gqa", [True, False])
+def test_attention_equals_explicit_repeat_reference(pos_emb, n_kv_head, has_gqa, monkeypatch):
+    monkeypatch.setattr(model_mod, "SDPA_HAS_GQA", has_gqa)  # False: the broadcast fallback
+    m = build(pos_emb=pos_emb, n_kv_head=n_kv_head)
+    x = torch.randn(2, 10, 32)
+    rope, bias = m._positions(x, 0, 10)
+    with torch.no_grad():
+        got = m.transformer.h[0].attn(x, rope, bias)
+        want = reference_attention(m.transformer.h[0].attn, x, pos_emb)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_gqa_with_all_kv_heads_is_mha():
+    a, b = build(n_kv_head=None, pos_emb="rope"), build(n_kv_head=4, pos_emb="rope")
+    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb and torch.equal(pa, pb)
+    x = tokens()
+    torch.testing.assert_close(a(x)[0], b(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "alibi"])
+def test_gqa_model_equals_mha_model_with_repeated_kv_weights(pos_emb):
+    gqa = build(pos_emb=pos_emb, n_kv_head=2, n_layer=2)
+    mha = build(pos_emb=pos_emb, n_kv_head=None, n_layer=2)
+    sd = gqa.state_dict()
+    hd, g = 8, 2
+    for i in range(2):
+        for suffix in ("weight", "bias"):
+            w = sd[f"transformer.h.{i}.attn.c_attn.{suffix}"]
+            q, k, v = w.split([32, 16, 16], dim=0)
+            rep = lambda t: t.view(2, hd, *t.shape[1:]).repeat_interleave(g, dim=0).reshape(32, *t.shape[1:])
+            sd[f"transformer.h.{i}.attn.c_attn.{suffix}"] = torch.cat([q, rep(k), rep(v)], dim=0)
+    mha.load_state_dict(sd)
+    x = tokens()
+    torch.testing.assert_close(gqa(x)[0], mha(x)[0], atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- norms, MLPs, blocks
+
+def test_rmsnorm_formula():
+    norm = model_mod.RMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16))
+    x = torch.randn(3, 5, 16)
+    want = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+    torch.testing.assert_close(norm(x), want)
+
+
+def test_mlp_formulas():
+    x = torch.randn(2, 5, 32)
+    sw = build(mlp="swiglu").transformer.h[0].mlp
+    torch.testing.assert_close(sw(x), sw.c_proj(F.silu(sw.c_gate(x)) * sw.c_fc(x)))
+    r2 = build(mlp="relu2").transformer.h[0].mlp
+    torch.testing.assert_close(r2(x), r2.c_proj(torch.clamp(r2.c_fc(x), min=0) ** 2))
+    ge = build(mlp="gelu").transformer.h[0].mlp
+    h = ge.c_fc(x)
+    tanh_gelu = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
+    torch.testing.assert_close(ge(x), ge.c_proj(tanh_gelu))
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_block_formulas(norm):
+    x = torch.randn(2, 6, 32)
+    blk = build(parallel_residual=True, norm=norm, pos_emb="none").transformer.h[0]
+    with torch.no_grad():
+        blk.ln_1.weight.copy_(torch.rand(32) + 0.5)
+        h = blk.ln_1(x)
+        torch.testing.assert_close(blk(x, None, None), x + blk.attn(h, None, None) + blk.mlp(h))
+    blk = build(parallel_residual=False, norm=norm, pos_emb="none").transformer.h[0]
+    with torch.no_grad():
+        x1 = x + blk.attn(blk.ln_1(x), None, None)
+        torch.testing.assert_close(blk(x, None, None), x1 + blk.mlp(blk.ln_2(x1)))
+
+
+# ----------------------------------------------------------------------------- KV cache and sampling
+
+@pytest.mark.parametrize("pos_emb", model_mod.POS_EMBS)
+@pytest.mark.parametrize("n_kv_head", [None, 2])
+def test_kv_cache_logits_equal_full_forward_every_step(pos_emb, n_kv_head):
+    m = build(pos_emb=pos_emb, n_kv_head=n_kv_head, n_layer=2, block_size=12)
+    idx = tokens(T=5)
+    cache = m.new_cache(2, 5 + 14)
+    for _ in range(14):  # runs past block_size: slides for learned, extrapolates otherwise
+        got = m.next_token_logits(idx, cache)
+        ctx = idx[:, -12:] if pos_emb == "learned" else idx
+        with torch.no_grad():
+            want = m(ctx)[0][:, -1]
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+        idx = torch.cat([idx, got.argmax(-1, keepdim=True)], dim=1)
+    assert idx.size(1) == 19
+
+
+@pytest.mark.parametrize("pos_emb", model_mod.POS_EMBS)
+def test_kv_cache_chunked_feed_and_generate_match(pos_emb):
+    m = build(pos_emb=pos_emb, n_kv_head=1, block_size=16)
+    idx = tokens(T=9)
+    cache = m.new_cache(2, 16)
+    with torch.no_grad():
+        m.forward_cached(idx[:, :5], cache)
+        got = m.forward_cached(idx[:, 5:], cache)   # 4 queries after a cached prefix of 5
+        torch.testing.assert_close(got, m(idx)[0][:, -1], atol=2e-5, rtol=1e-5)
+    a = m.generate(tokens(T=4), 10, temperature=0, use_cache=True)
+    b = m.generate(tokens(T=4), 10, temperature=0, use_cache=False)
+    assert torch.equal(a, b) and a.shape == (2, 14)
+
+
+def test_padded_ids_never_predicted_nor_targets():
+    m = build(tie_embeddings=False)                 # 100 real ids, 128 rows
+    assert m.config.padded_vocab_size == 128
+    with torch.no_grad():
+        m.lm_head.weight[:VOCAB].zero_()
+        m.lm_head.weight[VOCAB:].normal_(0, 100.0)  # would win every sample if it were visible
+    x = tokens()
+    logits, loss = m(x, tokens(seed=3))
+    assert logits.shape[-1] == VOCAB
+    assert loss.item() == pytest.approx(math.log(VOCAB), abs=1e-5)  # uniform over the real ids only
+    out = m.generate(x, 30, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert out.max() < VOCAB
+
+
+def test_sampling_options():
+    m = build()
+    x = tokens()
+    greedy = m.generate(x, 6, temperature=0)
+    assert torch.equal(m.generate(x, 6, top_k=1), greedy)
+    assert torch.equal(m.generate(x, 6, top_p=1e-6), greedy)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(m.generate(x, 6, top_k=10, top_p=0.9, generator=g1),
+                       m.generate(x, 6, top_k=10, top_p=0.9, generator=g2))
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]]).log_softmax(-1)
+    for seed in range(20):  # top_k=2 keeps ids 2, 3; top_p=0.5 keeps only id 3 (p=0.64)
+        assert GPT.sample(logits, top_k=2, generator=torch.Generator().manual_seed(seed)).item() in (2, 3)
+        assert GPT.sample(logits, top_p=0.5, generator=torch.Generator().manual_seed(seed)).item() == 3
+    stop = greedy[0, x.size(1) + 2].item()
+    out = m.generate(x[:1], 6, temperature=0, stop_token=stop)
+    assert out.size(1) <= x.size(1) + 3 and out[0, -1].item() == stop
+    streamed = list(m.generate_stream(x, 3, temperature=0))
+    assert [t.shape for t in streamed] == [(2, 1)] * 3
+
+
+# ----------------------------------------------------------------------------- accounting and optimiser
+
+def test_gpt2_124m_parameter_count():
+    cfg = GPTConfig(vocab_size=50257, pad_vocab_multiple=1)
+    with torch.device("meta"):
+        m = GPT(cfg)
+    assert m.num_params(non_embedding=False) == 124_439_808
+    assert m.num_params() == 124_439_808 - 1024 * 768
+
+
+def test_flops_per_token_counts_toggles():
+    cfg = tiny(n_layer=2, n_embd=64, n_head=8, pad_vocab_multiple=1)
+    C, L, T, hd = 64, 2, 16, 8
+    attn_term = 12 * L * 8 * hd * T
+    mha = 6 * (L * (C * 3 * C + C * C + 2 * C * 4 * C) + C * VOCAB) + attn_term
+    assert GPT(cfg).flops_per_token(T) == mha
+    gqa = GPT(dataclasses.replace(cfg, n_kv_head=2))
+    assert gqa.flops_per_token(T) == mha - 6 * L * C * 2 * (8 - 2) * hd
+    sw = GPT(dataclasses.replace(cfg, mlp="swiglu"))  # hidden 2/3*256 -> 192, three matrices
+    assert sw.flops_per_token(T) == mha - 6 * L * 2 * C * 4 * C + 6 * L * 3 * C * 192
+    assert GPT(cfg).estimate_mfu(1000.0, peak_flops=1e12, seq_len=T) == pytest.approx(mha * 1000.0 / 1e12)
+
+
+def test_configure_optimizers_decays_matrices_only():
+    m = build(bias=True)
+    opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), eps=1e-8, device_type="cpu")
+    assert isinstance(opt, torch.optim.AdamW)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == m.num_params(non_embedding=False)
+    assert opt.param_groups[0]["betas"] == (0.9, 0.95)
+
+
+# ----------------------------------------------------------------------------- config errors
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(n_head=4, n_kv_head=3), r"n_kv_head=3.*divide n_head"),
+    (dict(n_embd=30, n_head=4), r"n_embd=30.*n_head=4"),
+    (dict(n_embd=36, n_head=4, pos_emb="rope"), r"even head size.*9"),
+    (dict(pos_emb="sinusoidal"), r"pos_emb='sinusoidal'.*learned, rope, alibi, none"),
+    (dict(mlp="geglu"), r"mlp='geglu'.*gelu, swiglu, relu2"),
+    (dict(norm="batchnorm"), r"norm='batchnorm'.*layernorm, rmsnorm"),
+])
+def test_bad_configs_fail_with_field_and_fix(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**kw)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def test_from_hf_gpt2_logits_match():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hc = transformers.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    hf = transformers.GPT2LMHeadModel(hc).eval()
+    x = tokens(T=16)
+    with torch.no_grad():
+        want = hf(x).logits
+        for pad in (1, 64):
+            got = GPT.from_hf_gpt2(hf, pad_vocab_multiple=pad).eval()(x)[0]
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_from_checkpoint_round_trip(tmp_path):
+    m = build(pos_emb="rope", n_kv_head=2, mlp="swiglu", norm="rmsnorm")
+    old = build(seed=9)
+    for step, mod in ((9, old), (10, m)):   # numeric, not lexicographic, order picks step 10
+        sd = {"_orig_mod." + k: v for k, v in mod.state_dict().items()}
+        torch.save({"format": 1, "model_config": dataclasses.asdict(mod.config), "model": sd,
+                    "tokenizer": {"kind": "gpt2"}, "step": step}, tmp_path / f"ckpt_{step}.pt")
+    assert resolve_checkpoint(tmp_path).name == "ckpt_10.pt"
+    assert load_checkpoint(tmp_path)["step"] == 10
+    loaded = GPT.from_checkpoint(tmp_path).eval()
+    assert loaded.config == m.config
+    x = tokens()
+    torch.testing.assert_close(loaded(x)[0], m(x)[0], rtol=0, atol=0)
+    assert GPT.from_checkpoint(tmp_path / "ckpt_9.pt").config == old.config
+
+
+def test_resolve_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        resolve_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_checkpoint(tmp_path / "nope")
