@@ -1,0 +1,830 @@
+"""Export a checkpoint to a Hugging Face transformers directory, and import one back.
+
+    python export_hf.py --ckpt out/run/best.pt --out hf/run [--overwrite]
+
+The directory loads with `AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`
+(add `trust_remote_code=True` for the "nanogpt" family). The GPTConfig toggles pick the target class:
+
+    toggles                                                           -> transformers class
+    learned pos, gelu|relu2, layernorm, sequential, MHA, no qk_norm   -> GPT2LMHeadModel
+    rope, rmsnorm, swiglu, sequential, no qk_norm (GQA/MQA, bias ok)  -> LlamaForCausalLM
+    rope, rmsnorm, swiglu, sequential, qk_norm, no bias               -> Qwen3ForCausalLM
+    rope, layernorm, gelu|relu2, sequential (GQA/MQA ok)              -> Starcoder2ForCausalLM
+    rope, layernorm, gelu|relu2, parallel residual (one shared norm)  -> PhiForCausalLM
+    anything else (alibi, nope, learned+swiglu, qk_norm elsewhere...) -> NanoGPTForCausalLM (remote code)
+
+Falcon's ALiBi is not used for ALiBi models: FalconModel adds alibi / sqrt(head_dim) (ours and the paper's
+bias is unscaled) and rounds slope * position to bfloat16, so its logits differ from ours. ALiBi models
+export as remote code, which runs a copy of model.py and so matches exactly.
+
+Padded vocabulary: only the real `vocab_size` rows of wte/lm_head are exported (HF vocab_size = the
+tokenizer's), so the padded rows can never be predicted; import_hf() pads them back with zeros.
+Absent biases (bias=False exported to a class that always has them) are written as zeros.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import inspect
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model import GPT, GPTConfig, load_checkpoint
+
+REMOTE_FAMILY = "nanogpt"
+PROBE_TEXT = ("Hello world! The quick brown fox, 1234567890.\n\n  Two  spaces\tand a tab; "
+              "unicode: caf\u00e9, na\u00efve, \u00fcber, \u2603.\nFirst Citizen:\nBefore we proceed any further.")
+
+
+# ----------------------------------------------------------------------------- family selection
+
+def family_of(c: GPTConfig) -> str:
+    """The transformers architecture that computes exactly what GPT(c) computes, or REMOTE_FAMILY."""
+    seq, mha = not c.parallel_residual, c.kv_heads == c.n_head
+    plain_mlp = c.mlp in ("gelu", "relu2")
+    if c.pos_emb == "learned" and plain_mlp and c.norm == "layernorm" and seq and mha and not c.qk_norm:
+        return "gpt2"
+    if c.pos_emb == "rope" and c.norm == "rmsnorm" and c.mlp == "swiglu" and seq:
+        if not c.qk_norm:
+            return "llama"
+        if not c.bias:
+            return "qwen3"
+    if c.pos_emb == "rope" and c.norm == "layernorm" and plain_mlp and not c.qk_norm:
+        return "starcoder2" if seq else "phi"
+    return REMOTE_FAMILY
+
+
+def why_remote(c: GPTConfig) -> str:
+    """One line on why no native class matches (for the CLI's report)."""
+    if c.pos_emb == "alibi":
+        return ("ALiBi: Falcon scales the bias by 1/sqrt(head_dim) and rounds it to bfloat16; "
+                "no native class adds the paper's unscaled bias with this block")
+    if c.pos_emb == "none":
+        return "no positional encoding (NoPE) has no native transformers class"
+    return (f"no native class has pos_emb={c.pos_emb}, mlp={c.mlp}, norm={c.norm}, "
+            f"parallel_residual={c.parallel_residual}, qk_norm={c.qk_norm}, n_kv_head={c.kv_heads}/{c.n_head}")
+
+
+HF_CLASS = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM",
+            "starcoder2": "Starcoder2ForCausalLM", "phi": "PhiForCausalLM",
+            REMOTE_FAMILY: "NanoGPTForCausalLM"}
+
+
+# ----------------------------------------------------------------------------- weight mapping rules
+
+@dataclass
+class Rule:
+    """One of our tensors <-> one or more HF tensors.
+
+    ours=None: the HF tensor has no counterpart (a bias we lack) and is exported as zeros of `shape`.
+    split: sizes along dim 0 that cut ours into the hf tensors (fused q,k,v).
+    transpose: HF stores the transpose (GPT-2's Conv1D). vocab: rows beyond vocab_size are dropped.
+    """
+    ours: str | None
+    hf: tuple[str, ...]
+    split: tuple[int, ...] | None = None
+    transpose: bool = False
+    vocab: bool = False
+    shape: tuple[int, ...] | None = None
+
+
+def _norm_rules(ours: str, hf: str, c: GPTConfig, hf_has_bias: bool) -> list[Rule]:
+    rules = [Rule(f"{ours}.weight", (f"{hf}.weight",))]
+    if c.norm == "layernorm" and c.bias:
+        rules.append(Rule(f"{ours}.bias", (f"{hf}.bias",)))
+    elif hf_has_bias:
+        rules.append(Rule(None, (f"{hf}.bias",), shape=(c.n_embd,)))
+    return rules
+
+
+def _linear_rules(ours: str, hf: tuple[str, ...], c: GPTConfig, out: int, hf_has_bias: bool,
+                  split: tuple[int, ...] | None = None, transpose: bool = False) -> list[Rule]:
+    rules = [Rule(f"{ours}.weight", tuple(f"{h}.weight" for h in hf), split, transpose)]
+    if c.bias:
+        rules.append(Rule(f"{ours}.bias", tuple(f"{h}.bias" for h in hf), split))
+    elif hf_has_bias:
+        sizes = split or (out,)
+        rules += [Rule(None, (f"{h}.bias",), shape=(n,)) for h, n in zip(hf, sizes)]
+    return rules
+
+
+def rules_for(family: str, c: GPTConfig) -> list[Rule]:
+    """Every tensor of the HF model of `family`, and where it comes from in our state dict."""
+    qkv = (c.n_head * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim)
+    H, D = c.hidden_dim, c.n_embd
+    if family == "gpt2":
+        rules = [Rule("transformer.wte.weight", ("transformer.wte.weight",), vocab=True),
+                 Rule("transformer.wpe.weight", ("transformer.wpe.weight",))]
+        for i in range(c.n_layer):
+            p = f"transformer.h.{i}"
+            rules += _norm_rules(f"{p}.ln_1", f"{p}.ln_1", c, True)
+            rules += _linear_rules(f"{p}.attn.c_attn", (f"{p}.attn.c_attn",), c, sum(qkv), True, transpose=True)
+            rules += _linear_rules(f"{p}.attn.c_proj", (f"{p}.attn.c_proj",), c, D, True, transpose=True)
+            rules += _norm_rules(f"{p}.ln_2", f"{p}.ln_2", c, True)
+            rules += _linear_rules(f"{p}.mlp.c_fc", (f"{p}.mlp.c_fc",), c, H, True, transpose=True)
+            rules += _linear_rules(f"{p}.mlp.c_proj", (f"{p}.mlp.c_proj",), c, D, True, transpose=True)
+        rules += _norm_rules("transformer.ln_f", "transformer.ln_f", c, True)
+        if not c.tie_embeddings:
+            rules.append(Rule("lm_head.weight", ("lm_head.weight",), vocab=True))
+        return rules
+
+    # the Llama-like families share the "model.layers.{i}" naming
+    always_bias = family == "phi"
+    norm_bias = family in ("starcoder2", "phi")
+    rules = [Rule("transformer.wte.weight", ("model.embed_tokens.weight",), vocab=True)]
+    for i in range(c.n_layer):
+        o, h = f"transformer.h.{i}", f"model.layers.{i}"
+        rules += _norm_rules(f"{o}.ln_1", f"{h}.input_layernorm", c, norm_bias)
+        attn = tuple(f"{h}.self_attn.{n}_proj" for n in "qkv")
+        rules += _linear_rules(f"{o}.attn.c_attn", attn, c, sum(qkv), always_bias, split=qkv)
+        out_name = "dense" if family == "phi" else "o_proj"
+        rules += _linear_rules(f"{o}.attn.c_proj", (f"{h}.self_attn.{out_name}",), c, D, always_bias)
+        if family == "qwen3":
+            rules += [Rule(f"{o}.attn.q_norm.weight", (f"{h}.self_attn.q_norm.weight",)),
+                      Rule(f"{o}.attn.k_norm.weight", (f"{h}.self_attn.k_norm.weight",))]
+        if family != "phi":
+            rules += _norm_rules(f"{o}.ln_2", f"{h}.post_attention_layernorm", c, norm_bias)
+        if family in ("llama", "qwen3"):
+            rules += _linear_rules(f"{o}.mlp.c_gate", (f"{h}.mlp.gate_proj",), c, H, False)
+            rules += _linear_rules(f"{o}.mlp.c_fc", (f"{h}.mlp.up_proj",), c, H, False)
+            rules += _linear_rules(f"{o}.mlp.c_proj", (f"{h}.mlp.down_proj",), c, D, False)
+        else:
+            fc, proj = ("fc1", "fc2") if family == "phi" else ("c_fc", "c_proj")
+            rules += _linear_rules(f"{o}.mlp.c_fc", (f"{h}.mlp.{fc}",), c, H, always_bias)
+            rules += _linear_rules(f"{o}.mlp.c_proj", (f"{h}.mlp.{proj}",), c, D, always_bias)
+    final = "model.final_layernorm" if family == "phi" else "model.norm"
+    rules += _norm_rules("transformer.ln_f", final, c, norm_bias)
+    if not c.tie_embeddings:
+        rules.append(Rule("lm_head.weight", ("lm_head.weight",), vocab=True))
+    if family == "phi":
+        rules.append(Rule(None, ("lm_head.bias",), shape=(c.vocab_size,)))
+    return rules
+
+
+def to_hf_state_dict(model: GPT, family: str) -> dict[str, torch.Tensor]:
+    """Our state dict renamed/split/transposed into the HF family's (real vocab rows only)."""
+    c, sd = model.config, model.state_dict()
+    dtype = model.transformer.wte.weight.dtype
+    out = {}
+    for r in rules_for(family, c):
+        if r.ours is None:
+            out[r.hf[0]] = torch.zeros(r.shape, dtype=dtype)
+            continue
+        t = sd[r.ours].detach().cpu()
+        if r.vocab:
+            t = t[:c.vocab_size]
+        if r.transpose:
+            t = t.t()
+        parts = t.split(list(r.split), dim=0) if r.split else (t,)
+        for name, part in zip(r.hf, parts):
+            out[name] = part.contiguous().clone()
+    return out
+
+
+def from_hf_state_dict(hf: dict[str, torch.Tensor], family: str, c: GPTConfig) -> dict[str, torch.Tensor]:
+    """Inverse of to_hf_state_dict: our state dict (padded vocab rows are zeros)."""
+    out = {}
+    for r in rules_for(family, c):
+        missing = [k for k in r.hf if k not in hf]
+        if missing:
+            raise KeyError(f"HF checkpoint lacks {missing[0]!r} needed for family {family!r}")
+        if r.ours is None:
+            if hf[r.hf[0]].abs().max() > 0:
+                raise ValueError(f"{r.hf[0]} is nonzero but GPTConfig(bias={c.bias}, norm={c.norm!r}) has no "
+                                 f"such parameter; this model cannot be represented exactly")
+            continue
+        t = torch.cat([hf[k] for k in r.hf], dim=0) if r.split else hf[r.hf[0]]
+        if r.transpose:
+            t = t.t()
+        if r.vocab:
+            t = torch.cat([t, t.new_zeros(c.padded_vocab_size - t.size(0), *t.shape[1:])])
+        out[r.ours] = t.contiguous()
+    if c.tie_embeddings:
+        out["lm_head.weight"] = out["transformer.wte.weight"]
+    return out
+
+
+# ----------------------------------------------------------------------------- HF configs
+
+def hf_config_for(family: str, c: GPTConfig, bos_id: int | None, eos_id: int | None):
+    """The transformers config object of `family` for GPTConfig c (dropout 0: exports are for inference)."""
+    import transformers
+    act = {"gelu": "gelu_pytorch_tanh", "relu2": "relu2"}.get(c.mlp)  # our GELU is the tanh approximation
+    common = dict(vocab_size=c.vocab_size, bos_token_id=bos_id, eos_token_id=eos_id,
+                  tie_word_embeddings=c.tie_embeddings, nanogpt_config=dataclasses.asdict(c))
+    llama_like = dict(hidden_size=c.n_embd, intermediate_size=c.hidden_dim, num_hidden_layers=c.n_layer,
+                      num_attention_heads=c.n_head, num_key_value_heads=c.kv_heads,
+                      max_position_embeddings=c.block_size, rope_theta=c.rope_theta, **common)
+    if family == "gpt2":
+        return transformers.GPT2Config(
+            n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=c.hidden_dim,
+            activation_function="gelu_new" if c.mlp == "gelu" else act, layer_norm_epsilon=c.norm_eps,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
+    if family == "llama":
+        return transformers.LlamaConfig(head_dim=c.head_dim, hidden_act="silu", rms_norm_eps=c.norm_eps,
+                                        attention_bias=c.bias, mlp_bias=c.bias, attention_dropout=0.0,
+                                        **llama_like)
+    if family == "qwen3":
+        return transformers.Qwen3Config(head_dim=c.head_dim, hidden_act="silu", rms_norm_eps=c.norm_eps,
+                                        attention_bias=False, use_sliding_window=False, sliding_window=None,
+                                        attention_dropout=0.0, **llama_like)
+    if family == "starcoder2":
+        return transformers.Starcoder2Config(hidden_act=act, norm_epsilon=c.norm_eps, use_bias=c.bias,
+                                             sliding_window=None, residual_dropout=0.0, embedding_dropout=0.0,
+                                             attention_dropout=0.0, **llama_like)
+    if family == "phi":
+        return transformers.PhiConfig(hidden_act=act, layer_norm_eps=c.norm_eps, partial_rotary_factor=1.0,
+                                      qk_layernorm=False, resid_pdrop=0.0, embd_pdrop=0.0,
+                                      attention_dropout=0.0, **llama_like)
+    raise ValueError(f"no native transformers config for family {family!r}")
+
+
+# ----------------------------------------------------------------------------- remote code
+
+REMOTE_CONFIG_SRC = '''"""Configuration of a nanoGPT-style model exported by export_hf.py (trust_remote_code)."""
+from transformers import PretrainedConfig
+
+
+class NanoGPTConfig(PretrainedConfig):
+    """Carries the original GPTConfig fields in `gpt_config`."""
+    model_type = "nanogpt"
+
+    def __init__(self, gpt_config=None, **kwargs):
+        self.gpt_config = dict(gpt_config or {})
+        g = self.gpt_config
+        self.vocab_size = g.get("vocab_size")
+        self.hidden_size = g.get("n_embd")
+        self.num_hidden_layers = g.get("n_layer")
+        self.num_attention_heads = g.get("n_head")
+        self.max_position_embeddings = g.get("block_size")
+        kwargs.setdefault("tie_word_embeddings", g.get("tie_embeddings", True))
+        super().__init__(**kwargs)
+'''
+
+REMOTE_WRAPPER_SRC = '''
+
+# ----------------------------------------------------------------------------- transformers wrapper
+# (appended by export_hf.py; everything above is a verbatim copy of the repo's model.py)
+
+from transformers import GenerationMixin, PreTrainedModel  # noqa: E402
+from transformers.modeling_outputs import CausalLMOutputWithPast  # noqa: E402
+
+from .configuration_nanogpt import NanoGPTConfig  # noqa: E402
+
+
+class NanoGPTForCausalLM(PreTrainedModel, GenerationMixin):
+    """GPT from model.py behind the transformers causal-LM interface.
+
+    No KV cache through transformers (each generate step re-runs the prefix) and no padding:
+    an attention_mask with zeros raises. Right-padded scoring (lm-evaluation-harness loglikelihood)
+    passes no mask and is exact, since attention is causal.
+    """
+    config_class = NanoGPTConfig
+    base_model_prefix = "gpt"
+    main_input_name = "input_ids"
+    _no_split_modules = ["Block", "ParallelBlock"]
+    _tied_weights_keys = {"gpt.lm_head.weight": "gpt.transformer.wte.weight"}
+
+    def __init__(self, config: NanoGPTConfig):
+        super().__init__(config)
+        self.gpt = GPT(GPTConfig(**config.gpt_config))
+        self.post_init()
+
+    def _init_weights(self, module):
+        """Weights come from the checkpoint; GPT() already initialised everything else."""
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        model.rebuild_buffers()
+        return model
+
+    @torch.no_grad()
+    def rebuild_buffers(self):
+        """Recompute non-persistent buffers (RoPE tables, ALiBi slopes): transformers loads on the meta
+        device and leaves them uninitialised. They come from a 1-layer GPT with the same positions."""
+        c = self.gpt.config
+        tiny = dataclasses.replace(c, n_layer=1, vocab_size=1, pad_vocab_multiple=1, mlp_hidden=1)
+        ref = dict(GPT(tiny).named_buffers())
+        for name, buf in self.gpt.named_buffers():
+            key = re.sub(r"^transformer\.h\.\d+\.", "transformer.h.0.", name)
+            if key in ref:
+                module_name, _, attr = name.rpartition(".")
+                module = self.gpt.get_submodule(module_name) if module_name else self.gpt
+                setattr(module, attr, ref[key].to(buf.device))
+            else:
+                raise RuntimeError(f"cannot rebuild buffer {name}")
+
+    def get_input_embeddings(self):
+        return self.gpt.transformer.wte
+
+    def get_output_embeddings(self):
+        return self.gpt.lm_head
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
+                return_dict=None, **kwargs):
+        if attention_mask is not None and not bool(attention_mask.bool().all()):
+            raise ValueError("NanoGPTForCausalLM does not support padding masks (attention_mask with zeros); "
+                             "run unpadded batches or batch size 1")
+        logits, _ = self.gpt(input_ids)
+        loss = None
+        if labels is not None:
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+'''
+
+REMOTE_TOKENIZER_SRC = '''"""Exact sentencepiece tokenizer for an export_hf.py export (ids = SentencePieceProcessor.encode)."""
+import os
+import shutil
+
+import sentencepiece as spm
+from transformers import PreTrainedTokenizer
+
+
+class NanoGPTSentencePieceTokenizer(PreTrainedTokenizer):
+    vocab_files_names = {"vocab_file": "tokenizer.model"}
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(self, vocab_file, **kwargs):
+        self.vocab_file = vocab_file
+        self.sp_model = spm.SentencePieceProcessor(model_file=vocab_file)
+        super().__init__(**kwargs)
+
+    @property
+    def vocab_size(self):
+        return self.sp_model.get_piece_size()
+
+    def get_vocab(self):
+        vocab = {self.sp_model.id_to_piece(i): i for i in range(self.vocab_size)}
+        vocab.update(self.added_tokens_encoder)
+        return vocab
+
+    def _tokenize(self, text, **kwargs):
+        return self.sp_model.encode(text, out_type=str)
+
+    def _convert_token_to_id(self, token):
+        return self.sp_model.piece_to_id(token)
+
+    def _convert_id_to_token(self, index):
+        return self.sp_model.id_to_piece(index)
+
+    def convert_tokens_to_string(self, tokens):
+        return self.sp_model.decode_pieces(tokens)
+
+    def save_vocabulary(self, save_directory, filename_prefix=None):
+        out = os.path.join(save_directory, (filename_prefix + "-" if filename_prefix else "") + "tokenizer.model")
+        if os.path.abspath(self.vocab_file) != os.path.abspath(out):
+            shutil.copyfile(self.vocab_file, out)
+        return (out,)
+'''
+
+
+def remote_modeling_source() -> str:
+    """Self-contained modeling file: model.py verbatim + the PreTrainedModel wrapper."""
+    import model as model_module
+    return inspect.getsource(model_module) + REMOTE_WRAPPER_SRC
+
+
+def save_remote(model: GPT, out: Path, bos_id: int | None, eos_id: int | None, dtype: torch.dtype) -> None:
+    """config.json with auto_map, configuration/modeling files, model.safetensors (our names under 'gpt.')."""
+    from safetensors.torch import save_file
+    c = model.config
+    (out / "configuration_nanogpt.py").write_text(REMOTE_CONFIG_SRC)
+    (out / "modeling_nanogpt.py").write_text(remote_modeling_source())
+    config = {
+        "architectures": ["NanoGPTForCausalLM"], "model_type": REMOTE_FAMILY,
+        "auto_map": {"AutoConfig": "configuration_nanogpt.NanoGPTConfig",
+                     "AutoModelForCausalLM": "modeling_nanogpt.NanoGPTForCausalLM"},
+        "gpt_config": dataclasses.asdict(c), "nanogpt_config": dataclasses.asdict(c),
+        "vocab_size": c.vocab_size, "max_position_embeddings": c.block_size,
+        "hidden_size": c.n_embd, "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
+        "bos_token_id": bos_id, "eos_token_id": eos_id, "tie_word_embeddings": c.tie_embeddings,
+        "torch_dtype": str(dtype).removeprefix("torch."), "dtype": str(dtype).removeprefix("torch."),
+        "use_cache": False,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    sd = {f"gpt.{k}": v.detach().cpu().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    if c.tie_embeddings:
+        del sd["gpt.lm_head.weight"]  # tied to wte; transformers re-ties on load
+    save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
+    gen = {"bos_token_id": bos_id, "eos_token_id": eos_id, "use_cache": False}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+
+
+def save_native(model: GPT, family: str, out: Path, bos_id, eos_id, dtype: torch.dtype) -> None:
+    """Build the transformers model, load our converted weights strictly, save_pretrained (safetensors)."""
+    from transformers import AutoModelForCausalLM
+    hf_config = hf_config_for(family, model.config, bos_id, eos_id)
+    hf_model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+    sd = to_hf_state_dict(model, family)
+    missing, unexpected = hf_model.load_state_dict(sd, strict=False)
+    tied = {"lm_head.weight"} if model.config.tie_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"weight mapping for {family} is incomplete: missing {sorted(set(missing) - tied)}, "
+                           f"unexpected {sorted(unexpected)}")
+    if model.config.tie_embeddings:
+        hf_model.tie_weights()
+    hf_model.to(dtype).save_pretrained(out, safe_serialization=True)
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable unicode map (the "data gym" alphabet of vocab.json/merges.txt)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _bpe_pair(ranks: dict[bytes, int], token: bytes, max_rank: int) -> tuple[bytes, bytes]:
+    """Run BPE on token's bytes with ranks < max_rank only; for a mergeable token this ends in 2 parts."""
+    parts = [bytes([b]) for b in token]
+    while True:
+        best, best_rank = None, None
+        for i in range(len(parts) - 1):
+            r = ranks.get(parts[i] + parts[i + 1])
+            if r is not None and r < max_rank and (best_rank is None or r < best_rank):
+                best, best_rank = i, r
+        if best is None:
+            break
+        parts = parts[:best] + [parts[best] + parts[best + 1]] + parts[best + 2:]
+    if len(parts) != 2:
+        raise ValueError(f"token {token!r} (rank {max_rank}) does not split into one merge")
+    return parts[0], parts[1]
+
+
+def gpt2_vocab_and_merges(ranks: dict[bytes, int], special: dict[str, int]) -> tuple[dict, list[str]]:
+    """HF GPT-2 vocab.json dict and merges.txt lines, rebuilt from tiktoken BPE ranks."""
+    b2u = _bytes_to_unicode()
+    enc = lambda b: "".join(b2u[x] for x in b)  # noqa: E731
+    vocab = {enc(tok): rank for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1])}
+    merges = []
+    for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(tok) > 1:
+            a, b = _bpe_pair(ranks, tok, rank)
+            merges.append(f"{enc(a)} {enc(b)}")
+    vocab.update(special)
+    return vocab, merges
+
+
+def gpt2_ranks(tiktoken_file: str | os.PathLike | None = None) -> dict[bytes, int]:
+    """GPT-2 BPE ranks: the given .tiktoken file, else env TIKTOKEN_GPT2_FILE, else tiktoken's "gpt2"."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    path = tiktoken_file or os.environ.get("TIKTOKEN_GPT2_FILE")
+    if path:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"GPT-2 BPE ranks file {path} not found; pass --tiktoken-file PATH "
+                                    f"(e.g. ../shared/data/gpt2.tiktoken) or unset TIKTOKEN_GPT2_FILE")
+        return load_tiktoken_bpe(str(path))
+    try:
+        return tiktoken.get_encoding("gpt2")._mergeable_ranks
+    except Exception as e:  # offline without a cache
+        raise FileNotFoundError("could not load tiktoken's gpt2 encoding (offline?); pass --tiktoken-file "
+                                "PATH to a gpt2.tiktoken ranks file or set TIKTOKEN_GPT2_FILE") from e
+
+
+def tokenizer_kind(spec: dict) -> str:
+    kind = spec.get("kind") or spec.get("type") or spec.get("name")
+    if kind in ("gpt2", "tiktoken", "r50k_base"):
+        return "gpt2"
+    if kind in ("sentencepiece", "spm") or "model_proto_b64" in spec:
+        return "sentencepiece"
+    raise ValueError(f"unknown tokenizer spec kind {kind!r} (keys {sorted(spec)}); expected gpt2 or sentencepiece")
+
+
+def save_gpt2_tokenizer(out: Path, tiktoken_file=None, model_max_length: int = 1024) -> tuple[int, int]:
+    """vocab.json + merges.txt (+ tokenizer.json): a GPT-2 fast tokenizer; returns (bos_id, eos_id).
+    GPT-2 has no BOS of its own: <|endoftext|> serves as both, as in HF's gpt2."""
+    from transformers import AutoTokenizer
+    vocab, merges = gpt2_vocab_and_merges(gpt2_ranks(tiktoken_file), {"<|endoftext|>": 50256})
+    (out / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")  # byte-identical to encoder.json
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    eot = "<|endoftext|>"
+    cfg = {"tokenizer_class": "GPT2Tokenizer", "bos_token": eot, "eos_token": eot, "unk_token": eot,
+           "add_prefix_space": False, "add_bos_token": False, "model_max_length": model_max_length}
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    AutoTokenizer.from_pretrained(str(out)).save_pretrained(out)  # adds tokenizer.json (fast loading)
+    return 50256, 50256
+
+
+def _sp_fast_tokenizer(raw: bytes):
+    """A `tokenizers` BPE pipeline equal to a sentencepiece BPE model, or None where none is known to be:
+    unigram models (HF's Viterbi picks different pieces on some words), text normalisation rules."""
+    import sentencepiece as spm
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+        proto = sentencepiece_model_pb2.ModelProto.FromString(raw)
+    except Exception:  # protobuf missing
+        return None
+    ns, ts = proto.normalizer_spec, proto.trainer_spec
+    if ts.model_type != ts.BPE or ns.precompiled_charsmap or ns.remove_extra_whitespaces:
+        return None
+    sp = spm.SentencePieceProcessor(model_proto=raw)
+    n = sp.get_piece_size()
+    vocab = {sp.id_to_piece(i): i for i in range(n)}
+    # merges ranked by the merged piece's score (ties: longer left, longer right), as transformers' converter
+    merges = []
+    for i in range(n):
+        p = sp.id_to_piece(i)
+        local = sorted(((p[:k], p[k:]) for k in range(1, len(p)) if p[:k] in vocab and p[k:] in vocab),
+                       key=lambda m: (vocab[m[0]], vocab[m[1]]))
+        merges += [(a, b, sp.get_score(i)) for a, b in local]
+    merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
+    merges = [(a, b) for a, b, _ in merges]
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token=sp.id_to_piece(sp.unk_id()), fuse_unk=True,
+                               byte_fallback=ts.byte_fallback))
+    norm = [normalizers.Replace(" ", "\u2581")]
+    if ns.add_dummy_prefix:
+        norm.insert(0, normalizers.Prepend(" "))
+    tok.normalizer = normalizers.Sequence(norm)
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.add_special_tokens([AddedToken(sp.id_to_piece(i), special=True, normalized=False)
+                            for i in range(n) if sp.is_control(i) or sp.is_unknown(i)])
+    tok.add_tokens([AddedToken(sp.id_to_piece(i), special=False, normalized=False)
+                    for i in range(n) if proto.pieces[i].type == proto.pieces[i].USER_DEFINED])
+    return tok
+
+
+def save_sentencepiece_tokenizer(out: Path, spec: dict, model_max_length: int = 1024):
+    """tokenizer.model from the spec, plus either a fast tokenizer.json (BPE models whose ids equal
+    sentencepiece's on a probe text) or an exact remote-code tokenizer (tokenization_nanogpt.py) that
+    calls sentencepiece itself (unigram models). Returns (bos_id, eos_id)."""
+    import sentencepiece as spm
+    proto = spec.get("model_proto_b64")
+    if proto is None:
+        path = spec.get("model_file") or spec.get("path")
+        if not path or not Path(path).is_file():
+            raise FileNotFoundError(f"sentencepiece tokenizer spec has no model_proto_b64 and its model file "
+                                    f"{path!r} is not found; re-export the tokenizer with data.py")
+        raw = Path(path).read_bytes()
+    else:
+        raw = base64.b64decode(proto)
+    sp = spm.SentencePieceProcessor(model_proto=raw)
+    ids = {n: getattr(sp, f"{n}_id")() for n in ("bos", "eos", "unk", "pad")}
+    special = {f"{n}_token": sp.id_to_piece(i) for n, i in ids.items() if i >= 0}
+    bos_id, eos_id = (ids["bos"] if ids["bos"] >= 0 else None), (ids["eos"] if ids["eos"] >= 0 else None)
+    (out / "tokenizer.model").write_bytes(raw)
+    fast = _sp_fast_tokenizer(raw)
+    if fast is not None and fast.encode(PROBE_TEXT, add_special_tokens=False).ids == sp.encode(PROBE_TEXT):
+        from transformers import PreTrainedTokenizerFast
+        PreTrainedTokenizerFast(tokenizer_object=fast, model_max_length=model_max_length, **special).save_pretrained(out)
+        return bos_id, eos_id
+    (out / "tokenization_nanogpt.py").write_text(REMOTE_TOKENIZER_SRC)
+    cfg = {"tokenizer_class": "NanoGPTSentencePieceTokenizer", "model_max_length": model_max_length,
+           "auto_map": {"AutoTokenizer": ["tokenization_nanogpt.NanoGPTSentencePieceTokenizer", None]}, **special}
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return bos_id, eos_id
+
+
+def save_tokenizer(out: Path, spec: dict, tiktoken_file=None, model_max_length: int = 1024):
+    """Tokenizer files for a data.py tokenizer spec; returns (bos_id, eos_id) for the model config."""
+    if tokenizer_kind(spec) == "gpt2":
+        return save_gpt2_tokenizer(out, tiktoken_file or spec.get("tiktoken_file"), model_max_length)
+    return save_sentencepiece_tokenizer(out, spec, model_max_length)
+
+
+# ----------------------------------------------------------------------------- export / import
+
+def config_from_dict(d: dict, fill_defaults: bool = False) -> GPTConfig:
+    """GPTConfig from a checkpoint's model_config; missing fields are an error unless fill_defaults."""
+    fields = {f.name: f for f in dataclasses.fields(GPTConfig)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"checkpoint model_config has fields this model.py does not know: {unknown}; "
+                         f"update the repo to the version that wrote the checkpoint")
+    missing = sorted(set(fields) - set(d))
+    if missing and not fill_defaults:
+        defaults = {k: fields[k].default for k in missing}
+        raise ValueError(f"checkpoint model_config lacks fields {missing} (written by an older version); "
+                         f"re-run with --fill-defaults to assume GPTConfig defaults {defaults} "
+                         f"only if that is how the model was trained")
+    return GPTConfig(**d)
+
+
+def load_for_export(ckpt_path, fill_defaults: bool = False) -> tuple[GPT, dict | None]:
+    """(model in eval mode, tokenizer spec or None) from a checkpoint file or run directory."""
+    ckpt = load_checkpoint(ckpt_path)
+    cfg_dict = ckpt.get("model_config") or ckpt.get("model_args")
+    if cfg_dict is None or "model" not in ckpt:
+        raise ValueError(f"{ckpt_path} is not a train.py checkpoint (needs 'model_config' and 'model'; "
+                         f"has {sorted(ckpt)})")
+    model = GPT(config_from_dict(dict(cfg_dict), fill_defaults))
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
+    model.load_state_dict(state)
+    return model.eval(), ckpt.get("tokenizer")
+
+
+def _spec_of(tokenizer) -> dict | None:
+    if tokenizer is None or tokenizer is False:
+        return None
+    if isinstance(tokenizer, dict):
+        return tokenizer
+    if hasattr(tokenizer, "spec"):
+        return tokenizer.spec()
+    raise TypeError(f"tokenizer must be a spec dict or a data.py Tokenizer, got {type(tokenizer).__name__}")
+
+
+def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False, dtype: torch.dtype | None = None,
+           tiktoken_file=None, fill_defaults: bool = False, verify: bool = False) -> str:
+    """Write a transformers directory for a checkpoint (path) or a GPT; returns the family exported to.
+
+    tokenizer: spec dict or data.py Tokenizer (default: the checkpoint's); False writes no tokenizer.
+    """
+    out = Path(out_dir)
+    occupied = any(out.iterdir()) if out.is_dir() else out.exists()
+    if occupied and not overwrite:
+        raise FileExistsError(f"output directory {out} exists and is not empty; pass --overwrite "
+                              f"(overwrite=True) to replace it")
+    if isinstance(ckpt_path_or_model, GPT):
+        model, spec = ckpt_path_or_model.eval(), None
+    else:
+        model, spec = load_for_export(ckpt_path_or_model, fill_defaults)
+    if tokenizer is False:
+        spec = None
+    elif tokenizer is not None:
+        spec = _spec_of(tokenizer)
+    dtype = dtype or model.transformer.wte.weight.dtype
+    family = family_of(model.config)
+    # build in a sibling temp dir, then swap in: a failed export never leaves a half-written out_dir
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        bos_id, eos_id = save_tokenizer(tmp, spec, tiktoken_file, model.config.block_size) if spec else (None, None)
+        if family == REMOTE_FAMILY:
+            save_remote(model, tmp, bos_id, eos_id, dtype)
+        else:
+            save_native(model, family, tmp, bos_id, eos_id, dtype)
+        if verify:
+            verify_export(model, tmp, family)
+        _default_permissions(tmp)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return family
+
+
+def _default_permissions(path: Path) -> None:
+    """mkdtemp makes a private (0700) directory; give the export the usual umask-based modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
+    for f in path.iterdir():
+        f.chmod(0o666 & ~umask)
+
+
+def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of model.safetensors (or its shards)."""
+    from safetensors.torch import load_file
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / "model.safetensors").exists():
+        files = ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"no model.safetensors in {path}; is it a transformers export?")
+    sd = {}
+    for f in files:
+        sd.update(load_file(str(path / f)))
+    return sd
+
+
+def _config_from_hf(hc: dict) -> GPTConfig:
+    """GPTConfig for a foreign (not exported by us) GPT-2 or Llama checkpoint."""
+    mt = hc.get("model_type")
+    if mt == "gpt2":
+        act = hc.get("activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh", "relu2"):
+            raise ValueError(f"GPT-2 activation {act!r} has no GPTConfig equivalent")
+        return GPTConfig(block_size=hc["n_positions"], vocab_size=hc["vocab_size"], n_layer=hc["n_layer"],
+                         n_head=hc["n_head"], n_embd=hc["n_embd"], mlp_hidden=hc.get("n_inner"),
+                         mlp="relu2" if act == "relu2" else "gelu", norm_eps=hc.get("layer_norm_epsilon", 1e-5),
+                         tie_embeddings=hc.get("tie_word_embeddings", True), bias=True)
+    if mt == "llama":
+        rope = hc.get("rope_parameters") or {}
+        if rope.get("rope_type", "default") != "default" or hc.get("rope_scaling"):
+            raise ValueError("Llama rope scaling has no GPTConfig equivalent")
+        n_head = hc["num_attention_heads"]
+        if hc.get("head_dim") not in (None, hc["hidden_size"] // n_head):
+            raise ValueError("Llama head_dim != hidden_size / num_attention_heads has no GPTConfig equivalent")
+        if hc.get("attention_bias", False) != hc.get("mlp_bias", False):
+            raise ValueError("Llama with attention_bias != mlp_bias has no GPTConfig equivalent")
+        return GPTConfig(block_size=hc["max_position_embeddings"], vocab_size=hc["vocab_size"],
+                         n_layer=hc["num_hidden_layers"], n_head=n_head,
+                         n_kv_head=hc.get("num_key_value_heads") or n_head, n_embd=hc["hidden_size"],
+                         pos_emb="rope", rope_theta=rope.get("rope_theta", hc.get("rope_theta", 10000.0)),
+                         mlp="swiglu", mlp_hidden=hc["intermediate_size"], norm="rmsnorm",
+                         norm_eps=hc["rms_norm_eps"], tie_embeddings=hc.get("tie_word_embeddings", False),
+                         bias=hc.get("attention_bias", False))
+    raise ValueError(f"cannot import model_type {mt!r} without the 'nanogpt_config' that export_hf.py writes; "
+                     f"supported foreign types: gpt2, llama")
+
+
+def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
+    """GPT from a directory written by export() (any family) or a plain GPT-2 / Llama transformers dir."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path / 'config.json'} not found; pass a directory written by export_hf.py")
+    hc = json.loads((path / "config.json").read_text())
+    if "nanogpt_config" in hc:
+        c = config_from_dict(hc["nanogpt_config"])
+    else:
+        c = _config_from_hf(hc)
+    if pad_vocab_multiple is not None:
+        c = dataclasses.replace(c, pad_vocab_multiple=pad_vocab_multiple)
+    hf = load_hf_state_dict(path)
+    model = GPT(c)
+    if hc.get("model_type") == REMOTE_FAMILY:
+        sd = {k.removeprefix("gpt."): v for k, v in hf.items()}
+        if c.tie_embeddings:
+            sd["lm_head.weight"] = sd["transformer.wte.weight"]
+    else:
+        family = family_of(c) if "nanogpt_config" in hc else hc["model_type"]
+        if c.tie_embeddings and "lm_head.weight" in hf and family != "gpt2":
+            hf.pop("lm_head.weight")
+        sd = from_hf_state_dict(hf, family, c)
+    model.load_state_dict({k: v.float() for k, v in sd.items()})
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- verification
+
+@torch.no_grad()
+def verify_export(model: GPT, out: Path, family: str, seq_len: int = 32, atol: float = 1e-4) -> float:
+    """Load the export with AutoModelForCausalLM and compare logits on random tokens; returns max abs diff."""
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(str(out), trust_remote_code=family == REMOTE_FAMILY,
+                                              dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(0)
+    T = min(seq_len, model.config.block_size)
+    idx = torch.randint(0, model.config.vocab_size, (2, T), generator=g)
+    ours = model.float()(idx)[0]
+    theirs = hf(idx).logits.float()
+    diff = (ours - theirs).abs().max().item()
+    if theirs.shape != ours.shape or diff > atol:
+        raise RuntimeError(f"export verification failed: logits {tuple(theirs.shape)} vs {tuple(ours.shape)}, "
+                           f"max abs diff {diff:.3g} > {atol}")
+    return diff
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="checkpoint file or training out_dir (newest ckpt_*.pt)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                   help="weight dtype of the export (default: the checkpoint's)")
+    p.add_argument("--tiktoken-file", default=None, help="gpt2.tiktoken ranks (default: env TIKTOKEN_GPT2_FILE, "
+                                                         "else tiktoken's cached gpt2 encoding)")
+    p.add_argument("--fill-defaults", action="store_true",
+                   help="fill model_config fields missing from an old checkpoint with GPTConfig defaults")
+    p.add_argument("--no-verify", action="store_true", help="skip reloading the export and comparing logits")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    try:
+        model, spec = load_for_export(args.ckpt, args.fill_defaults)
+        if spec is None:
+            print("warning: checkpoint has no tokenizer spec; exporting weights and config only", file=sys.stderr)
+        family = export(model, args.out, tokenizer=spec if spec else False, overwrite=args.overwrite,
+                        dtype=dtype, tiktoken_file=args.tiktoken_file,
+                        verify=not args.no_verify and dtype in (None, torch.float32))
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        sys.exit(f"export_hf.py: error: {e}")
+    note = f" ({why_remote(model.config)})" if family == REMOTE_FAMILY else ""
+    remote = ", trust_remote_code=True" if family == REMOTE_FAMILY else ""
+    print(f"exported {args.ckpt} -> {args.out} as {HF_CLASS[family]}{note}")
+    print(f"load: AutoModelForCausalLM.from_pretrained({str(args.out)!r}{remote})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""export_hf.py: every toggle combination exports to transformers and loads back with equal logits."""
+import json
+import os
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("safetensors")
+
+import export_hf as E  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+ATOL = 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other test processes for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+# (case id, GPTConfig toggles, transformers class it must load as)
+CASES = [
+    ("gpt2", dict(), "GPT2LMHeadModel"),
+    ("gpt2_untied_nobias_relu2", dict(tie_embeddings=False, bias=False, mlp="relu2"), "GPT2LMHeadModel"),
+    ("llama_gqa", dict(pos_emb="rope", norm="rmsnorm", mlp="swiglu", bias=False, n_kv_head=2, rope_theta=500.0),
+     "LlamaForCausalLM"),
+    ("llama_mqa_bias_untied", dict(pos_emb="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=1,
+                                   tie_embeddings=False), "LlamaForCausalLM"),
+    ("qwen3_qk_norm", dict(pos_emb="rope", norm="rmsnorm", mlp="swiglu", bias=False, qk_norm=True, n_kv_head=2),
+     "Qwen3ForCausalLM"),
+    ("starcoder2_rope_gelu_ln_gqa", dict(pos_emb="rope", n_kv_head=2), "Starcoder2ForCausalLM"),
+    ("phi_parallel_nobias", dict(pos_emb="rope", parallel_residual=True, bias=False), "PhiForCausalLM"),
+    ("remote_alibi_parallel", dict(pos_emb="alibi", parallel_residual=True), "NanoGPTForCausalLM"),
+    ("remote_learned_relu2_qk_norm", dict(mlp="relu2", qk_norm=True, bias=False), "NanoGPTForCausalLM"),
+    ("remote_rope_rmsnorm_gelu", dict(pos_emb="rope", norm="rmsnorm", n_kv_head=1), "NanoGPTForCausalLM"),
+    ("remote_nope_untied", dict(pos_emb="none", tie_embeddings=False, mlp="swiglu"), "NanoGPTForCausalLM"),
+]
+
+
+def tiny_config(**kw) -> GPTConfig:
+    base = dict(block_size=64, vocab_size=100, pad_vocab_multiple=64, n_layer=2, n_head=4, n_embd=32)
+    return GPTConfig(**{**base, **kw})
+
+
+def random_model(config: GPTConfig, seed: int = 0) -> GPT:
+    """GPT with random weights, incl. non-trivial biases and norm gains (zeros/ones would hide mix-ups)."""
+    torch.manual_seed(seed)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+    return model
+
+
+def load_hf(path, remote: bool):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=remote, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("case,toggles,hf_class", CASES, ids=[c[0] for c in CASES])
+def test_export_logits_generate_and_import(tmp_path, case, toggles, hf_class):
+    model = random_model(tiny_config(**toggles))
+    family = E.export(model, tmp_path / "hf", tokenizer=False)
+    assert E.HF_CLASS[family] == hf_class
+    hf = load_hf(tmp_path / "hf", remote=family == E.REMOTE_FAMILY)
+    assert type(hf).__name__ == hf_class
+    assert hf.config.vocab_size == model.config.vocab_size  # padded rows are not exported
+
+    idx = torch.randint(0, model.config.vocab_size, (2, 48), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model(idx)[0]
+        theirs = hf(idx).logits
+        assert theirs.shape == ours.shape
+        assert (theirs - ours).abs().max().item() < ATOL
+
+        prompt = idx[:1, :6]
+        want = model.generate(prompt, 20, temperature=0)
+        got = hf.generate(prompt, max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0)
+        assert torch.equal(got, want)
+
+        back = E.import_hf(tmp_path / "hf")
+        assert back.config == model.config
+        assert (back(idx)[0] - ours).abs().max().item() < ATOL
+
+
+def test_falcon_is_not_used_for_alibi():
+    """GPT* (ALiBi + parallel residual + one norm) goes to remote code: Falcon scales ALiBi by 1/sqrt(head_dim)."""
+    c = tiny_config(pos_emb="alibi", parallel_residual=True)
+    assert E.family_of(c) == E.REMOTE_FAMILY
+    assert "Falcon" in E.why_remote(c)
+
+
+def test_import_plain_transformers_gpt2_and_llama(tmp_path):
+    """import_hf also reads GPT-2 / Llama directories that export_hf.py did not write."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    models = {
+        "gpt2": GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=4)),
+        "llama": LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64,
+                                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                              max_position_embeddings=64, tie_word_embeddings=False)),
+    }
+    idx = torch.randint(0, 100, (2, 20))
+    for name, hf in models.items():
+        hf.eval().save_pretrained(tmp_path / name)
+        ours = E.import_hf(tmp_path / name)
+        with torch.no_grad():
+            assert (ours(idx)[0] - hf(idx).logits).abs().max().item() < ATOL, name
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+@pytest.fixture(scope="module")
+def shakespeare(shared_data) -> str:
+    return (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def gpt2_export(tmp_path_factory, gpt2_tiktoken_file):
+    """A tiny model with the GPT-2 tokenizer, exported once for the tokenizer and lm_eval tests."""
+    data = pytest.importorskip("data")
+    tok = data.gpt2_tokenizer(str(gpt2_tiktoken_file))
+    model = random_model(tiny_config(vocab_size=tok.vocab_size, block_size=256))
+    out = tmp_path_factory.mktemp("gpt2_export") / "hf"
+    E.export(model, out, tokenizer=tok, tiktoken_file=str(gpt2_tiktoken_file))
+    return model, tok, out
+
+
+def test_gpt2_tokenizer_round_trip(gpt2_export, shakespeare, shared_data):
+    from transformers import AutoTokenizer
+    model, tok, out = gpt2_export
+    hf_tok = AutoTokenizer.from_pretrained(str(out))
+    para = shakespeare[:3000]
+    assert hf_tok(para)["input_ids"] == tok.encode(para)
+    assert hf_tok.decode(tok.encode(para)) == para
+    assert hf_tok.eos_token_id == 50256 and load_hf(out, False).config.eos_token_id == 50256
+    # the files rebuilt from tiktoken ranks are byte-identical to OpenAI's encoder.json / vocab.bpe
+    assert (out / "vocab.json").read_bytes() == (shared_data / "encoder.json").read_bytes()
+    assert (out / "merges.txt").read_bytes() == (shared_data / "vocab.bpe").read_bytes()
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_sentencepiece_tokenizer_round_trip(tmp_path, shakespeare, model_type):
+    from transformers import AutoTokenizer
+    data = pytest.importorskip("data")
+    tok = data.train_sentencepiece([shakespeare[:100_000]], vocab_size=400, model_type=model_type)
+    model = random_model(tiny_config(vocab_size=tok.vocab_size, pos_emb="rope", norm="rmsnorm", mlp="swiglu"))
+    E.export(model, tmp_path / "hf", tokenizer=tok)
+    hf_tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
+    for para in (shakespeare[:3000], shakespeare[600_000:603_000]):
+        assert hf_tok(para)["input_ids"] == tok.encode(para)
+        assert hf_tok.decode(tok.encode(para)) == para
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"]) == (tok.bos_id, tok.eos_id)
+    assert config["max_position_embeddings"] == model.config.block_size
+
+
+# ----------------------------------------------------------------------------- checkpoints and bad input
+
+def write_checkpoint(path, model: GPT, tokenizer_spec=None, drop_fields=()):
+    cfg = {k: v for k, v in vars(model.config).items() if k not in drop_fields}
+    torch.save({"format": 1, "model_config": cfg, "model": model.state_dict(), "tokenizer": tokenizer_spec,
+                "step": 1}, path)
+
+
+def test_cli_from_checkpoint_and_bad_inputs(tmp_path, capsys):
+    model = random_model(tiny_config(pos_emb="rope", norm="rmsnorm", mlp="swiglu", bias=False))
+    ckpt = tmp_path / "ckpt_0000001.pt"
+    write_checkpoint(ckpt, model)
+    out = tmp_path / "hf"
+    E.main(["--ckpt", str(tmp_path), "--out", str(out)])  # a run directory -> its newest ckpt_*.pt
+    assert "LlamaForCausalLM" in capsys.readouterr().out
+    assert (out / "model.safetensors").exists()
+
+    with pytest.raises(SystemExit, match="exists.*--overwrite"):
+        E.main(["--ckpt", str(ckpt), "--out", str(out)])
+    E.main(["--ckpt", str(ckpt), "--out", str(out), "--overwrite"])
+
+    old = tmp_path / "old.pt"  # written before qk_norm / n_kv_head existed
+    write_checkpoint(old, model, drop_fields=("qk_norm", "n_kv_head"))
+    with pytest.raises(SystemExit, match=r"lacks fields \['n_kv_head', 'qk_norm'\].*--fill-defaults"):
+        E.main(["--ckpt", str(old), "--out", str(tmp_path / "old_hf")])
+    E.main(["--ckpt", str(old), "--out", str(tmp_path / "old_hf"), "--fill-defaults"])
+    with torch.no_grad():
+        idx = torch.randint(0, 100, (1, 16))
+        assert (E.import_hf(tmp_path / "old_hf")(idx)[0] - model(idx)[0]).abs().max() < ATOL
+
+    with pytest.raises(SystemExit, match="does not exist"):
+        E.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
+
+
+def test_missing_tokenizer_files(tmp_path, monkeypatch):
+    model = random_model(tiny_config())
+    monkeypatch.setenv("TIKTOKEN_GPT2_FILE", str(tmp_path / "nope.tiktoken"))
+    with pytest.raises(FileNotFoundError, match="nope.tiktoken.*--tiktoken-file"):
+        E.export(model, tmp_path / "a", tokenizer={"kind": "gpt2", "vocab_size": 50257})
+    with pytest.raises(FileNotFoundError, match="sentencepiece"):
+        E.export(model, tmp_path / "b", tokenizer={"kind": "sentencepiece", "model_file": str(tmp_path / "t.model")})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-written
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        E.import_hf(tmp_path / "a")
+
+
+# ----------------------------------------------------------------------------- lm-evaluation-harness
+
+def test_lm_eval_hflm_loglikelihood_matches_hellaswag_harness(gpt2_export, shared_data):
+    """lm_eval's HFLM on the export scores harness-style HellaSwag requests as hellaswag.py does."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("accelerate")
+    H = pytest.importorskip("hellaswag")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    model, tok, out = gpt2_export
+    examples = H.load_examples(shared_data / "hellaswag_val.jsonl", limit=3)
+    ours, requests = [], []
+    for ex in examples:
+        ours += [-nll for nll in H.score_rows(model, H.build_rows(ex, tok, style="harness"))]
+        query = H.harness_query(ex)
+        requests += [Instance(request_type="loglikelihood", doc=ex, arguments=(query, " " + choice), idx=i)
+                     for i, choice in enumerate(H.harness_choices(ex))]
+    lm = HFLM(pretrained=str(out), device="cpu", batch_size=4, dtype="float32")
+    theirs = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+    assert len(theirs) == len(ours) == 12
+    assert max(abs(a - b) for a, b in zip(ours, theirs)) < ATOL * 10  # float32 sums of ~30 token log-probs
+
+
+def test_lm_eval_hflm_remote_code(tmp_path, shakespeare):
+    """HFLM also runs a trust_remote_code export with the exact sentencepiece tokenizer (right-padded
+    batches, no attention mask)."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("accelerate")
+    from lm_eval.models.huggingface import HFLM
+    data = pytest.importorskip("data")
+    tok = data.train_sentencepiece([shakespeare[:50_000]], vocab_size=400)
+    model = random_model(tiny_config(vocab_size=tok.vocab_size, pos_emb="alibi", parallel_residual=True))
+    E.export(model, tmp_path / "hf", tokenizer=tok)
+    lm = HFLM(pretrained=str(tmp_path / "hf"), device="cpu", batch_size=2, dtype="float32",
+              trust_remote_code=True)
+    reqs = [("the cat", " sat on the mat"), ("a dog ran", " in"), ("the", " park. the cat sat")]
+    from lm_eval.api.instance import Instance
+    theirs = [ll for ll, _ in lm.loglikelihood(
+        [Instance(request_type="loglikelihood", doc={}, arguments=r, idx=0) for r in reqs], disable_tqdm=True)]
+    for (ctx, cont), ll in zip(reqs, theirs):
+        whole, c = tok.encode(ctx + cont), tok.encode(ctx)
+        idx = torch.tensor([whole[:-1]])
+        with torch.no_grad():
+            logp = model(idx)[0].log_softmax(-1)[0]
+        want = sum(logp[i - 1, whole[i]].item() for i in range(len(c), len(whole)))
+        assert abs(ll - want) < ATOL * 10
+
+
+def test_remote_modeling_file_is_self_contained(tmp_path):
+    model = random_model(tiny_config(pos_emb="alibi"))
+    E.export(model, tmp_path / "hf", tokenizer=False)
+    src = (tmp_path / "hf" / "modeling_nanogpt.py").read_text()
+    imports = {line.split()[1].split(".")[0] for line in src.splitlines() if line.startswith(("import ", "from "))}
+    assert imports <= {"__future__", "dataclasses", "inspect", "math", "re", "pathlib", "typing", "torch",
+                       "transformers", ""}, imports
+    assert os.path.exists(tmp_path / "hf" / "configuration_nanogpt.py")
