@@ -1,0 +1,343 @@
+"""
+Sample text from a trained checkpoint (or OpenAI's GPT-2 weights).
+
+    python sample.py --ckpt out/run --prompt "ROMEO:" --num-samples 3 --max-new-tokens 200
+    python sample.py --ckpt out/run/best.pt --prompt-file prompt.txt --top-p 0.9 --stream --verbose
+    echo "Once upon a time" | python sample.py --ckpt out/run --greedy --stop-at-eot
+    python sample.py --init-from gpt2 --prompt "Hello, I'm a language model,"   # needs transformers, online
+
+The prompt comes from --prompt, --prompt-file, or stdin (when piped); with none, generation starts
+from the tokenizer's BOS (sentencepiece) or <|endoftext|> (GPT-2) token. Text is decoded with the
+checkpoint's own tokenizer (its spec is stored in the checkpoint). Generation uses the model's KV
+cache unless --no-cache. --temperature 0 or --greedy decodes greedily; --top-k / --top-p filter the
+distribution before sampling (top-p keeps the smallest set of tokens whose probability reaches p).
+A prompt longer than the model's window is truncated from the left (models with learned positions).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+# -----------------------------------------------------------------------------
+# loading
+
+
+def read_tokenizer_spec(path: Path) -> dict | None:
+    """The checkpoint's tokenizer spec (memory-mapped read: the weights are not loaded twice)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict):
+        raise RuntimeError(f"{path} is not a checkpoint dict (got {type(ckpt).__name__})")
+    return ckpt.get("tokenizer")
+
+
+def load_model_and_tokenizer(ckpt: str | None = None, init_from: str | None = None, device="cpu",
+                             tiktoken_file: str | None = None):
+    """(model in eval mode on `device`, tokenizer) from a checkpoint file/run dir or HF GPT-2 weights."""
+    from model import GPT, resolve_checkpoint
+    import data
+    if (ckpt is None) == (init_from is None):
+        raise ValueError("give exactly one of --ckpt or --init-from")
+    if init_from is not None:
+        model = GPT.from_pretrained(init_from)
+        tokenizer = data.gpt2_tokenizer(tiktoken_file)
+    else:
+        path = resolve_checkpoint(ckpt)  # FileNotFoundError naming the path and the fix
+        try:
+            spec = read_tokenizer_spec(path)
+            model = GPT.from_checkpoint(path, device=device)
+        except Exception as e:  # unpickling errors, truncated files, wrong keys: one clear message
+            raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+        if spec is None:
+            if model.config.vocab_size != 50257:
+                raise RuntimeError(f"checkpoint {path} has no tokenizer spec and vocab_size "
+                                   f"{model.config.vocab_size} is not GPT-2's")
+            print(f"note: {path} has no tokenizer spec; using the GPT-2 tokenizer", file=sys.stderr)
+            tokenizer = data.gpt2_tokenizer(tiktoken_file)
+        else:
+            tokenizer = data.tokenizer_from_spec(spec, tiktoken_file)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise RuntimeError(f"tokenizer vocab {tokenizer.vocab_size} > model vocab {model.config.vocab_size}")
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def autocast_dtype_for(device, dtype: str | None) -> torch.dtype | None:
+    """Autocast dtype for a --dtype choice (None = float32, no autocast)."""
+    device = torch.device(device)
+    if dtype is None:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if dtype == "float32":
+        return None
+    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU has no bfloat16; use --dtype float16")
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+# -----------------------------------------------------------------------------
+# prompt
+
+
+def read_prompt(prompt: str | None, prompt_file: str | None, stdin: TextIO | None = None) -> str:
+    """--prompt, else --prompt-file, else piped stdin, else '' (unconditional)."""
+    if prompt is not None:
+        return prompt
+    if prompt_file is not None:
+        return Path(prompt_file).read_text(encoding="utf-8")
+    stdin = sys.stdin if stdin is None else stdin
+    try:
+        piped = stdin is not None and not stdin.isatty()
+    except (AttributeError, ValueError, OSError):
+        piped = False
+    return stdin.read() if piped else ""
+
+
+def start_token(tokenizer) -> int:
+    for tok in (tokenizer.bos_id, tokenizer.eot_id, tokenizer.eos_id):
+        if tok is not None:
+            return tok
+    raise ValueError("empty prompt and the tokenizer has no BOS/EOT token to start from")
+
+
+def encode_prompt(tokenizer, text: str, window: int | None) -> tuple[list[int], int]:
+    """(prompt ids, number of tokens dropped from the left to fit `window`)."""
+    ids = tokenizer.encode(text) if text else [start_token(tokenizer)]
+    if window is not None and len(ids) > window:
+        return ids[-window:], len(ids) - window
+    return ids, 0
+
+
+def prompt_window(model) -> int | None:
+    """Hard prompt limit: block_size for learned positions; None for rope/alibi/none (they extrapolate)."""
+    config = model.config
+    return config.block_size if getattr(config, "pos_emb", "learned") == "learned" else None
+
+
+# -----------------------------------------------------------------------------
+# generation
+
+
+@dataclass
+class SampleConfig:
+    num_samples: int = 1
+    max_new_tokens: int = 200
+    temperature: float = 1.0     # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None   # in (0, 1]
+    seed: int | None = 1337
+    stop_at_eot: bool = False
+    use_cache: bool = True
+    stream: bool = False
+
+
+@dataclass
+class Sample:
+    prompt_ids: list[int]
+    new_ids: list[int]          # generated tokens (a final stop token excluded)
+    text: str                   # decoded prompt + generation (an unconditional start token not shown)
+    seconds: float
+
+
+def validate(cfg: SampleConfig) -> None:
+    """Clear errors for out-of-range settings."""
+    if cfg.top_p is not None and not 0.0 < cfg.top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {cfg.top_p}")
+    if cfg.top_k is not None and cfg.top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {cfg.top_k}")
+    if cfg.temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {cfg.temperature}")
+    if cfg.num_samples < 1 or cfg.max_new_tokens < 0:
+        raise ValueError("num_samples must be >= 1 and max_new_tokens >= 0")
+
+
+class StreamDecoder:
+    """Incremental detokenizer: decodes the accumulated ids and returns only the new text.
+
+    A BPE token can end in the middle of a UTF-8 character; such a tail decodes to U+FFFD and is held
+    back until the following tokens complete it (flush() releases whatever is left).
+    """
+
+    def __init__(self, tokenizer, prefix_ids: list[int]):
+        self.tokenizer, self.ids = tokenizer, list(prefix_ids)
+        self.emitted = tokenizer.decode(self.ids) if self.ids else ""
+
+    def _new_text(self, text: str) -> str:
+        new = text[len(self.emitted):] if text.startswith(self.emitted) else ""
+        self.emitted += new
+        return new
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids)
+        return "" if text.endswith("\ufffd") else self._new_text(text)
+
+    def flush(self) -> str:
+        return self._new_text(self.tokenizer.decode(self.ids))
+
+
+def stop_id(tokenizer, cfg: SampleConfig) -> int | None:
+    if not cfg.stop_at_eot:
+        return None
+    return tokenizer.eot_id if tokenizer.eot_id is not None else tokenizer.eos_id
+
+
+def generate_one(model, tokenizer, prompt_ids: list[int], cfg: SampleConfig, generator: torch.Generator,
+                 device, autocast_dtype=None, out: TextIO | None = None, hide: int = 0) -> Sample:
+    """One sample with model.generate (or generate_stream, echoing text to `out` as it arrives).
+
+    The first `hide` prompt tokens (the start token of an unconditional sample) are not shown."""
+    device = torch.device(device)
+    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    stop = stop_id(tokenizer, cfg)
+    kwargs = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, stop_token=stop,
+                  use_cache=cfg.use_cache, generator=generator)
+    ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    t0 = time.perf_counter()
+    with ctx, torch.no_grad():
+        if cfg.stream:
+            decoder = StreamDecoder(tokenizer, prompt_ids[hide:])
+            if out is not None:
+                out.write(decoder.emitted)
+                out.flush()
+            new_ids = []
+            for tok in model.generate_stream(idx, cfg.max_new_tokens, **kwargs):
+                tok = int(tok.view(-1)[0])
+                new_ids.append(tok)
+                if tok == stop:
+                    break
+                piece = decoder.push(tok)
+                if out is not None and piece:
+                    out.write(piece)
+                    out.flush()
+            if out is not None:
+                out.write(decoder.flush())
+        else:
+            new_ids = model.generate(idx, cfg.max_new_tokens, **kwargs)[0, len(prompt_ids):].tolist()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    if stop is not None and stop in new_ids:
+        new_ids = new_ids[:new_ids.index(stop)]
+    return Sample(prompt_ids, new_ids, tokenizer.decode((prompt_ids + new_ids)[hide:]), seconds)
+
+
+def sample(model, tokenizer, prompt_ids: list[int], cfg: SampleConfig, device="cpu",
+           autocast_dtype=None, out: TextIO | None = None, hide: int = 0) -> list[Sample]:
+    """cfg.num_samples samples (printed to `out` if given); the same seed gives the same samples."""
+    validate(cfg)
+    seed = cfg.seed if cfg.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
+    samples = []
+    for _ in range(cfg.num_samples):
+        s = generate_one(model, tokenizer, prompt_ids, cfg, generator, device, autocast_dtype, out, hide)
+        if out is not None:
+            if not cfg.stream:
+                out.write(s.text)
+            out.write("\n---------------\n")
+            out.flush()
+        samples.append(s)
+    return samples
+
+
+# -----------------------------------------------------------------------------
+# command line
+
+
+def _top_p(value: str) -> float:
+    p = float(value)
+    if not 0.0 < p <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return p
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return n
+
+
+def _non_negative_float(value: str) -> float:
+    x = float(value)
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return x
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", help="checkpoint file, or run directory (newest ckpt_*.pt)")
+    src.add_argument("--init-from", help="Hugging Face GPT-2 weights: gpt2, gpt2-medium, ...")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="prompt text (default: stdin if piped, else unconditional)")
+    prompt.add_argument("--prompt-file", help="read the prompt from this file")
+    p.add_argument("--num-samples", type=_positive_int, default=1)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--temperature", type=_non_negative_float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=_positive_int, default=None)
+    p.add_argument("--top-p", type=_top_p, default=None, help="nucleus sampling, in (0, 1]")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--greedy", action="store_true", help="argmax decoding (same as --temperature 0)")
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--stop-at-eot", action="store_true", help="stop a sample at the end-of-text token")
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="autocast dtype (default: bfloat16 on CUDA when supported, else float32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--tiktoken-file", default=None,
+                   help="local GPT-2 ranks file (default: env TIKTOKEN_GPT2_FILE, else tiktoken's download)")
+    p.add_argument("--verbose", action="store_true", help="print generation speed (tokens/s)")
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> SampleConfig:
+    return SampleConfig(num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
+                        temperature=0.0 if args.greedy else args.temperature, top_k=args.top_k,
+                        top_p=args.top_p, seed=args.seed, stop_at_eot=args.stop_at_eot,
+                        use_cache=not args.no_cache, stream=args.stream)
+
+
+def main(argv=None, out: TextIO | None = None) -> list[Sample]:
+    args = parse_args(argv)
+    out = sys.stdout if out is None else out
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = config_from_args(args)
+    try:
+        model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
+                                                    tiktoken_file=args.tiktoken_file)
+        text = read_prompt(args.prompt, args.prompt_file)
+        prompt_ids, dropped = encode_prompt(tokenizer, text, prompt_window(model))
+        autocast_dtype = autocast_dtype_for(device, args.dtype)
+    except (OSError, ValueError, RuntimeError) as e:
+        sys.exit(f"sample.py: error: {e}")
+    if dropped:
+        print(f"note: prompt has {len(prompt_ids) + dropped} tokens, more than the model window "
+              f"({len(prompt_ids)}); dropped the first {dropped}", file=sys.stderr)
+    if args.compile:
+        model = torch.compile(model)
+    samples = sample(model, tokenizer, prompt_ids, cfg, device, autocast_dtype, out, hide=0 if text else 1)
+    if args.verbose:
+        n_tok = sum(len(s.new_ids) for s in samples)
+        secs = sum(s.seconds for s in samples)
+        print(f"generated {n_tok} tokens in {secs:.2f}s: {n_tok / max(secs, 1e-9):.1f} tokens/s "
+              f"({'' if cfg.use_cache else 'no '}KV cache, device {device}, "
+              f"dtype {autocast_dtype or torch.float32})", file=sys.stderr)
+    return samples
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""sample.py: greedy/top-k/top-p/seed behaviour, tokenizer round trip, streaming, bad input."""
+import dataclasses
+import io
+
+import pytest
+import torch
+
+import sample as smp
+from model import GPT, GPTConfig
+
+PROMPT = "ROMEO:"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded (and CI's 2 cores are shared with other tests)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def save_ckpt(out_dir, model, tokenizer_spec, step=10):
+    """A checkpoint in the contract format (only the keys readers need, plus the usual extras)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"ckpt_{step:07d}.pt"
+    torch.save({"format": 1, "model_config": dataclasses.asdict(model.config), "model": model.state_dict(),
+                "tokenizer": tokenizer_spec, "config": {}, "step": step, "val_loss": None}, path)
+    return path
+
+
+def tiny_gpt(vocab_size, block_size=32, seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=2, n_head=2, n_embd=32))
+
+
+@pytest.fixture(scope="module")
+def sp_tokenizer(shared_data):
+    """A 512-piece sentencepiece BPE (byte fallback) trained on the first 100 kB of tinyshakespeare."""
+    import data
+    text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")[:100_000]
+    return data.train_sentencepiece([text], vocab_size=512, model_type="bpe", num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def sp_run(sp_tokenizer, tmp_path_factory):
+    """Run directory with one sentencepiece checkpoint (the tokenizer travels inside it)."""
+    out = tmp_path_factory.mktemp("run_sp")
+    save_ckpt(out, tiny_gpt(sp_tokenizer.vocab_size), sp_tokenizer.spec())
+    return out
+
+
+@pytest.fixture(scope="module")
+def gpt2_run(gpt2_tiktoken_file, tmp_path_factory):
+    import data
+    tok = data.gpt2_tokenizer(str(gpt2_tiktoken_file))
+    out = tmp_path_factory.mktemp("run_gpt2")
+    save_ckpt(out, tiny_gpt(tok.vocab_size, block_size=64), tok.spec())
+    return out
+
+
+def run(args):
+    """sample.py's main() on args; returns (samples, stdout text)."""
+    out = io.StringIO()
+    samples = smp.main([str(a) for a in args], out=out)
+    return samples, out.getvalue()
+
+
+# --- decoding rules ----------------------------------------------------------------------------
+
+
+def manual_greedy(model, ids, n):
+    """Step-by-step argmax over a full forward each step (no cache)."""
+    ids = list(ids)
+    with torch.no_grad():
+        for _ in range(n):
+            logits, _ = model(torch.tensor([ids[-model.config.block_size:]]))
+            ids.append(int(logits[0, -1].argmax()))
+    return ids
+
+
+def test_greedy_deterministic_and_equals_stepwise_argmax(sp_run):
+    args = ["--ckpt", sp_run, "--prompt", PROMPT, "--greedy", "--max-new-tokens", 40, "--num-samples", 2]
+    samples, text = run(args)
+    nocache, _ = run(args + ["--no-cache"])
+    model, tok = smp.load_model_and_tokenizer(str(sp_run))
+    want = manual_greedy(model, samples[0].prompt_ids, 40)  # 40 > block_size 32: the window slides
+    assert samples[0].prompt_ids + samples[0].new_ids == want
+    assert samples[1].new_ids == samples[0].new_ids == nocache[0].new_ids
+    assert text.count(samples[0].text) == 2
+
+
+def test_top_k_1_equals_greedy(sp_run):
+    greedy, _ = run(["--ckpt", sp_run, "--prompt", PROMPT, "--greedy", "--max-new-tokens", 20])
+    topk1, _ = run(["--ckpt", sp_run, "--prompt", PROMPT, "--top-k", 1, "--temperature", 1.5,
+                    "--max-new-tokens", 20, "--seed", 3])
+    assert topk1[0].new_ids == greedy[0].new_ids
+
+
+def test_top_p_keeps_smallest_set_reaching_p():
+    """probs [0.5, 0.3, 0.15, 0.05]: p=0.4 -> {0}; p=0.75 -> {0, 1} (0.5 < 0.75 <= 0.8);
+    p=0.9 -> {0, 1, 2}; p=1 -> all. Row 2 is the same distribution in reverse order."""
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]])
+    logits = probs.log().repeat(2000, 1)
+    g = torch.Generator().manual_seed(0)
+    for p, keep in [(0.4, {0}), (0.75, {0, 1}), (0.9, {0, 1, 2}), (1.0, {0, 1, 2, 3})]:
+        draws = GPT.sample(logits, temperature=1.0, top_p=p, generator=g).view(-1, 2)
+        assert set(draws[:, 0].tolist()) == keep
+        assert set(draws[:, 1].tolist()) == {3 - i for i in keep}
+    draws = GPT.sample(logits, top_p=0.75, generator=g).view(-1, 2)[:, 0].float()
+    assert (draws == 0).float().mean().item() == pytest.approx(0.5 / 0.8, abs=0.05)  # renormalised
+
+
+def test_seed_reproduces_samples(sp_run):
+    args = ["--ckpt", sp_run, "--prompt", PROMPT, "--max-new-tokens", 30, "--top-p", 0.95, "--num-samples", 2]
+    a, text_a = run(args + ["--seed", 7])
+    b, text_b = run(args + ["--seed", 7])
+    c, _ = run(args + ["--seed", 8])
+    assert text_a == text_b and [s.new_ids for s in a] == [s.new_ids for s in b]
+    assert a[0].new_ids != a[1].new_ids  # samples differ from each other...
+    assert [s.new_ids for s in c] != [s.new_ids for s in a]  # ...and across seeds
+
+
+def test_sentencepiece_checkpoint_decodes_to_text(sp_run, sp_tokenizer):
+    samples, text = run(["--ckpt", sp_run, "--prompt", PROMPT, "--max-new-tokens", 30, "--seed", 1])
+    s = samples[0]
+    assert s.text.startswith(PROMPT) and len(s.text) > len(PROMPT)
+    assert s.text == sp_tokenizer.decode(s.prompt_ids + s.new_ids)
+    assert "\u2581" not in s.text  # sentencepiece word-boundary marks became spaces
+    assert text == s.text + "\n---------------\n"
+
+
+# --- streaming and stopping ----------------------------------------------------------------------
+
+
+def test_stream_decoder_holds_back_partial_utf8(gpt2_tiktoken_file):
+    import data
+    tok = data.gpt2_tokenizer(str(gpt2_tiktoken_file))
+    text = "naïve café 😀 über 日本"
+    ids = tok.encode(text)
+    assert any("\ufffd" in tok.decode(ids[:i]) for i in range(1, len(ids)))  # some cut splits a char
+    dec = smp.StreamDecoder(tok, [])
+    pieces = [dec.push(i) for i in ids] + [dec.flush()]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
+
+
+def test_stream_output_equals_non_stream(gpt2_run):
+    args = ["--ckpt", gpt2_run, "--prompt", "Hello", "--max-new-tokens", 24, "--seed", 5]
+    streamed, text_s = run(args + ["--stream"])
+    plain, text_p = run(args)
+    assert streamed[0].new_ids == plain[0].new_ids
+    assert text_s == text_p == plain[0].text + "\n---------------\n"
+
+
+class ScriptedModel:
+    """Stands in for GPT: emits a fixed token sequence."""
+
+    def __init__(self, tokens, block_size=16):
+        self.tokens = tokens
+        self.config = GPTConfig(block_size=block_size, vocab_size=50257)
+
+    def generate_stream(self, idx, max_new_tokens, **kw):
+        for t in self.tokens[:max_new_tokens]:
+            yield torch.tensor([[t]])
+            if t == kw.get("stop_token"):
+                return
+
+    def generate(self, idx, max_new_tokens, **kw):
+        return torch.cat([idx] + list(self.generate_stream(idx, max_new_tokens, **kw)), dim=1)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_at_eot(gpt2_tiktoken_file, stream):
+    import data
+    tok = data.gpt2_tokenizer(str(gpt2_tiktoken_file))
+    hello, world = tok.encode("Hello")[0], tok.encode(" world")[0]
+    model = ScriptedModel([hello, world, tok.eot_id, hello])
+    out = io.StringIO()
+    cfg = smp.SampleConfig(max_new_tokens=4, stop_at_eot=True, stream=stream)
+    (s,) = smp.sample(model, tok, [tok.eot_id], cfg, out=out)
+    assert s.new_ids == [hello, world] and s.text.endswith("Hello world")
+    (s,) = smp.sample(model, tok, [tok.eot_id], dataclasses.replace(cfg, stop_at_eot=False))
+    assert s.new_ids == [hello, world, tok.eot_id, hello]
+
+
+# --- prompts -------------------------------------------------------------------------------------
+
+
+def test_long_prompt_truncated_from_left(sp_run, capsys):
+    long_prompt = "First Citizen: we are accounted poor citizens. " * 20
+    samples = smp.main(["--ckpt", str(sp_run), "--prompt", long_prompt, "--max-new-tokens", "5"],
+                       out=io.StringIO())
+    assert len(samples[0].prompt_ids) == 32 and len(samples[0].new_ids) == 5
+    assert "dropped the first" in capsys.readouterr().err
+
+
+def test_prompt_sources(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("from a file")
+    assert smp.read_prompt("arg", None) == "arg"
+    assert smp.read_prompt(None, str(f)) == "from a file"
+    assert smp.read_prompt(None, None, io.StringIO("piped")) == "piped"
+
+
+def test_empty_prompt_starts_from_bos(sp_run, sp_tokenizer):
+    samples, _ = run(["--ckpt", sp_run, "--prompt", "", "--max-new-tokens", 3])
+    s = samples[0]
+    assert s.prompt_ids == [sp_tokenizer.bos_id]
+    assert s.text == sp_tokenizer.decode(s.new_ids)  # the start token is not shown
+
+
+def test_verbose_reports_tokens_per_second(sp_run, capsys):
+    smp.main(["--ckpt", str(sp_run), "--prompt", PROMPT, "--max-new-tokens", "5", "--verbose"],
+             out=io.StringIO())
+    assert "tokens/s" in capsys.readouterr().err
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def test_missing_or_unreadable_checkpoint(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        run(["--ckpt", tmp_path / "nowhere", "--prompt", "x"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no ckpt_"):
+        run(["--ckpt", tmp_path / "empty", "--prompt", "x"])
+    bad = tmp_path / "ckpt_0000001.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="cannot read checkpoint"):
+        run(["--ckpt", bad, "--prompt", "x"])
+
+
+@pytest.mark.parametrize("p", ["0", "-0.1", "1.5", "nan"])
+def test_top_p_out_of_range(sp_run, p, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(["--ckpt", sp_run, "--top-p", p])
+    assert e.value.code == 2 and "(0, 1]" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="top_p"):
+        smp.validate(smp.SampleConfig(top_p=float(p)))
