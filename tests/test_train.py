@@ -1,0 +1,412 @@
+"""train.py: config, schedules, DDP equivalence, exact resume, signals, atomic checkpoints, logging, README.
+
+Most runs use a character-level sentencepiece tokenizer on a slice of Tiny Shakespeare (vocab 65) and a
+1-layer, 32-wide model, so every step takes milliseconds; the README quickstart test uses GPT-2 BPE.
+"""
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import data as datalib
+import train
+from model import load_checkpoint, resolve_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster (and deterministically) on one thread, more so when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def char_data(shared_data, tmp_path_factory) -> Path:
+    """Tiny Shakespeare (first 300k characters) as char-level sentencepiece shards + meta.json."""
+    text = (shared_data / "tinyshakespeare.txt").read_text()[:300_000]
+    tok = datalib.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
+    ids = np.asarray(tok.encode(text), dtype=np.uint16)
+    out = tmp_path_factory.mktemp("char_data")
+    n_val = len(ids) // 10
+    shards = [("char_val_000000.bin", "val", ids[-n_val:]), ("char_train_000001.bin", "train", ids[:-n_val])]
+    for name, _, toks in shards:
+        datalib.write_shard(out / name, toks)
+    meta = {"format": 1, "prefix": "char", "tokenizer": tok.spec(),
+            "shards": [{"file": n, "split": s, "tokens": len(t)} for n, s, t in shards]}
+    (out / "meta.json").write_text(json.dumps(meta))
+    return out
+
+
+def tiny_args(data_dir, out_dir, **over) -> list[str]:
+    vocab = datalib.load_tokenizer_for(data_dir).vocab_size
+    args = dict(data_dir=data_dir, out_dir=out_dir, vocab_size=vocab, block_size=32, n_layer=1, n_head=2,
+                n_embd=32, batch_size=4, total_batch_size=0, max_iters=6, warmup_iters=2, learning_rate=3e-3,
+                eval_interval=3, eval_iters=2, log_interval=1, sample_tokens=0, device="cpu", keep_last=2)
+    args.update(over)
+    return [f"--{k}={v}" for k, v in args.items()]
+
+
+def tiny(data_dir, out_dir, **over) -> train.TrainConfig:
+    return train.load_config(None, tiny_args(data_dir, out_dir, **over))
+
+
+def rows(out_dir, kind="train") -> list[dict]:
+    lines = (Path(out_dir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+def weights(path) -> dict:
+    return load_checkpoint(path)["model"]
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+
+
+# ----------------------------------------------------------------------------- schedules (pure functions)
+
+def test_cosine_schedule_values():
+    cfg = train.load_config(None, ["--learning_rate=1.0", "--min_lr_ratio=0.1", "--warmup_iters=10",
+                                   "--max_iters=110"])
+    lr = lambda s: train.get_lr(s, cfg)  # noqa: E731
+    assert lr(0) == pytest.approx(0.1) and lr(4) == pytest.approx(0.5) and lr(9) == pytest.approx(1.0)
+    assert lr(10) == pytest.approx(1.0)
+    assert lr(60) == pytest.approx(0.55)                   # half way down the cosine
+    assert lr(110) == pytest.approx(0.1) and lr(500) == pytest.approx(0.1)
+    # GPT*: cosine to 10%, then held for the final 10% of the steps
+    held = train.load_config(None, ["--learning_rate=6e-4", "--warmup_iters=0", "--max_iters=100",
+                                     "--lr_hold_frac=0.1"])
+    assert train.get_lr(0, held) == pytest.approx(6e-4)
+    assert train.get_lr(45, held) == pytest.approx(6e-5 + 0.5 * (6e-4 - 6e-5))
+    assert [train.get_lr(s, held) for s in (90, 95, 99)] == pytest.approx([6e-5] * 3)
+    assert train.get_lr(89, held) > 6e-5
+    # explicit min_lr wins over min_lr_ratio; warmup from 10% of the peak (llama-style homework)
+    fixed = train.load_config(None, ["--learning_rate=1.2e-3", "--min_lr=1e-5", "--warmup_iters=715",
+                                     "--warmup_start_ratio=0.1", "--max_iters=19073"])
+    assert fixed.min_lr == 1e-5 and train.get_lr(19073, fixed) == pytest.approx(1e-5)
+    assert train.get_lr(0, fixed) == pytest.approx(1.2e-3 * (0.1 + 0.9 / 715))
+    assert train.get_lr(714, fixed) == pytest.approx(1.2e-3)
+
+
+def test_wsd_and_constant_schedules():
+    base = ["--learning_rate=1.0", "--min_lr=0.0", "--warmup_iters=10", "--max_iters=100", "--cooldown_frac=0.2"]
+    lin = train.load_config(None, base + ["--lr_schedule=wsd"])
+    sq = train.load_config(None, base + ["--lr_schedule=wsd", "--cooldown_shape=1-sqrt"])
+    assert train.get_lr(5, lin) == pytest.approx(0.6)
+    assert train.get_lr(10, lin) == train.get_lr(79, lin) == 1.0
+    assert train.get_lr(80, lin) == pytest.approx(1.0)
+    assert train.get_lr(90, lin) == pytest.approx(0.5)
+    assert train.get_lr(90, sq) == pytest.approx(1 - math.sqrt(0.5))
+    assert train.get_lr(100, lin) == pytest.approx(0.0) and train.get_lr(100, sq) == pytest.approx(0.0)
+    const = train.load_config(None, base + ["--lr_schedule=constant"])
+    assert train.get_lr(0, const) == pytest.approx(0.1) and train.get_lr(50, const) == train.get_lr(99, const) == 1.0
+
+
+def test_seq_len_warmup_stages():
+    stages = (128, 192, 256, 384)
+    got = [train.seq_len_at(s, 100, 512, stages, 0.3) for s in range(100)]
+    assert got[:8] == [128] * 8 and got[8:15] == [192] * 7 and got[15:23] == [256] * 8
+    assert got[23:30] == [384] * 7 and got[30:] == [512] * 70
+    assert train.seq_len_at(5, 100, 512, (), 0.3) == 512
+    with pytest.raises(train.ConfigError, match="seq_len_warmup"):
+        train.load_config(None, ["--seq_len_warmup=128,2048", "--seq_len_warmup_frac=0.3"])
+
+
+def test_grad_accum_steps():
+    assert train.grad_accum_steps(524288, 16, 1024, 1) == 32
+    assert train.grad_accum_steps(524288, 16, 1024, 8) == 4
+    assert train.grad_accum_steps(0, 16, 1024, 8) == 1
+    with pytest.raises(train.ConfigError, match="not divisible.*total_batch_size="):
+        train.grad_accum_steps(500000, 16, 1024, 3)
+
+
+# ----------------------------------------------------------------------------- config
+
+def test_config_errors_and_overrides(tmp_path):
+    with pytest.raises(train.ConfigError, match="unknown config key 'learning_rte'; did you mean 'learning_rate'"):
+        train.load_config(None, ["--learning_rte=1e-3"])
+    with pytest.raises(train.ConfigError, match="max_iters expects int, got 'ten'"):
+        train.load_config(None, ["--max_iters=ten"])
+    with pytest.raises(train.ConfigError, match="compile expects bool"):
+        train.load_config(None, ["--compile=sometimes"])
+    with pytest.raises(train.ConfigError, match="dtype='fp8' is not one of"):
+        train.load_config(None, ["--dtype=fp8"])
+    cfg = train.load_config(None, ["--max_iters=40", "--out_dir=/tmp/run", "--compile", "--wandb_log=false",
+                                   "--learning_rate=3e-4", "--n_kv_head=4", "--lr_decay_iters=None", "--resume",
+                                   "--seq_len_warmup=64,128", "--seq_len_warmup_frac=0.25"])
+    assert (cfg.schedule.max_iters, cfg.run.out_dir, cfg.run.compile, cfg.run.wandb_log) == (40, "/tmp/run", True, False)
+    assert cfg.optim.learning_rate == 3e-4 and cfg.model.n_kv_head == 4 and cfg.schedule.lr_decay_iters is None
+    assert cfg.run.resume == "latest" and cfg.data.seq_len_warmup == (64, 128)
+    # a config file: public simple values are keys; a preset derives from base; values are type-checked
+    (tmp_path / "mine.py").write_text("from configs.base import *\nimport math\n_private = 3\n"
+                                      "n_layer = 2\nlearning_rate = 1e-3 * math.sqrt(4)\n")
+    cfg = train.load_config(tmp_path / "mine.py", ["--n_layer=3"])
+    assert cfg.model.n_layer == 3 and cfg.optim.learning_rate == pytest.approx(2e-3)
+    (tmp_path / "typo.py").write_text("n_layers = 2\n")
+    with pytest.raises(train.ConfigError, match="did you mean 'n_layer'"):
+        train.load_config(tmp_path / "typo.py")
+    (tmp_path / "wrongtype.py").write_text("batch_size = 'eight'\n")
+    with pytest.raises(train.ConfigError, match="batch_size expects int"):
+        train.load_config(tmp_path / "wrongtype.py")
+
+
+def test_base_config_documents_the_defaults():
+    """configs/base.py lists every key with train.py's default value, so it cannot drift."""
+    base = train.read_config_file(REPO / "configs" / "base.py")
+    defaults = train.TrainConfig().flat()
+    assert set(base) == set(defaults)
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in base.items()} == defaults
+
+
+def test_bad_input_stops_before_work(char_data, tmp_path):
+    out = tmp_path / "out"
+    cases = [
+        (dict(total_batch_size=1000), "not divisible"),
+        (dict(data_dir=tmp_path, vocab_size=65), "no train shards"),
+        (dict(data_dir=tmp_path / "missing", vocab_size=65), "does not exist"),
+        (dict(vocab_size=50257), "vocab_size=65.*set --vocab_size=65"),
+        (dict(resume="latest"), "--resume: .*Drop --resume"),
+    ]
+    for over, msg in cases:
+        with pytest.raises(train.ConfigError, match=msg):
+            train.train(train.load_config(None, tiny_args(char_data, out) + [f"--{k}={v}" for k, v in over.items()]))
+        assert not out.exists(), f"{over} did work before failing"
+    train.train(tiny(char_data, out, max_iters=2))
+    with pytest.raises(train.ConfigError, match=r"trained with n_embd=32 \(config says 64\)"):
+        train.train(tiny(char_data, out, n_embd=64, resume="latest", max_iters=4))
+
+
+def test_main_reports_config_errors(char_data, tmp_path):
+    proc = subprocess.run([sys.executable, "train.py", "--max_itrs=3"], cwd=REPO, capture_output=True, text=True,
+                          env=subprocess_env(), timeout=120)
+    assert proc.returncode == 2 and "did you mean 'max_iters'" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- training runs
+
+def test_short_run_lowers_val_loss(char_data, tmp_path):
+    res = train.train(tiny(char_data, tmp_path, max_iters=200, eval_interval=200, eval_iters=4, learning_rate=1e-2,
+                           warmup_iters=10, batch_size=8, log_interval=50))
+    evals = rows(tmp_path, "eval")
+    assert [e["step"] for e in evals] == [0, 200]
+    first, last = evals[0]["val_loss"], evals[-1]["val_loss"]
+    assert first > 4.0 and last < first - 1.3, (first, last)     # ln(65) = 4.17 -> ~2.6
+    assert res["val_loss"] == last and res["best_val_loss"] == last
+    ckpt = load_checkpoint(tmp_path / "best.pt")
+    assert ckpt["step"] == 200 and ckpt["val_loss"] == last and ckpt["tokenizer"]["kind"] == "sentencepiece"
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+
+
+def test_resume_is_bit_identical(char_data, tmp_path):
+    """6 steps + resume + 4 steps == 10 steps: same losses and weights, bit for bit (dropout on)."""
+    common = dict(max_iters=10, lr_decay_iters=10, dropout=0.1, eval_interval=5)
+    train.train(tiny(char_data, tmp_path / "full", **common))
+    train.train(tiny(char_data, tmp_path / "split", **{**common, "max_iters": 6}))
+    assert resolve_checkpoint(tmp_path / "split").name == "ckpt_0000006.pt"
+    train.train(tiny(char_data, tmp_path / "split", **common, resume="latest"))
+    full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
+    assert [r["step"] for r in split] == list(range(1, 11))
+    assert [r["loss"] for r in full] == [r["loss"] for r in split]
+    a, b = weights(tmp_path / "full" / "ckpt_0000010.pt"), weights(tmp_path / "split" / "ckpt_0000010.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in (tmp_path / "split").glob("ckpt_*.pt")) == ["ckpt_0000006.pt", "ckpt_0000010.pt"]
+
+
+def test_sigterm_saves_and_resumes(char_data, tmp_path):
+    out = tmp_path / "run"
+    args = tiny_args(char_data, out, max_iters=100000, lr_schedule="constant", eval_interval=100000)
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((out / "metrics.jsonl").exists() and len(rows(out)) >= 3):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    assert "received SIGTERM" in output and "stopped by signal" in output
+    ckpt = load_checkpoint(out)
+    step = ckpt["step"]
+    assert step >= 3 and rows(out)[-1]["step"] == step
+    res = train.train(tiny(char_data, out, max_iters=step + 2, lr_schedule="constant", eval_interval=100000,
+                           resume="latest"))
+    assert res["step"] == step + 2 and [r["step"] for r in rows(out)][-3:] == [step, step + 1, step + 2]
+    # same numbers as never stopping
+    ref = tmp_path / "ref"
+    train.train(tiny(char_data, ref, max_iters=step + 2, lr_schedule="constant", eval_interval=100000))
+    assert [r["loss"] for r in rows(ref)] == pytest.approx([r["loss"] for r in rows(out)], rel=1e-5)
+
+
+def test_crash_while_writing_checkpoint_keeps_the_previous_one(char_data, tmp_path, monkeypatch):
+    train.train(tiny(char_data, tmp_path, max_iters=3))
+    good = resolve_checkpoint(tmp_path)
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        Path(f).write_bytes(Path(f).read_bytes()[:1000])   # half-written file, then the process "dies"
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(train.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(tiny(char_data, tmp_path, max_iters=6, resume="latest"))
+    monkeypatch.undo()
+    assert resolve_checkpoint(tmp_path) == good and good.name == "ckpt_0000003.pt"
+    assert load_checkpoint(tmp_path)["step"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir() if "ckpt" in p.name) == ["ckpt_0000003.pt"]
+    res = train.train(tiny(char_data, tmp_path, max_iters=6, resume="latest"))   # and the run goes on
+    assert res["step"] == 6
+
+
+def test_nonfinite_losses_skip_then_stop(char_data, tmp_path, monkeypatch):
+    train.train(tiny(char_data, tmp_path, max_iters=3))
+    before = weights(resolve_checkpoint(tmp_path))
+    monkeypatch.setattr(train.Trainer, "all_reduce_stats", lambda self, loss, stop: (float("nan"), False))
+    with pytest.raises(train.NonFiniteLoss, match="at step 6"):
+        train.train(tiny(char_data, tmp_path, max_iters=10, max_nonfinite=3, eval_interval=100, resume="latest"))
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["step"] == 3 and all(torch.equal(before[k], ckpt["model"][k]) for k in before)
+
+
+def test_two_ddp_ranks_equal_one_rank_with_accumulation(char_data, tmp_path):
+    """torchrun (Gloo) with 2 ranks x batch 4 == 1 process with 2 x 4 accumulation; ranks get disjoint data."""
+    common = dict(max_iters=3, total_batch_size=2 * 4 * 32, eval_interval=3, dropout=0.0)
+    ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           *tiny_args(char_data, ddp_out, **common)]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "x2 ranks" in proc.stdout and "2 accum" not in proc.stdout
+    train.train(tiny(char_data, one_out, **common))
+    a, b = weights(ddp_out / "ckpt_0000003.pt"), weights(one_out / "ckpt_0000003.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    ddp_losses, one_losses = [r["loss"] for r in rows(ddp_out)], [r["loss"] for r in rows(one_out)]
+    assert ddp_losses == pytest.approx(one_losses, rel=1e-5)
+    ddp_ckpt = load_checkpoint(ddp_out / "ckpt_0000003.pt")
+    assert len(ddp_ckpt["rng"]) == 2 and ddp_ckpt["world_size"] == 2
+    # the loaders the ranks built deal disjoint windows
+    loaders = [datalib.DataLoader(char_data, "train", 4, 32, rank=r, world_size=2) for r in (0, 1)]
+    for _ in range(3):
+        x0, x1 = (ld.next_batch()[0] for ld in loaders)
+        assert not ({tuple(r) for r in x0.tolist()} & {tuple(r) for r in x1.tolist()})
+    # a 2-rank checkpoint resumes on 1 rank and says what happens to the data order
+    res = train.train(tiny(char_data, ddp_out, **{**common, "max_iters": 4}, resume="latest"))
+    assert res["step"] == 4
+
+
+def test_world_size_change_is_logged(char_data, tmp_path, capsys):
+    train.train(tiny(char_data, tmp_path, max_iters=2))
+    ckpt_path = resolve_checkpoint(tmp_path)
+    ckpt = load_checkpoint(ckpt_path)
+    ckpt["rng"] = ckpt["rng"] * 2     # pretend 2 ranks wrote it
+    torch.save(ckpt, ckpt_path)
+    train.train(tiny(char_data, tmp_path, max_iters=3, resume="latest"))
+    assert "written by 2 rank(s), now 1" in capsys.readouterr().out
+
+
+def test_metrics_jsonl_and_wandb_offline(char_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    train.train(tiny(char_data, tmp_path, max_iters=6, log_interval=2, wandb_log=True, wandb_run_name="t"))
+    train_rows = rows(tmp_path)
+    assert [r["step"] for r in train_rows] == [2, 4, 6]
+    assert {"loss", "lr", "grad_norm", "ms", "tok_s", "mfu"} <= set(train_rows[0])
+    assert [r["step"] for r in rows(tmp_path, "eval")] == [0, 3, 6]
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    deadline = time.time() + 60      # wandb's service process may still be flushing after finish()
+    while True:
+        blob = b"".join(p.read_bytes() for p in runs[0].rglob("*.wandb"))
+        if (b"train/loss" in blob and b"val/val_loss" in blob) or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert b"train/loss" in blob and b"val/val_loss" in blob, sorted(p.name for p in runs[0].rglob("*"))
+    assert json.loads((tmp_path / "config.json").read_text())["max_iters"] == 6
+
+
+def test_muon_optimizer_trains(char_data, tmp_path):
+    res = train.train(tiny(char_data, tmp_path, optimizer="muon", muon_lr=0.02, max_iters=4, eval_interval=4))
+    assert math.isfinite(res["val_loss"])
+    assert len(load_checkpoint(tmp_path)["optimizer"]) == 2
+
+
+def test_adamw8bit_without_bitsandbytes_is_a_clear_error(char_data, tmp_path):
+    pytest.importorskip("torch")
+    try:
+        import bitsandbytes  # noqa: F401
+        pytest.skip("bitsandbytes is installed")
+    except ImportError:
+        pass
+    with pytest.raises(train.ConfigError, match="pip install bitsandbytes"):
+        train.train(tiny(char_data, tmp_path, optimizer="adamw8bit"))
+
+
+# ----------------------------------------------------------------------------- README
+
+def quickstart_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```(?:bash|sh)\n(.*?)```", section, re.S).group(1)
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_readme_quickstart_runs(shared_data, tmp_path):
+    """Run the README's quickstart verbatim in a scratch checkout, shortened only by --key=value overrides."""
+    cmds = quickstart_commands()
+    assert any(c.startswith("pip install") and "torch" in c for c in cmds)
+    assert any("pip install -r requirements.txt" in c for c in cmds)
+    work = tmp_path / "repo"
+    work.mkdir()
+    for item in REPO.iterdir():
+        if item.suffix == ".py" or item.name == "configs":
+            (work / item.name).symlink_to(item)
+    (tmp_path / "shared").symlink_to(shared_data.parent)
+    extra = {"train.py": ["--max_iters=4", "--eval_interval=4", "--eval_iters=1", "--batch_size=2",
+                          "--block_size=32", "--n_layer=1", "--n_embd=32", "--n_head=2", "--log_interval=2"],
+             "sample.py": ["--max-new-tokens=8", "--num-samples=1"]}
+    ran = []
+    for cmd in cmds:
+        if cmd.startswith("pip "):
+            continue
+        argv = shlex.split(cmd)
+        assert argv[0] == "python", cmd
+        argv = [sys.executable, *argv[1:], *extra.get(argv[1], [])]
+        proc = subprocess.run(argv, cwd=work, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        ran.append(argv[1])
+    assert ran == ["prepare_data.py", "train.py", "sample.py"]
+    assert (work / "out" / "shakespeare_tiny" / "ckpt_0000004.pt").exists()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_paths_run(char_data, tmp_path, dtype):
+    """bf16 autocast, and fp16 autocast + GradScaler (saved in the checkpoint), exercised on CPU."""
+    res = train.train(tiny(char_data, tmp_path, dtype=dtype, max_iters=3, eval_interval=3))
+    assert math.isfinite(res["val_loss"])
+    scaler = load_checkpoint(tmp_path)["scaler"]
+    assert bool(scaler) == (dtype == "float16")
+
+
+def test_hellaswag_and_sample_hooks(char_data, shared_data, tmp_path, capsys):
+    train.train(tiny(char_data, tmp_path, max_iters=2, eval_interval=2, hellaswag_interval=2, hellaswag_limit=4,
+                     hellaswag_data=shared_data / "hellaswag_val.jsonl", sample_tokens=8))
+    evals = rows(tmp_path, "eval")
+    assert [e["step"] for e in evals] == [0, 2] and all(0 <= e["hellaswag_acc"] <= 1 for e in evals)
+    assert "sample: " in capsys.readouterr().out
