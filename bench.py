@@ -1,0 +1,433 @@
+"""Measure training and sampling speed, compare architecture toggles, and plot loss curves.
+
+    python bench.py configs/gpt2_124m.py --steps 20 --compile      # tokens/s, ms/step, MFU, memory, sampling
+    python bench.py configs/shakespeare.py --data --profile         # real batches; where the time goes
+    python bench.py --ablate [configs/ablation.py] --tokens 400000 --out-dir out/ablate
+    python bench.py --plot out/run_a out/run_b --out curves.png
+
+Speed: builds the model and optimizer exactly as train.py does (any `--key=value` config override
+works), feeds a synthetic batch (random token ids) or with `--data` a real one from data_dir, warms
+up (compilation happens there), then times `--steps` optimizer steps of one micro-batch each with
+the device synchronised. MFU uses train.py's peak table (the dense bf16 tensor-core peak on GPUs, a
+rough fp32 estimate on CPUs) and model.flops_per_token (6N + attention, PaLM appendix B). Memory is
+the CUDA peak allocation, or the process's peak RSS on CPU. Sampling speed is measured for one
+sequence with and without the KV cache.
+
+Ablation: trains a small model once per toggle variant (positions, MLP, norm, parallel residual,
+GQA groups) for the same token budget from the same seed and data, and prints final validation
+loss and training tokens/s, each relative to the baseline, so the seeds' claims (RoPE -2% loss and
+-10% speed, GQA +2% speed, parallel residual +5-10% speed, squared ReLU vs SwiGLU) can be checked on
+any machine. It writes ablation.md, ablation.json and ablation.png (the loss curves) to --out-dir.
+
+Plot: train and validation loss against tokens seen, from each run directory's metrics.jsonl
+(matplotlib is an optional dependency, imported only here).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import resource
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import data as datalib
+import train
+from model import GPT
+
+DEFAULT_ABLATE_CONFIG = "configs/ablation.py"
+
+
+# ----------------------------------------------------------------------------- speed
+
+@dataclass
+class SpeedResult:
+    """One bench run."""
+    device: str
+    dtype: str
+    compile: bool
+    params: int
+    batch: str                  # "B x T"
+    ms_per_step: float
+    tokens_per_s: float
+    mfu: float
+    peak_flops: float
+    peak_flops_source: str
+    peak_memory_mb: float
+    memory_kind: str
+    sample_tok_s_cache: float | None
+    sample_tok_s_no_cache: float | None
+
+
+def peak_memory_mb(device_type: str) -> tuple[float, str]:
+    """(peak MiB, what was measured): CUDA max allocated, else this process's peak RSS."""
+    if device_type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20, "CUDA max allocated"
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss          # KiB on Linux, bytes on macOS
+    return rss_kb / (2**20 if sys.platform == "darwin" else 2**10), "peak process RSS"
+
+
+def batch_source(cfg: train.TrainConfig, real: bool, device: str):
+    """A function returning (x, y): the same random batch every step, or the next real batch."""
+    B, T = cfg.data.batch_size, cfg.model.block_size
+    if real:
+        loader = datalib.DataLoader(cfg.data.data_dir, "train", B, T, seed=cfg.run.seed)
+        return lambda: tuple(t.to(device) for t in loader.next_batch())
+    g = torch.Generator().manual_seed(cfg.run.seed)
+    x = torch.randint(0, cfg.model.vocab_size, (B, T + 1), generator=g)
+    batch = (x[:, :-1].to(device), x[:, 1:].to(device))
+    return lambda: batch
+
+
+class StepRunner:
+    """One optimizer step as train.py takes it (autocast, scaler, clipping, set_to_none), one micro-batch."""
+
+    def __init__(self, cfg: train.TrainConfig, device: str):
+        self.cfg, self.device = cfg, device
+        self.device_type = "cuda" if device.startswith("cuda") else device
+        self.dtype = train.resolve_dtype(cfg.run.dtype, self.device_type)
+        torch.manual_seed(cfg.run.seed)
+        self.raw = train.build_model(cfg).to(device)
+        self.model = torch.compile(self.raw) if cfg.run.compile else self.raw
+        self.optimizers = train.build_optimizers(self.raw, cfg, self.device_type)
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == "float16")
+
+    def autocast(self):
+        return train.autocast_context(self.device_type, self.dtype)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with self.autocast():
+            _, loss = self.model(x, y)
+        self.scaler.scale(loss).backward()
+        for opt in self.optimizers:
+            self.scaler.unscale_(opt)
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.raw.parameters(), self.cfg.optim.grad_clip)
+        for opt in self.optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def timed_steps(self, next_batch, steps: int) -> list[float]:
+        """Seconds per step (device synchronised before and after each)."""
+        times = []
+        for _ in range(steps):
+            x, y = next_batch()
+            train.synchronize(self.device_type)
+            t0 = time.perf_counter()
+            self.step(x, y)
+            train.synchronize(self.device_type)
+            times.append(time.perf_counter() - t0)
+        return times
+
+
+@torch.no_grad()
+def sampling_speed(model, cfg: train.TrainConfig, device: str, new_tokens: int, use_cache: bool,
+                   autocast) -> float:
+    """Generated tokens per second for one sequence (prompt: 1 token), after one short warm-up."""
+    if new_tokens <= 0:
+        return float("nan")
+    if cfg.model.pos_emb == "learned":
+        new_tokens = min(new_tokens, cfg.model.block_size - 1)
+    model.eval()
+    idx = torch.zeros((1, 1), dtype=torch.long, device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    with autocast:
+        model.generate(idx, min(4, new_tokens), use_cache=use_cache, generator=g)
+        train.synchronize(torch.device(device).type)
+        t0 = time.perf_counter()
+        model.generate(idx, new_tokens, use_cache=use_cache, generator=g)
+        train.synchronize(torch.device(device).type)
+    model.train()
+    return new_tokens / (time.perf_counter() - t0)
+
+
+def profile_steps(runner: StepRunner, next_batch, steps: int, trace: str | None) -> str:
+    """torch.profiler table (operators by self time) over a few steps; optional Chrome trace file."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if runner.device_type == "cuda" else [])
+    with profile(activities=acts, record_shapes=True) as prof:
+        runner.timed_steps(next_batch, steps)
+    if trace:
+        prof.export_chrome_trace(trace)
+    key = "self_cuda_time_total" if runner.device_type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=20)
+
+
+def bench_speed(cfg: train.TrainConfig, steps: int = 10, warmup: int = 3, real_data: bool = False,
+                sample_tokens: int = 64, profile: bool = False, trace: str | None = None) -> SpeedResult:
+    """Time training steps and sampling for cfg; see the module docstring."""
+    device = train.pick_device(cfg.run.device)
+    runner = StepRunner(cfg, device)
+    next_batch = batch_source(cfg, real_data, device)
+    if runner.device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats()
+    runner.timed_steps(next_batch, warmup)
+    times = runner.timed_steps(next_batch, steps)
+    if profile:
+        print(profile_steps(runner, next_batch, min(steps, 5), trace))
+    ms = 1000 * statistics.median(times)
+    tokens = cfg.data.batch_size * cfg.model.block_size
+    tok_s = tokens / (ms / 1000)
+    peak, source = train.peak_flops(runner.device_type)
+    mem, mem_kind = peak_memory_mb(runner.device_type)
+    cache = sampling_speed(runner.raw, cfg, device, sample_tokens, True, runner.autocast())
+    no_cache = sampling_speed(runner.raw, cfg, device, sample_tokens, False, runner.autocast())
+    return SpeedResult(device, runner.dtype, cfg.run.compile, runner.raw.num_params(non_embedding=False),
+                       f"{cfg.data.batch_size} x {cfg.model.block_size}", ms, tok_s,
+                       runner.raw.estimate_mfu(tok_s, peak), peak, source, mem, mem_kind, cache, no_cache)
+
+
+def format_speed(r: SpeedResult) -> str:
+    return (f"device {r.device} | dtype {r.dtype} | compile {r.compile} | params {r.params:,} | batch {r.batch}\n"
+            f"train: {r.ms_per_step:.1f} ms/step | {r.tokens_per_s:,.0f} tokens/s | MFU {r.mfu:.1%} of "
+            f"{r.peak_flops / 1e12:.2f} TFLOP/s ({r.peak_flops_source}) | peak memory {r.peak_memory_mb:,.0f} MiB "
+            f"({r.memory_kind})\n"
+            + ("sampling: skipped" if r.sample_tok_s_cache != r.sample_tok_s_cache else
+               f"sampling (batch 1): {r.sample_tok_s_cache:,.1f} tokens/s with KV cache, "
+               f"{r.sample_tok_s_no_cache:,.1f} without"))
+
+
+# ----------------------------------------------------------------------------- ablation
+
+def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
+    """(name, overrides) per toggle, each changing one thing from the GPT-2 baseline."""
+    out = [("baseline (learned, gelu, layernorm)", []),
+           ("rope", ["--pos_emb=rope"]),
+           ("alibi", ["--pos_emb=alibi"]),
+           ("no positions", ["--pos_emb=none"]),
+           ("swiglu", ["--mlp=swiglu"]),
+           ("relu2", ["--mlp=relu2"]),
+           ("rmsnorm", ["--norm=rmsnorm"]),
+           ("parallel residual", ["--parallel_residual=True"])]
+    for kv in sorted({n_head // 2, 1}, reverse=True):
+        if 0 < kv < n_head and n_head % kv == 0:
+            out.append((f"gqa {n_head // kv} (n_kv_head={kv})", [f"--n_kv_head={kv}"]))
+    return out
+
+
+BASELINE_KEYS = ["--pos_emb=learned", "--mlp=gelu", "--norm=layernorm", "--parallel_residual=False",
+                 "--n_kv_head=None", "--mlp_hidden=None"]
+
+
+@dataclass
+class AblationRow:
+    name: str
+    overrides: list[str]
+    val_loss: float
+    tokens_per_s: float
+    seconds: float
+    params: int
+    run_dir: str
+
+
+def train_tokens_per_s(run_dir: Path) -> float:
+    """Median training tokens/s of a run's logged steps (the first logged row, which includes warm-up, dropped)."""
+    rows = [r for r in read_metrics(run_dir) if r["type"] == "train" and "tok_s" in r]
+    rates = [r["tok_s"] for r in rows[1:]] or [r["tok_s"] for r in rows]
+    return statistics.median(rates) if rates else float("nan")
+
+
+def run_ablation(config: str, overrides: list[str], tokens: int, out_dir: Path,
+                 variants: list[str] | None = None, quiet: bool = True) -> list[AblationRow]:
+    """Train once per variant for `tokens` training tokens; returns the rows (baseline first)."""
+    base = train.load_config(config, BASELINE_KEYS + overrides)
+    per_step = base.data.batch_size * base.model.block_size * train.grad_accum_steps(
+        base.data.total_batch_size, base.data.batch_size, base.model.block_size, 1)
+    steps = max(1, tokens // per_step)
+    rows = []
+    for name, extra in ablation_variants(base.model.n_head):
+        if variants and not any(v in name for v in variants):
+            continue
+        run_dir = out_dir / name.split(" (")[0].replace(" ", "_")
+        shutil.rmtree(run_dir, ignore_errors=True)                # a fresh run, never a resume
+        cfg = train.load_config(config, BASELINE_KEYS + overrides + extra + [
+            f"--max_iters={steps}", f"--out_dir={run_dir}", f"--eval_interval={max(1, steps // 4)}",
+            f"--log_interval={max(1, steps // 20)}", "--sample_tokens=0", "--hellaswag_interval=0",
+            "--wandb_log=False", "--keep_last=1", "--resume="])
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            result = train.train(cfg)
+        seconds = time.perf_counter() - t0
+        with torch.device("meta"):
+            params = GPT(cfg.model).num_params(non_embedding=False)
+        rows.append(AblationRow(name, extra, result["val_loss"], train_tokens_per_s(run_dir), seconds, params,
+                                str(run_dir)))
+        print(f"  {name}: val loss {rows[-1].val_loss:.4f}, {rows[-1].tokens_per_s:,.0f} tok/s "
+              f"({seconds:.0f} s)", flush=True)
+    return rows
+
+
+def format_ablation(rows: list[AblationRow], header: str = "") -> str:
+    """Markdown table; differences relative to the first row (the baseline)."""
+    base = rows[0]
+    lines = [header, "", "| variant | params | val loss | vs baseline | tokens/s | vs baseline |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        dl = 100 * (r.val_loss / base.val_loss - 1)
+        ds = 100 * (r.tokens_per_s / base.tokens_per_s - 1)
+        lines.append(f"| {r.name} | {r.params:,} | {r.val_loss:.4f} | {dl:+.1f}% | {r.tokens_per_s:,.0f} | "
+                     f"{ds:+.1f}% |")
+    return "\n".join(lines).strip() + "\n"
+
+
+def ablate(args, overrides: list[str]) -> list[AblationRow]:
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    print(f"ablation of {args.config} for {args.tokens:,} tokens per variant -> {out_dir}")
+    rows = run_ablation(args.config, overrides, args.tokens, out_dir, variants, quiet=not args.verbose)
+    table = format_ablation(rows, f"Ablation: {args.config} {' '.join(overrides)}, {args.tokens:,} training "
+                                  f"tokens per variant, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}")
+    print(table)
+    (out_dir / "ablation.md").write_text(table)
+    (out_dir / "ablation.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+    try:
+        plot_runs([Path(r.run_dir) for r in rows], out_dir / "ablation.png", labels=[r.name for r in rows])
+        print(f"wrote {out_dir / 'ablation.md'}, ablation.json, ablation.png")
+    except ImportError as e:
+        print(f"wrote {out_dir / 'ablation.md'}, ablation.json (no plot: {e})")
+    return rows
+
+
+# ----------------------------------------------------------------------------- curves
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl rows; after a resume the later row of a repeated (type, step) wins."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: pass a train.py out_dir (it writes metrics.jsonl)")
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[(row.get("type"), row.get("step"))] = row
+    return sorted(rows.values(), key=lambda r: r["step"])
+
+
+def tokens_per_step_from_config(run_dir: Path) -> float | None:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    c = json.loads(path.read_text())
+    return c.get("total_batch_size") or c["batch_size"] * c["block_size"]
+
+
+def curves(run_dir: Path) -> dict[str, np.ndarray]:
+    """Arrays train_tokens, train_loss, val_tokens, val_loss. Tokens per step come from each logged
+    row (tok_s x ms, exact under sequence-length warmup and any rank count), else from config.json."""
+    rows = read_metrics(run_dir)
+    tr = [r for r in rows if r["type"] == "train"]
+    ev = [r for r in rows if r["type"] == "eval" and r.get("val_loss") is not None]
+    fallback = tokens_per_step_from_config(run_dir)
+    steps, cum, prev_step, total = [0], [0.0], 0, 0.0
+    for r in tr:
+        per = r["tok_s"] * r["ms"] / 1000 if "tok_s" in r and "ms" in r else fallback
+        if per is None:
+            raise ValueError(f"{run_dir}: cannot tell tokens per step (no tok_s/ms in metrics, no config.json)")
+        total += per * (r["step"] - prev_step)
+        prev_step = r["step"]
+        steps.append(r["step"])
+        cum.append(total)
+    if ev and ev[-1]["step"] > steps[-1]:                       # extrapolate past the last train row
+        per = (cum[-1] / steps[-1]) if steps[-1] else fallback
+        steps.append(ev[-1]["step"])
+        cum.append(cum[-1] + per * (ev[-1]["step"] - steps[-2]))
+    to_tokens = lambda s: np.interp(np.asarray(s, dtype=float), steps, cum)  # noqa: E731
+    return {"train_tokens": to_tokens([r["step"] for r in tr]), "train_loss": np.array([r["loss"] for r in tr]),
+            "val_tokens": to_tokens([r["step"] for r in ev]), "val_loss": np.array([r["val_loss"] for r in ev])}
+
+
+def plot_runs(run_dirs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
+    """Train (thin) and validation (thick, dots) loss against tokens, one colour per run."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, run_dir in enumerate(run_dirs):
+        c = curves(run_dir)
+        color, label = f"C{i % 10}", (labels[i] if labels else Path(run_dir).name)
+        if len(c["train_loss"]):
+            ax.plot(c["train_tokens"], c["train_loss"], color=color, alpha=0.4, lw=1)
+        if len(c["val_loss"]):
+            ax.plot(c["val_tokens"], c["val_loss"], "o-", color=color, lw=2, ms=3, label=f"{label} (val)")
+        else:
+            ax.plot([], [], color=color, label=f"{label} (train)")
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("loss (nats / token)")
+    ax.set_title("train (thin) and validation (thick) loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False,
+                                epilog="Any other --key=value is a train.py config override (configs/base.py).")
+    p.add_argument("config", nargs="?", help="config file (configs/*.py)")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (compilation happens here)")
+    p.add_argument("--data", action="store_true", help="real batches from data_dir instead of random tokens")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of a few steps")
+    p.add_argument("--trace", help="with --profile: write a Chrome trace to this file")
+    p.add_argument("--sample-tokens", type=int, default=64, help="tokens generated to time sampling (0 = skip)")
+    p.add_argument("--json", help="write the speed result to this JSON file")
+    p.add_argument("--ablate", action="store_true", help="train one tiny model per toggle variant")
+    p.add_argument("--tokens", type=int, default=500_000, help="--ablate: training tokens per variant")
+    p.add_argument("--variants", help="--ablate: comma-separated subset by name (e.g. baseline,rope,gqa)")
+    p.add_argument("--out-dir", default="out/ablate", help="--ablate: where runs, table and plot go")
+    p.add_argument("--verbose", action="store_true", help="--ablate: show the training logs")
+    p.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="plot loss curves of these run directories")
+    p.add_argument("--out", default="curves.png", help="--plot: output image")
+    return p.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    bad = [o for o in overrides if not o.startswith("--")]
+    if bad:
+        raise SystemExit(f"error: unexpected arguments {bad}")
+    if args.plot:
+        out = plot_runs([Path(d) for d in args.plot], Path(args.out))
+        print(f"wrote {out}")
+        return out
+    if args.ablate:
+        args.config = args.config or DEFAULT_ABLATE_CONFIG
+        return ablate(args, overrides)
+    if not args.config:
+        raise SystemExit("error: give a config file (e.g. configs/gpt2_124m.py), --ablate or --plot")
+    try:
+        cfg = train.load_config(args.config, overrides)
+    except train.ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    result = bench_speed(cfg, args.steps, args.warmup, args.data, args.sample_tokens, args.profile, args.trace)
+    print(format_speed(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.__dict__, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

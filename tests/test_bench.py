@@ -1,0 +1,139 @@
+"""bench.py: speed measurement, ablation table and loss-curve plots, on tiny models."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bench
+import data as datalib
+import train
+
+TINY = ["--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=32", "--batch_size=4", "--total_batch_size=0",
+        "--device=cpu", "--dtype=float32", "--warmup_iters=2", "--eval_iters=2", "--sample_tokens=0"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, shared_data) -> tuple[Path, int]:
+    """50K characters of Tiny Shakespeare in a 320-piece sentencepiece vocabulary."""
+    text = (shared_data / "tinyshakespeare.txt").read_text()[:50_000]
+    tok = datalib.train_sentencepiece([text], vocab_size=320, num_threads=1)
+    ids = np.asarray(tok.encode(text), dtype=np.uint16)
+    out = tmp_path_factory.mktemp("sp320")
+    n_val = len(ids) // 10
+    datalib.write_shard(out / "t_val_000000.bin", ids[:n_val])
+    datalib.write_shard(out / "t_train_000001.bin", ids[n_val:])
+    (out / "meta.json").write_text(json.dumps({"format": 1, "prefix": "t", "tokenizer": tok.spec(), "shards": [
+        {"file": "t_val_000000.bin", "split": "val", "tokens": int(n_val)},
+        {"file": "t_train_000001.bin", "split": "train", "tokens": int(len(ids) - n_val)}]}))
+    return out, tok.vocab_size
+
+
+def test_speed_synthetic_and_real(shards):
+    data_dir, vocab = shards
+    cfg = train.load_config(None, TINY + [f"--vocab_size={vocab}", f"--data_dir={data_dir}"])
+    for real in (False, True):
+        r = bench.bench_speed(cfg, steps=2, warmup=1, real_data=real, sample_tokens=8)
+        assert r.ms_per_step > 0 and r.tokens_per_s == pytest.approx(4 * 16 / (r.ms_per_step / 1000))
+        assert 0 < r.mfu < 1 and r.peak_flops > 0 and r.peak_memory_mb > 0
+        assert r.sample_tok_s_cache > 0 and r.sample_tok_s_no_cache > 0
+        assert r.params == sum(p.numel() for p in train.build_model(cfg).parameters())
+    assert "tokens/s" in bench.format_speed(r) and "KV cache" in bench.format_speed(r)
+
+
+def test_mfu_uses_the_shared_peak_table():
+    """One peak table, in train.py (bench imports it); it knows the devices the seeds used."""
+    names = [name for name, _ in train.PEAK_FLOPS]
+    for gpu in ("A100", "H100", "H200", "L4", "T4", "4090"):
+        assert gpu in names
+    flops, source = train.peak_flops("cpu")
+    assert flops > 0 and "CPU" in source
+
+
+def test_cli_profile_and_json(tmp_path, capsys, shards):
+    data_dir, vocab = shards
+    out = tmp_path / "speed.json"
+    bench.main(["configs/gpt2_124m_tiny.py", "--steps", "2", "--warmup", "1", "--profile", "--sample-tokens", "4", "--json", str(out),
+                f"--vocab_size={vocab}", f"--data_dir={data_dir}"] + TINY[:-1])
+    text = capsys.readouterr().out
+    assert "ms/step" in text and "Self CPU" in text                   # the profiler table
+    assert json.loads(out.read_text())["tokens_per_s"] > 0
+
+
+def test_cli_needs_a_config():
+    with pytest.raises(SystemExit):
+        bench.main([])
+
+
+def write_metrics(run_dir: Path, rows: list[dict], config: dict | None = None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if config is not None:
+        (run_dir / "config.json").write_text(json.dumps(config))
+
+
+def test_curves_count_tokens(tmp_path):
+    """Tokens per step from each logged row (tok_s x ms), so staged sequence lengths count right."""
+    rows = [{"type": "eval", "step": 0, "val_loss": 10.0},
+            {"type": "train", "step": 10, "loss": 9.0, "tok_s": 1000.0, "ms": 128.0},    # 128 tokens/step
+            {"type": "train", "step": 20, "loss": 8.0, "tok_s": 2000.0, "ms": 128.0},    # 256 tokens/step
+            {"type": "eval", "step": 20, "val_loss": 8.5},
+            {"type": "train", "step": 20, "loss": 7.9, "tok_s": 2000.0, "ms": 128.0},    # resumed: later row wins
+            {"type": "eval", "step": 30, "val_loss": 8.0}]
+    write_metrics(tmp_path / "r", rows)
+    c = bench.curves(tmp_path / "r")
+    np.testing.assert_allclose(c["train_tokens"], [1280, 1280 + 2560])
+    np.testing.assert_allclose(c["train_loss"], [9.0, 7.9])
+    np.testing.assert_allclose(c["val_tokens"], [0, 3840, 3840 + 10 * 192])     # extrapolated at the mean rate
+    np.testing.assert_allclose(c["val_loss"], [10.0, 8.5, 8.0])
+    write_metrics(tmp_path / "old", [{"type": "train", "step": 5, "loss": 3.0}], {"batch_size": 2, "block_size": 8,
+                                                                                   "total_batch_size": 0})
+    np.testing.assert_allclose(bench.curves(tmp_path / "old")["train_tokens"], [80])
+
+
+def test_plot_cli(tmp_path):
+    pytest.importorskip("matplotlib")
+    for i in range(2):
+        write_metrics(tmp_path / f"run{i}", [
+            {"type": "train", "step": s, "loss": 5 - s / 10 - i, "tok_s": 100.0, "ms": 10.0} for s in (1, 5, 9)]
+            + [{"type": "eval", "step": 9, "val_loss": 4.5 - i}])
+    out = tmp_path / "curves.png"
+    bench.main(["--plot", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+        bench.curves(tmp_path / "missing")
+
+
+def test_ablation_variants_cover_the_seed_claims():
+    names = " ".join(name for name, _ in bench.ablation_variants(4))
+    for toggle in ("rope", "alibi", "swiglu", "relu2", "rmsnorm", "parallel residual", "gqa 2", "gqa 4"):
+        assert toggle in names
+    for _, overrides in bench.ablation_variants(4):
+        train.load_config(None, bench.BASELINE_KEYS + overrides)                # every variant is valid
+
+
+def test_ablate_writes_table_and_plot(tmp_path, shards, capsys):
+    data_dir, vocab = shards
+    cfg_file = tmp_path / "tiny.py"
+    cfg_file.write_text(f"data_dir = {str(data_dir)!r}\nvocab_size = {vocab}\n" +
+                        "".join(f"{o[2:].split('=')[0]} = {o.split('=')[1]!r}\n" for o in TINY))
+    rows = bench.main(["--ablate", str(cfg_file), "--tokens", "1280", "--variants", "baseline,rope,gqa",
+                       "--out-dir", str(tmp_path / "abl"), "--learning_rate=3e-3"])
+    assert [r.name.split(" ")[0] for r in rows] == ["baseline", "rope", "gqa"]
+    assert all(math.isfinite(r.val_loss) and r.tokens_per_s > 0 for r in rows)
+    table = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "| rope |" in table and "+0.0%" in table                         # baseline row vs itself
+    assert len(json.loads((tmp_path / "abl" / "ablation.json").read_text())) == 3
+    if (tmp_path / "abl" / "ablation.png").exists():
+        assert (tmp_path / "abl" / "ablation.png").stat().st_size > 1000
+    assert "val loss" in capsys.readouterr().out
