@@ -26,3 +26,30 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def gpt2_tiktoken_file(shared_data) -> Path:
     return shared_data / "gpt2.tiktoken"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and DDP tests' worker processes don't fight for CI's 2 cores."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_token_dataset(out: Path, tokenizer, val_ids, train_ids, prefix: str = "t") -> Path:
+    """A minimal prepared-data directory (one val and one train shard + meta.json), as prepare_data.py writes."""
+    import json
+
+    import numpy as np
+
+    import data
+    out.mkdir(parents=True, exist_ok=True)
+    shards = [(data.shard_name(prefix, "val", 0), "val", val_ids), (data.shard_name(prefix, "train", 1), "train", train_ids)]
+    for name, _, ids in shards:
+        data.write_shard(out / name, np.asarray(ids, dtype=np.uint16))
+    meta = {"format": 1, "prefix": prefix, "tokenizer": tokenizer.spec(),
+            "shards": [{"file": n, "split": s, "tokens": int(len(ids))} for n, s, ids in shards]}
+    (out / "meta.json").write_text(json.dumps(meta))
+    return out

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import write_token_dataset
 
 import bench
 import data as datalib
@@ -15,13 +15,6 @@ TINY = ["--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=32", "--batch_
         "--device=cpu", "--dtype=float32", "--warmup_iters=2", "--eval_iters=2", "--sample_tokens=0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory, shared_data) -> tuple[Path, int]:
@@ -29,13 +22,8 @@ def shards(tmp_path_factory, shared_data) -> tuple[Path, int]:
     text = (shared_data / "tinyshakespeare.txt").read_text()[:50_000]
     tok = datalib.train_sentencepiece([text], vocab_size=320, num_threads=1)
     ids = np.asarray(tok.encode(text), dtype=np.uint16)
-    out = tmp_path_factory.mktemp("sp320")
     n_val = len(ids) // 10
-    datalib.write_shard(out / "t_val_000000.bin", ids[:n_val])
-    datalib.write_shard(out / "t_train_000001.bin", ids[n_val:])
-    (out / "meta.json").write_text(json.dumps({"format": 1, "prefix": "t", "tokenizer": tok.spec(), "shards": [
-        {"file": "t_val_000000.bin", "split": "val", "tokens": int(n_val)},
-        {"file": "t_train_000001.bin", "split": "train", "tokens": int(len(ids) - n_val)}]}))
+    out = write_token_dataset(tmp_path_factory.mktemp("sp320"), tok, ids[:n_val], ids[n_val:])
     return out, tok.vocab_size
 
 

@@ -15,14 +15,6 @@ from model import GPT, GPTConfig  # noqa: E402
 ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other test processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 # (case id, GPTConfig toggles, transformers class it must load as)
 CASES = [
     ("gpt2", dict(), "GPT2LMHeadModel"),

@@ -9,14 +9,6 @@ import torch.nn as nn
 import hellaswag as hs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded (and CI's 2 cores are shared with other tests)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 # --- fixtures: byte tokenizer, stub models, tiny data file -------------------------------------
 
 

@@ -18,14 +18,6 @@ TOGGLES = ["pos_emb", "mlp", "norm", "parallel_residual", "tie_embeddings", "bia
            "beta1", "beta2", "weight_decay", "grad_clip"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def config(name: str, *overrides: str) -> train.TrainConfig:
     return train.load_config(REPO / "configs" / f"{name}.py", list(overrides))

@@ -11,14 +11,6 @@ from model import GPT, GPTConfig
 PROMPT = "ROMEO:"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded (and CI's 2 cores are shared with other tests)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def save_ckpt(out_dir, model, tokenizer_spec, step=10):
     """A checkpoint in the contract format (only the keys readers need, plus the usual extras)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_token_dataset
 import torch
 
 import data as datalib
@@ -25,14 +26,6 @@ from model import load_checkpoint, resolve_checkpoint
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster (and deterministically) on one thread, more so when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="session")
 def char_data(shared_data, tmp_path_factory) -> Path:
@@ -40,14 +33,8 @@ def char_data(shared_data, tmp_path_factory) -> Path:
     text = (shared_data / "tinyshakespeare.txt").read_text()[:300_000]
     tok = datalib.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
     ids = np.asarray(tok.encode(text), dtype=np.uint16)
-    out = tmp_path_factory.mktemp("char_data")
     n_val = len(ids) // 10
-    shards = [("char_val_000000.bin", "val", ids[-n_val:]), ("char_train_000001.bin", "train", ids[:-n_val])]
-    for name, _, toks in shards:
-        datalib.write_shard(out / name, toks)
-    meta = {"format": 1, "prefix": "char", "tokenizer": tok.spec(),
-            "shards": [{"file": n, "split": s, "tokens": len(t)} for n, s, t in shards]}
-    (out / "meta.json").write_text(json.dumps(meta))
+    out = write_token_dataset(tmp_path_factory.mktemp("char_data"), tok, ids[-n_val:], ids[:-n_val], prefix="char")
     return out
 
 
