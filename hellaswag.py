@@ -359,11 +359,10 @@ def format_result(res: dict) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from sample import add_model_args
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ckpt", help="checkpoint file, or run directory (newest ckpt_*.pt)")
-    src.add_argument("--init-from", help="Hugging Face GPT-2 weights: gpt2, gpt2-medium, ...")
+    add_model_args(p)
     p.add_argument("--data", help=f"local hellaswag_val.jsonl (default: ${DATA_ENV}, else download)")
     p.add_argument("--style", choices=STYLES, default="completion")
     p.add_argument("--batch-size", type=int, default=None,
@@ -371,12 +370,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "make bigger batches slower, 16 on GPU)")
     p.add_argument("--limit", type=int, default=None, help="first N examples only (quick check)")
     p.add_argument("--out", help="write results (with per-example predictions) to this JSON file")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="autocast dtype (default: bfloat16 on CUDA when supported, else float32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--tiktoken-file", default=None,
-                   help="local GPT-2 ranks file (default: env TIKTOKEN_GPT2_FILE, else tiktoken's download)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:

@@ -275,12 +275,23 @@ def _non_negative_float(value: str) -> float:
     return x
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Where the model comes from and how it runs; shared by sample.py and hellaswag.py."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint file, or run directory (newest ckpt_*.pt)")
     src.add_argument("--init-from", help="Hugging Face GPT-2 weights: gpt2, gpt2-medium, ...")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="autocast dtype (default: bfloat16 on CUDA when supported, else float32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--tiktoken-file", default=None,
+                   help="local GPT-2 ranks file (default: env TIKTOKEN_GPT2_FILE, else tiktoken's download)")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", help="prompt text (default: stdin if piped, else unconditional)")
     prompt.add_argument("--prompt-file", help="read the prompt from this file")
@@ -294,12 +305,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--stop-at-eot", action="store_true", help="stop a sample at the end-of-text token")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="autocast dtype (default: bfloat16 on CUDA when supported, else float32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--tiktoken-file", default=None,
-                   help="local GPT-2 ranks file (default: env TIKTOKEN_GPT2_FILE, else tiktoken's download)")
     p.add_argument("--verbose", action="store_true", help="print generation speed (tokens/s)")
     return p.parse_args(argv)
 
