@@ -34,8 +34,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 import data as datalib
+import parallel
 from model import GPT, GPTConfig, resolve_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -108,12 +110,15 @@ class RunConfig:
     hellaswag_interval: int = 0            # HellaSwag every N steps (0 = off; needs hellaswag.py)
     hellaswag_limit: int = 0               # examples scored (0 = all 10,042)
     hellaswag_data: str = ""               # hellaswag_val.jsonl ("" = $HELLASWAG_FILE or download)
+    parallelism: str = "ddp"               # ddp | fsdp (FSDP2: weights/grads/optimizer sharded; parallel.py)
+    activation_checkpointing: str = "none"  # none | block (recompute each block's activations in backward)
 
 
 SECTIONS = {"model": GPTConfig, "data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
             "run": RunConfig}
 CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "lr_schedule": ("cosine", "wsd", "constant"),
-           "cooldown_shape": ("linear", "1-sqrt"), "dtype": ("auto", "float32", "bfloat16", "float16")}
+           "cooldown_shape": ("linear", "1-sqrt"), "dtype": ("auto", "float32", "bfloat16", "float16"),
+           "parallelism": parallel.PARALLELISMS, "activation_checkpointing": parallel.ACTIVATION_CHECKPOINTING}
 SIMPLE_TYPES = (bool, int, float, str, tuple, list, type(None))
 
 
@@ -265,6 +270,14 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.run.hellaswag_interval % cfg.run.eval_interval:
         raise ConfigError(f"hellaswag_interval={cfg.run.hellaswag_interval} must be a multiple of "
                           f"eval_interval={cfg.run.eval_interval} (HellaSwag runs at evaluations)")
+    try:
+        parallel.check_parallel_config(cfg.run.parallelism, cfg.run.activation_checkpointing, cfg.optim.optimizer,
+                                       cfg.run.dtype)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.run.parallelism == "fsdp" and cfg.run.hellaswag_interval:
+        raise ConfigError("hellaswag_interval is not available with parallelism=fsdp; set --hellaswag_interval=0 "
+                          "and score the consolidated checkpoint with hellaswag.py")
     init = cfg.run.init_from
     if init not in ("scratch", "resume") and not init.startswith("gpt2"):
         raise ConfigError(f"init_from={init!r}: use scratch, resume, or a GPT-2 name (gpt2, gpt2-medium, ...)")
@@ -480,6 +493,8 @@ def find_resume(cfg: TrainConfig) -> Path | None:
         return None
     where = cfg.run.out_dir if cfg.run.resume == "latest" else cfg.run.resume
     try:
+        if cfg.run.parallelism == "fsdp" or parallel.is_sharded_checkpoint(where):
+            return parallel.resolve_sharded(where)  # sharded ckpt_NNNNNNN/ directories (parallel.py)
         return resolve_checkpoint(where)
     except FileNotFoundError as e:
         raise ConfigError(f"--resume: {e}. Drop --resume to start a new run, or pass --resume=PATH") from None
@@ -687,7 +702,18 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(cfg.run.seed)  # identical init on every rank
-        self.raw_model = build_model(cfg).to(self.device)
+        self.raw_model = build_model(cfg)
+        if cfg.run.activation_checkpointing == "block":
+            parallel.apply_activation_checkpointing(self.raw_model)
+        self.sharded = cfg.run.parallelism == "fsdp"  # sharded (DCP) checkpoints
+        self.fsdp = self.sharded and info.ddp          # a single process has nothing to shard
+        if self.sharded and self.dtype == "float16":
+            raise ConfigError("parallelism=fsdp needs bfloat16 or float32 and this GPU has no bf16 (dtype=auto "
+                              "picked float16); use --parallelism=ddp or --dtype=float32")
+        if self.fsdp:  # shards block by block onto the device: no full copy there
+            parallel.apply_fsdp(self.raw_model, self.device_type, self.dtype)
+        else:
+            self.raw_model.to(self.device)
         self.optimizers = build_optimizers(self.raw_model, cfg, self.device_type)
         self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.optimizers]
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == "float16")
@@ -698,7 +724,7 @@ class Trainer:
             self.restore(ckpt)
         self.model = torch.compile(self.raw_model) if cfg.run.compile else self.raw_model  # also used for eval
         self.ddp_model = (DDP(self.model, device_ids=[info.local_rank] if self.device_type == "cuda" else None)
-                          if info.ddp else self.model)
+                          if info.ddp and not self.fsdp else self.model)
         self.metrics = None
 
     # -- resume
@@ -706,15 +732,24 @@ class Trainer:
     def load_resume_checkpoint(self) -> dict | None:
         if self.resume_path is None:
             return None
-        ckpt = torch.load(self.resume_path, map_location="cpu", weights_only=False)
+        if parallel.is_sharded_checkpoint(self.resume_path):  # weights/optimizer are loaded later, sharded
+            ckpt = torch.load(self.resume_path / parallel.META, map_location="cpu", weights_only=False)
+        else:
+            ckpt = torch.load(self.resume_path, map_location="cpu", weights_only=False)
+            if ckpt.get("optimizer") is None:
+                raise ConfigError(f"{self.resume_path} holds weights only (a consolidated checkpoint); resume from "
+                                  f"its sharded directory {ckpt.get('consolidated_from', '')}")
         check_model_config(self.cfg, ckpt, self.resume_path)
         return ckpt
 
     def restore(self, ckpt: dict) -> None:
         """Model, optimizer, scaler, step, data position and RNG from a checkpoint."""
-        self.raw_model.load_state_dict(strip_prefix(ckpt["model"]))
-        for opt, state in zip(self.optimizers, ckpt["optimizer"]):
-            opt.load_state_dict(state)
+        if parallel.is_sharded_checkpoint(self.resume_path):  # resharded onto this world size
+            parallel.load_sharded(self.resume_path, self.raw_model, self.optimizers)
+        else:
+            self.raw_model.load_state_dict(strip_prefix(ckpt["model"]))
+            for opt, state in zip(self.optimizers, ckpt["optimizer"]):
+                opt.load_state_dict(state)
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = ckpt["step"]
@@ -750,10 +785,12 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             tokens += x.numel()
             last = micro == self.grad_accum - 1
-            sync = contextlib.nullcontext() if last or not self.info.ddp else self.ddp_model.no_sync()
+            parallel.set_micro_step(self.raw_model, last)  # FSDP: communicate on the last micro-step only
+            ddp = isinstance(self.ddp_model, DDP)
+            sync = contextlib.nullcontext() if last or not ddp else self.ddp_model.no_sync()
             with sync:
                 with self.autocast:
-                    _, loss = self.ddp_model(x, y)
+                    _, loss = self.ddp_model(x, y, return_logits=False)  # fused output layer + loss
                 loss = loss / self.grad_accum
                 loss_sum += loss.detach()
                 self.scaler.scale(loss).backward()
@@ -772,7 +809,7 @@ class Trainer:
         for opt in self.optimizers:
             self.scaler.unscale_(opt)
         clip = self.cfg.optim.grad_clip or float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip).item()
+        norm = parallel.clip_grad_norm(self.raw_model.parameters(), clip)
         fp16 = self.scaler.is_enabled()
         finite = loss_finite and (math.isfinite(norm) or fp16)
         if finite or fp16:
@@ -809,7 +846,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for x, y in self.val_data:
             with self.autocast:
-                _, loss = self.model(x.to(self.device), y.to(self.device))
+                _, loss = self.model(x.to(self.device), y.to(self.device), return_logits=False)
             total += loss.float()
         total /= max(1, len(self.val_data))
         if self.info.ddp:
@@ -844,8 +881,8 @@ class Trainer:
 
     def print_sample(self) -> None:
         n = self.cfg.run.sample_tokens
-        if not n or not self.info.is_master or self.tokenizer is None:
-            return
+        if not n or self.tokenizer is None or not (self.info.is_master or self.fsdp):
+            return  # FSDP: every rank takes part in each forward (same seed, same tokens); rank 0 prints
         tok = self.tokenizer
         start = next((t for t in (tok.bos_id, tok.eot_id) if t is not None), None)
         prompt = [start] if start is not None else tok.encode("\n")
@@ -859,21 +896,23 @@ class Trainer:
     # -- checkpoints
 
     def save_checkpoint(self) -> None:
-        """Gather every rank's RNG and loader state; rank 0 writes ckpt_{step}.pt (and best.pt), keeps last K."""
+        """Gather every rank's RNG and loader state; rank 0 writes ckpt_{step}.pt (and best.pt), keeps last K.
+        parallelism=fsdp: every rank writes its shard of ckpt_{step}/ instead (see save_sharded)."""
         rngs = gather_object(rng_state(), self.info)
         loaders = gather_object(self.loader.state_dict(), self.info)
-        if not self.info.is_master:
-            return
         is_best = self.val_step == self.step and self.last_val < self.best_val
         if is_best:
             self.best_val = self.last_val
         ckpt = {"format": CHECKPOINT_FORMAT, "model_config": asdict(self.cfg.model),
-                "model": self.raw_model.state_dict(),
                 "tokenizer": self.tokenizer.spec() if self.tokenizer is not None else None,
-                "config": self.cfg.flat(), "step": self.step,
-                "optimizer": [opt.state_dict() for opt in self.optimizers], "scaler": self.scaler.state_dict(),
+                "config": self.cfg.flat(), "step": self.step, "scaler": self.scaler.state_dict(),
                 "loader": loaders, "rng": rngs, "val_loss": self.last_val, "best_val_loss": self.best_val,
                 "world_size": self.info.world_size}
+        if self.sharded:
+            return self.save_sharded(ckpt)
+        if not self.info.is_master:
+            return
+        ckpt.update(model=self.raw_model.state_dict(), optimizer=[opt.state_dict() for opt in self.optimizers])
         path = self.out_dir / f"ckpt_{self.step:07d}.pt"
         atomic_save(ckpt, path)
         if is_best:
@@ -881,11 +920,30 @@ class Trainer:
         prune_checkpoints(self.out_dir, self.cfg.run.keep_last)
         self.print(f"saved {path}" + (" (best)" if is_best else ""))
 
+    def save_sharded(self, meta: dict) -> None:
+        """FSDP: ckpt_{step}/ via torch.distributed.checkpoint (parallel.py; no best.pt); the final step is
+        also consolidated into ckpt_{step}.pt for sample.py / hellaswag.py / export_hf.py."""
+        path = parallel.save_sharded(self.out_dir, self.step, self.raw_model, self.optimizers, meta,
+                                     self.cfg.run.keep_last)
+        self.print(f"saved {path}/ (sharded)")
+        if self.step >= self.cfg.schedule.max_iters:
+            single = parallel.consolidate_on_rank0(path, self.out_dir / f"ckpt_{self.step:07d}.pt")
+            self.print(f"consolidated {single}")
+
     # -- logging
 
     def print(self, *args) -> None:
-        if self.info.is_master:
+        if not self.info.is_master:
+            return
+        if getattr(self, "bar", None) is not None and not self.bar.disable:
+            self.bar.write(" ".join(map(str, args)))   # log lines scroll above the progress bar
+        else:
             print(*args, flush=True)
+
+    def progress_bar(self) -> tqdm:
+        """A tqdm bar over the steps, shown only on rank 0 when stdout is a terminal (logs stay plain)."""
+        return tqdm(total=self.cfg.schedule.max_iters, initial=self.step, unit="step", dynamic_ncols=True,
+                    disable=not (self.info.is_master and sys.stdout.isatty()), leave=False)
 
     def header(self) -> None:
         cfg, info = self.cfg, self.info
@@ -926,6 +984,7 @@ class Trainer:
             (self.out_dir / "config.json").write_text(json.dumps(cfg.flat(), indent=1))
         self.metrics = MetricsLog(cfg, self.out_dir, self.info.is_master)
         self.header()
+        self.bar = self.progress_bar()
         start, nonfinite, ema_s, result, reason = self.step, 0, None, None, "done"
         try:
             with StopSignal() as stop:
@@ -947,12 +1006,15 @@ class Trainer:
                     if self.step > start + 1:  # the first step (compilation, allocator warmup) is not typical
                         ema_s = result.seconds if ema_s is None else 0.9 * ema_s + 0.1 * result.seconds
                     self.log_step(result, ema_s)
+                    self.bar.update(1)
+                    self.bar.set_postfix(loss=f"{result.loss:.4f}", refresh=False)
                     if result.stop:
                         self.save_checkpoint()
                         reason = "signal"
                         self.print(f"stopped by signal at step {self.step}; resume with --resume")
                         break
         finally:
+            self.bar.close()
             self.metrics.close()
         return {"step": self.step, "train_loss": result.loss if result else None, "val_loss": self.last_val,
                 "best_val_loss": self.best_val, "stopped": reason}

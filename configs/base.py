@@ -85,3 +85,5 @@ sample_tokens = 64            # print a sample of this many tokens at each eval 
 hellaswag_interval = 0        # HellaSwag accuracy every N steps, a multiple of eval_interval (0 = off)
 hellaswag_limit = 0           # examples scored (0 = all 10,042)
 hellaswag_data = ""           # path of hellaswag_val.jsonl ("" = $HELLASWAG_FILE or download)
+parallelism = "ddp"           # ddp | fsdp: FSDP2 shards weights, grads and optimizer state (docs/multinode.md)
+activation_checkpointing = "none"  # none | block: recompute each block's activations in backward

@@ -1,0 +1,270 @@
+"""Past one GPU: FSDP2 sharding, activation checkpointing and sharded (DCP) checkpoints for train.py.
+
+    python parallel.py consolidate out/run/ckpt_0001000 out/run/ckpt_0001000.pt   # sharded dir -> one file
+    python parallel.py consolidate out/run out/run/model.pt                       # newest complete one
+
+- FSDP: PyTorch's FSDP2 (`torch.distributed.fsdp.fully_shard`) on every transformer block, then on the
+  whole model (embeddings, final norm, head). Parameters, gradients and optimizer state live sharded
+  (each rank holds 1/world_size); a block's full weights exist only while it computes. On CUDA with
+  bf16 the policy gathers parameters in bf16 and reduces gradients in fp32; on CPU everything is fp32.
+- Activation checkpointing ("block"): each block's forward runs under torch.utils.checkpoint, so its
+  activations are recomputed in backward instead of stored (~one extra forward of compute). Works with
+  plain, DDP and FSDP models and keeps parameter names unchanged.
+- Sharded checkpoints: `OUT/ckpt_{step:07d}/` written by torch.distributed.checkpoint, every rank its
+  own shard, plus `meta.pt` (rank 0: configs, step, tokenizer, RNG and loader states of all ranks).
+  Ranks write into `OUT/.tmp_ckpt_{step}/`; after all have finished, rank 0 writes the marker
+  `COMPLETE` and renames the folder, so a killed save never looks like a checkpoint. DCP reshards on
+  load: a run saved on N ranks resumes on M.
+- `consolidate` turns a sharded checkpoint into the single-file format of the contract (model weights,
+  configs, tokenizer; no optimizer state) that GPT.from_checkpoint, sample.py, hellaswag.py and
+  export_hf.py read. It runs in one process without torch.distributed.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+import torch.nn as nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+from torch.utils.checkpoint import checkpoint
+
+PARALLELISMS = ("ddp", "fsdp")
+ACTIVATION_CHECKPOINTING = ("none", "block")
+COMPLETE = "COMPLETE"   # marker file: present only in fully written sharded checkpoints
+META = "meta.pt"        # everything except model/optimizer tensors (written by rank 0)
+
+
+# ----------------------------------------------------------------------------- config checks
+
+def check_parallel_config(parallelism: str, activation_checkpointing: str, optimizer: str, dtype: str) -> None:
+    """Raise ValueError for settings that cannot work together (before any work is done)."""
+    if parallelism not in PARALLELISMS:
+        raise ValueError(f"parallelism={parallelism!r} is not one of {', '.join(PARALLELISMS)}")
+    if activation_checkpointing not in ACTIVATION_CHECKPOINTING:
+        raise ValueError(f"activation_checkpointing={activation_checkpointing!r} is not one of "
+                         f"{', '.join(ACTIVATION_CHECKPOINTING)}")
+    if parallelism != "fsdp":
+        return
+    if optimizer == "adamw8bit":
+        raise ValueError("optimizer=adamw8bit (bitsandbytes) keeps its 8-bit states per full tensor and does not "
+                         "accept FSDP's sharded DTensor parameters; use --optimizer=adamw (or muon) with "
+                         "--parallelism=fsdp, or adamw8bit with --parallelism=ddp")
+    if dtype == "float16":
+        raise ValueError("parallelism=fsdp supports dtype bfloat16 or float32 (float16 needs a GradScaler that "
+                         "handles sharded gradients); use --dtype=bfloat16")
+
+
+# ----------------------------------------------------------------------------- activation checkpointing
+
+def _checkpointed(forward, *args, **kwargs):
+    """Run forward under non-reentrant activation checkpointing when gradients are being recorded.
+    The RNG state is saved and restored for the recomputation, so dropout masks match."""
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def apply_activation_checkpointing(model: nn.Module) -> None:
+    """Checkpoint every transformer block (model.transformer.h[i]). Call before FSDP/DDP/compile.
+
+    Each block's bound forward is wrapped in place, so parameter names and state dicts do not change.
+    """
+    for block in model.transformer.h:
+        block.forward = functools.partial(_checkpointed, block.forward)
+
+
+# ----------------------------------------------------------------------------- FSDP2
+
+def mixed_precision(device_type: str, dtype: str) -> MixedPrecisionPolicy:
+    """bf16 parameters/compute with fp32 gradient reduction on CUDA bf16 runs; full precision otherwise."""
+    if device_type == "cuda" and dtype == "bfloat16":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
+
+
+def apply_fsdp(model: nn.Module, device_type: str, dtype: str) -> nn.Module:
+    """Shard model in place with FSDP2 over all ranks: each transformer block is one unit (all-gathered for
+    its forward and backward, resharded after), the root unit holds embeddings, final norm and lm_head
+    (tied weights stay tied). Call after activation checkpointing, before building optimizers. The model
+    may still be on the CPU: each unit is moved to device_type's current device as it is sharded, so the
+    accelerator never holds a full copy."""
+    mesh = init_device_mesh(device_type, (dist.get_world_size(),))
+    mp = mixed_precision(device_type, dtype)
+    for block in model.transformer.h:  # a CPU-built model moves to the device block by block, sharded
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=False)  # root: needed first in backward
+    register_fsdp_forward_method(model, "forward_cached")  # generate() calls it directly, not via __call__
+    # GPT.forward returns logits[..., :vocab_size], a view; the training loop never modifies it in place.
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    return model
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    return isinstance(model, FSDPModule)
+
+
+def set_micro_step(model: nn.Module, last: bool) -> None:
+    """Gradient accumulation with FSDP (call before each micro-step; no-op for other models). Before the
+    last micro-step gradients accumulate unsharded (no reduce-scatter, like DDP's no_sync) and parameters
+    stay gathered after backward (the next forward needs no all-gather); the last micro-step
+    reduce-scatters the summed gradients once and reshards. Costs an unsharded copy of the gradients
+    and weights while accumulating; saves (grad_accum - 1) reduce-scatters and all-gathers per step."""
+    if is_fsdp(model):
+        model.set_requires_gradient_sync(last)
+        model.set_reshard_after_backward(last)
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Global gradient norm (clipped to max_norm if finite); DTensor (FSDP) gradients give the global
+    norm over all shards."""
+    norm = torch.nn.utils.clip_grad_norm_(list(params), max_norm)
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return norm.item()
+
+
+# ----------------------------------------------------------------------------- sharded checkpoints
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def _single_process_ok():
+    """DCP warns whenever it runs without a process group; here that is intended (one process)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def sharded_dirs(out_dir: str | Path) -> list[Path]:
+    """Complete sharded checkpoints in out_dir (ckpt_NNNNNNN/ with the COMPLETE marker), oldest first."""
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("ckpt_*")
+             if p.is_dir() and (m := re.fullmatch(r"ckpt_(\d+)", p.name)) and (p / COMPLETE).exists()]
+    return [p for _, p in sorted(found)]
+
+
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / COMPLETE).exists()
+
+
+def resolve_sharded(path: str | Path) -> Path:
+    """A complete sharded checkpoint dir as is; a run dir -> its newest complete one; else FileNotFoundError."""
+    path = Path(path)
+    if is_sharded_checkpoint(path):
+        return path
+    found = sharded_dirs(path) if path.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"no complete sharded checkpoint (ckpt_NNNNNNN/ with {COMPLETE}) at {path}; "
+                                f"FSDP runs write them to out_dir")
+    return found[-1]
+
+
+def save_sharded(out_dir: str | Path, step: int, model: nn.Module, optimizers: list, meta: dict,
+                 keep_last: int) -> Path:
+    """Every rank calls this. Writes OUT/ckpt_{step:07d}/ (DCP shards + meta.pt + COMPLETE), atomically;
+    keeps the newest keep_last complete ones. meta: picklable, written by rank 0."""
+    out_dir = Path(out_dir)
+    final = out_dir / f"ckpt_{step:07d}"
+    tmp = out_dir / f".tmp_ckpt_{step:07d}"
+    if _rank() == 0:
+        for debris in out_dir.glob(".tmp_ckpt_*"):  # left by earlier saves that were killed
+            shutil.rmtree(debris, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    model_sd, optim_sd = get_state_dict(model, optimizers)
+    with _single_process_ok():  # returns once all ranks have written
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp, no_dist=not dist.is_initialized())
+    if _rank() == 0:
+        torch.save(meta, tmp / META)
+        (tmp / COMPLETE).write_text(f"step {step}\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in sharded_dirs(out_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def load_sharded(path: str | Path, model: nn.Module, optimizers: list) -> dict:
+    """Every rank calls this: load model and optimizer shards (resharded to the current world size) from
+    a sharded checkpoint (or a run dir: its newest complete one); returns its meta dict."""
+    path = resolve_sharded(path)
+    model_sd, optim_sd = get_state_dict(model, optimizers)
+    state = {"model": model_sd, "optim": optim_sd}
+    with _single_process_ok():
+        dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+    set_state_dict(model, optimizers, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    return torch.load(path / META, map_location="cpu", weights_only=False)
+
+
+def consolidate(sharded_dir: str | Path, out_file: str | Path) -> Path:
+    """Write the single-file checkpoint (contract format; "optimizer" None) of a sharded checkpoint.
+    One process, no torch.distributed needed; peak memory about one copy of the model."""
+    from model import GPT, GPTConfig  # local: parallel.py itself does not depend on the model
+    src = resolve_sharded(sharded_dir)
+    meta = torch.load(src / META, map_location="cpu", weights_only=False)
+    with torch.device("meta"):
+        model = GPT(GPTConfig(**meta["model_config"]))
+    model.to_empty(device="cpu")
+    state = {"model": model.state_dict()}
+    with _single_process_ok():
+        dcp.load(state, checkpoint_id=src, no_dist=True)
+    ckpt = {k: v for k, v in meta.items() if k not in ("rng", "loader", "scaler")}
+    ckpt.update(model=state["model"], optimizer=None, consolidated_from=str(src))
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(f".{out_file.name}.tmp{os.getpid()}")
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, out_file)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_file
+
+
+def consolidate_on_rank0(sharded_dir: str | Path, out_file: str | Path) -> Path:
+    """consolidate() on rank 0 while the other ranks wait (used for the final checkpoint of a run)."""
+    if _rank() == 0:
+        consolidate(sharded_dir, out_file)
+    _barrier()
+    return Path(out_file)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+USAGE = "usage: python parallel.py consolidate SHARDED_DIR_OR_RUN_DIR OUT.pt"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[0] != "consolidate":
+        print(USAGE, file=sys.stderr)
+        sys.exit(2)
+    try:
+        out = consolidate(argv[1], argv[2])
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
