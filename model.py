@@ -27,6 +27,7 @@ for rope, alibi and none (length extrapolation); learned positions raise an erro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import re
@@ -343,6 +344,97 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
+# ----------------------------------------------------------------------------- fused output layer + loss
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of x @ weight[:vocab_size].T against targets, computed a chunk of rows at a time.
+
+    The full (N, vocab) float32 logits never exist: each chunk's logits go into one reused buffer, are
+    turned into probabilities in place, and the gradients are made right there (softmax minus one-hot,
+    over the number of counted rows), so backward is only a scaling. The gradient of x is one matmul per
+    chunk; the weight's is one matmul per group of chunks (their logit gradients kept in compute_dtype,
+    at most GROUP_ELEMENTS of them), since every weight-gradient matmul adds a full (vocab, C) update.
+    Matmuls run in compute_dtype (bf16 under autocast); softmax and the loss in float32 (float64 for
+    float64 inputs). Rows with target -1 are ignored; padded weight rows (>= vocab_size) get zero
+    gradient. With no counted row the loss is 0 (F.cross_entropy would give nan).
+    """
+    GROUP_ELEMENTS = 2 ** 26
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, vocab_size: int, chunk: int, compute_dtype: torch.dtype, need_grad: bool):
+        N, V = x.size(0), vocab_size
+        grad_x_needed = need_grad and ctx.needs_input_grad[0]
+        grad_w_needed = need_grad and ctx.needs_input_grad[1]
+        acc_dtype = torch.promote_types(x.dtype, torch.float32)
+        w = weight[:V].to(compute_dtype)
+        valid = targets >= 0
+        n = valid.sum().clamp(min=1).to(acc_dtype)
+        safe_targets = targets.clamp(min=0)[:, None]
+        loss = torch.zeros((), dtype=acc_dtype, device=x.device)
+        probs_buf = torch.empty(min(chunk, N), V, dtype=acc_dtype, device=x.device)
+        group = max(1, LinearCrossEntropy.GROUP_ELEMENTS // (V * chunk)) * chunk   # rows per weight-grad matmul
+        grad_x = torch.empty_like(x) if grad_x_needed else None
+        grad_w = torch.empty(weight.shape, dtype=acc_dtype, device=x.device) if grad_w_needed else None
+        dlogits_buf = None
+        if grad_x_needed or grad_w_needed:
+            dlogits_buf = torch.empty(min(group, N), V, dtype=compute_dtype, device=x.device)
+        if grad_w_needed:
+            grad_w[V:].zero_()
+        for s in range(0, N, chunk):
+            e = min(s + chunk, N)
+            tc, vc = safe_targets[s:e], valid[s:e]
+            probs = probs_buf[:e - s]
+            probs.copy_(x[s:e].to(compute_dtype) @ w.t())            # logits
+            target_logit = probs.gather(1, tc).squeeze(1)
+            row_max = probs.amax(dim=1, keepdim=True)
+            probs.sub_(row_max).exp_()                                # unnormalised probabilities
+            z = probs.sum(dim=1)
+            loss += ((row_max.squeeze(1) + z.log() - target_logit) * vc).sum()
+            if dlogits_buf is None:
+                continue
+            weight_row = vc.to(acc_dtype) / n                         # d loss / d row-loss (0 if ignored)
+            probs.mul_((weight_row / z)[:, None])
+            probs.scatter_add_(1, tc, -weight_row[:, None])           # (softmax - one_hot) / n
+            g0 = s // group * group                                   # first row of this group
+            dlogits = dlogits_buf[s - g0:e - g0]
+            dlogits.copy_(probs)
+            if grad_x_needed:
+                grad_x[s:e] = dlogits @ w
+            if grad_w_needed and (e - g0 == group or e == N):         # group complete: one weight-grad matmul
+                part = dlogits_buf[:e - g0].t() @ x[g0:e].to(compute_dtype)
+                if g0 == 0:
+                    grad_w[:V].copy_(part)
+                else:
+                    grad_w[:V].add_(part)
+        if grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)                          # no-op for fp32 weights
+        ctx.save_for_backward(grad_x, grad_w)
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_x, grad_w = ctx.saved_tensors
+        if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:  # the usual case: skip two passes
+            return grad_x, grad_w, None, None, None, None, None
+        gx = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
+        gw = grad_w * grad_loss.to(grad_w.dtype) if grad_w is not None else None
+        return gx, gw, None, None, None, None, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int,
+                         chunk: int = 128) -> torch.Tensor:
+    """F.cross_entropy(x @ weight[:vocab_size].T, targets, ignore_index=-1) without materialising the logits.
+
+    x (..., C), weight (V_padded, C), targets (...). Under autocast the matmuls use the autocast dtype.
+    """
+    dev = x.device.type
+    compute_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    with torch.autocast(dev, enabled=False):
+        return LinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), vocab_size,
+                                        chunk, compute_dtype, need_grad)
+
+
 # ----------------------------------------------------------------------------- the model
 
 class GPT(nn.Module):
@@ -396,14 +488,21 @@ class GPT(nn.Module):
         bias = self.alibi(start, length, dtype) if self.alibi is not None else None
         return rope, bias
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx (B, T) -> logits (B, T, vocab_size) and mean cross-entropy over real ids (or None)."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_logits: bool = True):
+        """idx (B, T) -> logits (B, T, vocab_size) and mean cross-entropy over real ids (or None).
+
+        With targets and return_logits=False the output layer and the loss are fused (see
+        linear_cross_entropy): much faster and leaner for large vocabularies; returns (None, loss).
+        """
         x = self._embed(idx, 0)
         rope, bias = self._positions(x, 0, idx.size(1))
         for block in self.transformer.h:
             x = block(x, rope, bias)
-        logits = self.lm_head(self.transformer.ln_f(x))      # the padded (aligned) matmul is the fast one
+        x = self.transformer.ln_f(x)
         V = self.config.vocab_size
+        if targets is not None and not return_logits:
+            return None, linear_cross_entropy(x, self.lm_head.weight, targets, V)
+        logits = self.lm_head(x)                             # the padded (aligned) matmul is the fast one
         if V < logits.size(-1):
             logits[..., V:] = float("-inf")  # padded ids get zero probability (cheaper than a strided CE)
         loss = None
@@ -526,9 +625,8 @@ class GPT(nn.Module):
 
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
                              eps: float = 1e-8, device_type: str = "cpu") -> torch.optim.AdamW:
-        """AdamW over param_groups; the fused kernel on CUDA."""
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        kwargs = {"fused": True} if fused else {}
+        """AdamW over param_groups; the fused kernel on CUDA and on CPU (torch >= 2.4 has a CPU one)."""
+        kwargs = {"fused": True} if fused_adamw_available(device_type) else {}
         return torch.optim.AdamW(self.param_groups(weight_decay), lr=learning_rate, betas=betas, eps=eps, **kwargs)
 
     # -- loading
@@ -570,6 +668,22 @@ class GPT(nn.Module):
         state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
         model.load_state_dict(state)
         return model.to(device)
+
+
+@functools.lru_cache(maxsize=None)
+def fused_adamw_available(device_type: str) -> bool:
+    """Whether torch.optim.AdamW(fused=True) runs on this device type (CPU: torch >= 2.4); probed once."""
+    if "fused" not in inspect.signature(torch.optim.AdamW).parameters:
+        return False
+    if device_type != "cpu":
+        return device_type == "cuda"
+    try:
+        p = nn.Parameter(torch.zeros(2))
+        p.grad = torch.ones(2)
+        torch.optim.AdamW([p], fused=True).step()
+        return True
+    except (RuntimeError, NotImplementedError):
+        return False
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -356,6 +356,135 @@ def test_configure_optimizers_decays_matrices_only():
     assert opt.param_groups[0]["betas"] == (0.9, 0.95)
 
 
+def test_configure_optimizers_fused_adamw_on_cpu_matches_unfused():
+    """CPU uses the fused AdamW kernel when torch has it, with the same updates as the for-loop one."""
+    assert model_mod.fused_adamw_available("cpu")
+    m = build(bias=True)
+    ref = build(bias=True)
+    opt = m.configure_optimizers(0.1, 1e-2, (0.9, 0.95), eps=1e-8, device_type="cpu")
+    assert opt.defaults["fused"] is True
+    slow = torch.optim.AdamW(ref.param_groups(0.1), lr=1e-2, betas=(0.9, 0.95), eps=1e-8, foreach=False)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):                  # the same random gradients for both (model losses would amplify
+        for p, q in zip(m.parameters(), ref.parameters()):   # rounding through near-zero gradients)
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        opt.step()
+        slow.step()
+    for (name, p), q in zip(m.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+# ----------------------------------------------------------------------------- fused output layer + loss
+
+def ce_problem(dtype, N=45, C=16, V=70, V_padded=80, seed=0):
+    """x (N, C), weight (V_padded, C), targets over the first V ids with some ignored (-1) rows."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, generator=g, dtype=dtype).requires_grad_()
+    w = torch.randn(V_padded, C, generator=g, dtype=dtype).requires_grad_()
+    t = torch.randint(0, V, (N,), generator=g)
+    t[::7] = -1
+    return x, w, t, V
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("chunk,group_chunks", [(8, 1), (8, 2), (16, 100), (1000, 1)])  # ragged chunks/groups
+def test_linear_cross_entropy_equals_reference(dtype, tol, chunk, group_chunks, monkeypatch):
+    x, w, t, V = ce_problem(dtype)
+    monkeypatch.setattr(model_mod.LinearCrossEntropy, "GROUP_ELEMENTS", V * chunk * group_chunks)
+    ref = F.cross_entropy(x @ w[:V].t(), t, ignore_index=-1)
+    ref_gx, ref_gw = torch.autograd.grad(ref * 1.7, (x, w))
+    got = model_mod.linear_cross_entropy(x, w, t, V, chunk=chunk)
+    gx, gw = torch.autograd.grad(got * 1.7, (x, w))
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(gx, ref_gx, rtol=tol, atol=tol)
+    torch.testing.assert_close(gw, ref_gw, rtol=tol, atol=tol)
+    assert gw[V:].abs().max() == 0                              # padded rows get no gradient
+    assert gx[::7].abs().max() == 0                             # ignored rows get no gradient
+
+
+def test_linear_cross_entropy_batched_shapes_and_all_ignored():
+    x, w, t, V = ce_problem(torch.float64, N=24)
+    ref = F.cross_entropy(x @ w[:V].t(), t, ignore_index=-1)
+    got = model_mod.linear_cross_entropy(x.view(4, 6, -1), w, t.view(4, 6), V, chunk=5)
+    torch.testing.assert_close(got, ref)
+    none = model_mod.linear_cross_entropy(x, w, torch.full_like(t, -1), V)
+    none.backward()
+    assert none.item() == 0.0 and x.grad.abs().max() == 0 and w.grad.abs().max() == 0
+
+
+def test_linear_cross_entropy_gradients_accumulate():
+    """Two backward passes (gradient accumulation) add up like the reference's."""
+    x, w, t, V = ce_problem(torch.float64)
+    x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    for half, scale in ((slice(0, 20), 1.0), (slice(20, None), 0.5)):   # unscaled and scaled backward
+        (F.cross_entropy(x[half] @ w[:V].t(), t[half], ignore_index=-1) * scale).backward()
+        (model_mod.linear_cross_entropy(x2[half], w2, t[half], V, chunk=8) * scale).backward()
+    torch.testing.assert_close(x2.grad, x.grad)
+    torch.testing.assert_close(w2.grad, w.grad)
+    x3 = x.detach().clone().requires_grad_()
+    loss = model_mod.linear_cross_entropy(x3, w.detach(), t, V, chunk=8)
+    loss.backward(retain_graph=True)
+    loss.backward()                                             # the same graph twice: twice the gradient
+    ref = torch.autograd.grad(F.cross_entropy(x3 @ w[:V].t().detach(), t, ignore_index=-1), x3)[0]
+    torch.testing.assert_close(x3.grad, 2 * ref)
+
+
+def test_linear_cross_entropy_without_grad():
+    x, w, t, V = ce_problem(torch.float32)
+    ref = F.cross_entropy(x @ w[:V].t(), t, ignore_index=-1)
+    with torch.no_grad():
+        got = model_mod.linear_cross_entropy(x, w, t, V, chunk=8)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, ref)
+
+
+def grads(m: GPT) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_fused_loss_model_equals_unfused(tie):
+    """return_logits=False: same loss and same gradient for every parameter (tied wte included)."""
+    m = build(tie_embeddings=tie, n_layer=2).train()
+    x, y = tokens(T=16), tokens(T=16, seed=2)
+    y[0, :3] = -1
+    logits, loss = m(x, y)
+    loss.backward()
+    want = grads(m)
+    m.zero_grad(set_to_none=True)
+    none, fused = m(x, y, return_logits=False)
+    fused.backward()
+    assert none is None and logits is not None
+    torch.testing.assert_close(fused, loss, rtol=1e-6, atol=1e-6)
+    got = grads(m)
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, y, return_logits=False)[1], loss, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_loss_under_bf16_autocast():
+    """Inside torch.autocast(bf16) the matmuls run in bf16: loss and gradients close to fp32."""
+    m = build(n_layer=2, n_embd=64).train()
+    x, y = tokens(B=4, T=32), tokens(B=4, T=32, seed=2)
+    loss = m(x, y)[1]
+    loss.backward()
+    want = grads(m)
+    m.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = m(x, y, return_logits=False)[1]
+    assert fused.dtype == torch.float32
+    fused.backward()
+    assert abs(fused.item() - loss.item()) < 0.02
+    for name, g in grads(m).items():
+        assert g.dtype == torch.float32
+        rel = ((g - want[name]).norm() / want[name].norm().clamp(min=1e-12)).item()
+        assert rel < 0.05, (name, rel)
+
+
 # ----------------------------------------------------------------------------- config errors
 
 @pytest.mark.parametrize("kw,match", [

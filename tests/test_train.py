@@ -397,3 +397,21 @@ def test_hellaswag_and_sample_hooks(char_data, shared_data, tmp_path, capsys):
     evals = rows(tmp_path, "eval")
     assert [e["step"] for e in evals] == [0, 2] and all(0 <= e["hellaswag_acc"] <= 1 for e in evals)
     assert "sample: " in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- torch.compile
+
+def test_compiled_run_matches_eager_and_saves_plain_names(char_data, tmp_path):
+    """compile=True: same losses as eager (to float tolerance), eval and sampling run, no `_orig_mod.` keys."""
+    over = dict(max_iters=2, eval_interval=2, sample_tokens=4, n_layer=1)
+    train.train(tiny(char_data, tmp_path / "eager", **over))
+    train.train(tiny(char_data, tmp_path / "compiled", compile=True, **over))
+    eager, compiled = rows(tmp_path / "eager"), rows(tmp_path / "compiled")
+    assert [r["step"] for r in compiled] == [r["step"] for r in eager]
+    for a, b in zip(eager, compiled):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-4)
+    assert rows(tmp_path / "compiled", "eval")[-1]["val_loss"] == pytest.approx(
+        rows(tmp_path / "eager", "eval")[-1]["val_loss"], rel=1e-4)
+    state = weights(resolve_checkpoint(tmp_path / "compiled"))
+    assert not [k for k in state if "_orig_mod" in k]
+    assert state.keys() == weights(resolve_checkpoint(tmp_path / "eager")).keys()
