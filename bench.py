@@ -99,13 +99,14 @@ class StepRunner:
         self.model = torch.compile(self.raw) if cfg.run.compile else self.raw
         self.optimizers = train.build_optimizers(self.raw, cfg, self.device_type)
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == "float16")
+        self.fused_loss = train.use_fused_loss(cfg.run.fused_loss, self.device_type)
 
     def autocast(self):
         return train.autocast_context(self.device_type, self.dtype)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         with self.autocast():
-            _, loss = self.model(x, y)
+            _, loss = self.model(x, y, return_logits=not self.fused_loss)
         self.scaler.scale(loss).backward()
         for opt in self.optimizers:
             self.scaler.unscale_(opt)

@@ -98,6 +98,7 @@ class RunConfig:
     keep_last: int = 3                     # keep this many ckpt_*.pt (plus best.pt)
     dtype: str = "auto"                    # auto | float32 | bfloat16 | float16
     compile: bool = False                  # torch.compile the model
+    fused_loss: str = "auto"               # auto (on for CPU) | on | off: chunked output layer + loss (model.py)
     device: str = "auto"                   # auto (cuda > mps > cpu) | cpu | cuda | mps
     wandb_log: bool = False
     wandb_project: str = "gpt"
@@ -118,6 +119,7 @@ SECTIONS = {"model": GPTConfig, "data": DataConfig, "optim": OptimConfig, "sched
             "run": RunConfig}
 CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "lr_schedule": ("cosine", "wsd", "constant"),
            "cooldown_shape": ("linear", "1-sqrt"), "dtype": ("auto", "float32", "bfloat16", "float16"),
+           "fused_loss": ("auto", "on", "off"),
            "parallelism": parallel.PARALLELISMS, "activation_checkpointing": parallel.ACTIVATION_CHECKPOINTING}
 SIMPLE_TYPES = (bool, int, float, str, tuple, list, type(None))
 
@@ -436,6 +438,12 @@ def autocast_context(device_type: str, dtype: str):
     return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
 
 
+def use_fused_loss(setting: str, device_type: str) -> bool:
+    """fused_loss=auto: the chunked output layer + loss on CPU (memory-bound there); on accelerators the
+    (compiled) full-logits path, which is the well-trodden fast one."""
+    return setting == "on" or (setting == "auto" and device_type == "cpu")
+
+
 def synchronize(device_type: str) -> None:
     if device_type == "cuda":
         torch.cuda.synchronize()
@@ -698,6 +706,7 @@ class Trainer:
         # --- build
         self.dtype = resolve_dtype(cfg.run.dtype, self.device_type)
         self.autocast = autocast_context(self.device_type, self.dtype)
+        self.fused_loss = use_fused_loss(cfg.run.fused_loss, self.device_type)
         if self.device_type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -790,7 +799,7 @@ class Trainer:
             sync = contextlib.nullcontext() if last or not ddp else self.ddp_model.no_sync()
             with sync:
                 with self.autocast:
-                    _, loss = self.ddp_model(x, y, return_logits=False)  # fused output layer + loss
+                    _, loss = self.ddp_model(x, y, return_logits=not self.fused_loss)
                 loss = loss / self.grad_accum
                 loss_sum += loss.detach()
                 self.scaler.scale(loss).backward()
@@ -846,7 +855,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for x, y in self.val_data:
             with self.autocast:
-                _, loss = self.model(x.to(self.device), y.to(self.device), return_logits=False)
+                _, loss = self.model(x.to(self.device), y.to(self.device), return_logits=not self.fused_loss)
             total += loss.float()
         total /= max(1, len(self.val_data))
         if self.info.ddp:
