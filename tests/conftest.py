@@ -53,3 +53,16 @@ def write_token_dataset(out: Path, tokenizer, val_ids, train_ids, prefix: str = 
             "shards": [{"file": n, "split": s, "tokens": int(len(ids))} for n, s, ids in shards]}
     (out / "meta.json").write_text(json.dumps(meta))
     return out
+
+
+@pytest.fixture(scope="session")
+def char_data(shared_data, tmp_path_factory) -> Path:
+    """Tiny Shakespeare (first 300k characters) as char-level sentencepiece shards + meta.json."""
+    import numpy as np
+
+    import data
+    text = (shared_data / "tinyshakespeare.txt").read_text()[:300_000]
+    tok = data.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
+    ids = np.asarray(tok.encode(text), dtype=np.uint16)
+    n_val = len(ids) // 10
+    return write_token_dataset(tmp_path_factory.mktemp("char_data"), tok, ids[-n_val:], ids[:-n_val], prefix="char")

@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import write_token_dataset
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -315,19 +314,6 @@ def test_check_parallel_config_rejects_impossible_combinations():
 
 
 # ----------------------------------------------------------------------------- train.py wiring
-
-@pytest.fixture(scope="module")
-def char_data(shared_data, tmp_path_factory) -> Path:
-    """The first 100k characters of Tiny Shakespeare as char-level sentencepiece shards + meta.json."""
-    import numpy as np
-
-    import data as datalib
-    text = (shared_data / "tinyshakespeare.txt").read_text()[:100_000]
-    tok = datalib.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
-    ids = np.asarray(tok.encode(text), dtype=np.uint16)
-    n_val = len(ids) // 10
-    return write_token_dataset(tmp_path_factory.mktemp("char_data"), tok, ids[-n_val:], ids[:-n_val], prefix="char")
-
 
 def train_args(data_dir: Path, out_dir: Path, **over) -> list[str]:
     import data as datalib

@@ -14,9 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import write_token_dataset
 import torch
 
 import data as datalib
@@ -25,17 +23,6 @@ from model import load_checkpoint, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-
-@pytest.fixture(scope="session")
-def char_data(shared_data, tmp_path_factory) -> Path:
-    """Tiny Shakespeare (first 300k characters) as char-level sentencepiece shards + meta.json."""
-    text = (shared_data / "tinyshakespeare.txt").read_text()[:300_000]
-    tok = datalib.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
-    ids = np.asarray(tok.encode(text), dtype=np.uint16)
-    n_val = len(ids) // 10
-    out = write_token_dataset(tmp_path_factory.mktemp("char_data"), tok, ids[-n_val:], ids[:-n_val], prefix="char")
-    return out
 
 
 def tiny_args(data_dir, out_dir, **over) -> list[str]:
