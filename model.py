@@ -633,7 +633,11 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_type: str = "gpt2", pad_vocab_multiple: int = 64) -> GPT:
-        """OpenAI GPT-2 weights ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" or a hub path) via transformers."""
+        """OpenAI GPT-2 weights ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" or a hub path) via transformers,
+        or a local directory written by export_hf.py (or a plain transformers GPT-2 / Llama directory)."""
+        if Path(model_type).is_dir():
+            from export_hf import import_hf
+            return import_hf(model_type, pad_vocab_multiple)
         from transformers import GPT2LMHeadModel  # optional dependency, downloads on first use
         return cls.from_hf_gpt2(GPT2LMHeadModel.from_pretrained(model_type), pad_vocab_multiple)
 
