@@ -108,15 +108,7 @@ class StepRunner:
         with self.autocast():
             _, loss = self.model(x, y, return_logits=not self.fused_loss)
         self.scaler.scale(loss).backward()
-        for opt in self.optimizers:
-            self.scaler.unscale_(opt)
-        if self.cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.raw.parameters(), self.cfg.optim.grad_clip)
-        for opt in self.optimizers:
-            self.scaler.step(opt)
-        self.scaler.update()
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
+        train.optimizer_step(self.optimizers, self.scaler, self.raw, self.cfg.optim.grad_clip)
 
     def timed_steps(self, next_batch, steps: int) -> list[float]:
         """Seconds per step (device synchronised before and after each)."""

@@ -667,11 +667,15 @@ class GPT(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> GPT:
         """Rebuild a model from a train.py checkpoint file (or a run directory: its newest ckpt_*.pt)."""
-        ckpt = load_checkpoint(path, map_location=device)
+        return cls.from_checkpoint_dict(load_checkpoint(path, map_location=device)).to(device)
+
+    @classmethod
+    def from_checkpoint_dict(cls, ckpt: dict) -> GPT:
+        """Rebuild a model from an already loaded checkpoint dict (its "model_config" and "model")."""
         model = cls(GPTConfig(**ckpt["model_config"]))
         state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
         model.load_state_dict(state)
-        return model.to(device)
+        return model
 
 
 @functools.lru_cache(maxsize=None)

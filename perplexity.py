@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 import data as datalib
-from model import GPT, GPTConfig, load_checkpoint
+from model import GPT, load_checkpoint
+from sample import autocast_dtype_for
 
 
 @dataclass
@@ -141,10 +142,9 @@ def shard_tokens(data_dir: Path, split: str, max_tokens: int | None) -> torch.Te
 def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, dict]:
     """(model in eval mode, checkpoint dict without its weights and optimizer state)."""
     ckpt = load_checkpoint(path, map_location="cpu")
-    model = GPT(GPTConfig(**ckpt.pop("model_config")))
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt.pop("model").items()}
-    model.load_state_dict(state)
-    ckpt.pop("optimizer", None)
+    model = GPT.from_checkpoint_dict(ckpt)
+    for heavy in ("model", "optimizer"):
+        ckpt.pop(heavy, None)
     return model.to(device).eval(), ckpt
 
 
@@ -220,13 +220,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def autocast_dtype_for(device: str, dtype: str) -> torch.dtype | None:
-    if dtype == "auto":
-        ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if ok else None
-    return None if dtype == "float32" else getattr(torch, dtype)
-
-
 def main(argv=None) -> list[Result]:
     args = parse_args(argv)
     ctxs = [int(c) for c in args.ctx.split(",") if c.strip()]
@@ -239,7 +232,7 @@ def main(argv=None) -> list[Result]:
         tokenizer = checkpoint_tokenizer(ckpt, data, args.tiktoken_file)
         results += evaluate(model, tokenizer, data, ctxs, args.stride, args.stride_frac, args.split,
                             args.max_tokens, args.batch_tokens, args.device,
-                            autocast_dtype_for(args.device, args.dtype), str(path), args.tiktoken_file)
+                            autocast_dtype_for(args.device, None if args.dtype == "auto" else args.dtype), str(path), args.tiktoken_file)
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))

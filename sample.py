@@ -29,21 +29,10 @@ import torch
 # loading
 
 
-def read_tokenizer_spec(path: Path) -> dict | None:
-    """The checkpoint's tokenizer spec (memory-mapped read: the weights are not loaded twice)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict):
-        raise RuntimeError(f"{path} is not a checkpoint dict (got {type(ckpt).__name__})")
-    return ckpt.get("tokenizer")
-
-
 def load_model_and_tokenizer(ckpt: str | None = None, init_from: str | None = None, device="cpu",
                              tiktoken_file: str | None = None):
     """(model in eval mode on `device`, tokenizer) from a checkpoint file/run dir or HF GPT-2 weights."""
-    from model import GPT, resolve_checkpoint
+    from model import GPT, load_checkpoint, resolve_checkpoint
     import data
     if (ckpt is None) == (init_from is None):
         raise ValueError("give exactly one of --ckpt or --init-from")
@@ -53,8 +42,9 @@ def load_model_and_tokenizer(ckpt: str | None = None, init_from: str | None = No
     else:
         path = resolve_checkpoint(ckpt)  # FileNotFoundError naming the path and the fix
         try:
-            spec = read_tokenizer_spec(path)
-            model = GPT.from_checkpoint(path, device=device)
+            ckpt = load_checkpoint(path, map_location="cpu")  # read once: weights and tokenizer spec
+            spec = ckpt.get("tokenizer") if isinstance(ckpt, dict) else None
+            model = GPT.from_checkpoint_dict(ckpt)
         except Exception as e:  # unpickling errors, truncated files, wrong keys: one clear message
             raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
         if spec is None:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -688,6 +689,24 @@ class StepResult:
     finite: bool
 
 
+def optimizer_step(optimizers: list, scaler, model: nn.Module, grad_clip: float,
+                   loss_finite: bool = True) -> tuple[float, bool]:
+    """Unscale, clip, step (skipped if non-finite; fp16's scaler skips and backs off by itself), zero grads.
+    Returns (grad norm, whether the update was taken)."""
+    for opt in optimizers:
+        scaler.unscale_(opt)
+    norm = parallel.clip_grad_norm(model.parameters(), grad_clip or float("inf"))
+    fp16 = scaler.is_enabled()
+    finite = loss_finite and (math.isfinite(norm) or fp16)
+    if finite or fp16:
+        for opt in optimizers:
+            scaler.step(opt)
+        scaler.update()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    return norm, finite
+
+
 class Trainer:
     """Holds the run's state; train() = Trainer(cfg, info).fit()."""
 
@@ -814,20 +833,7 @@ class Trainer:
         return stats[0].item(), stats[1].item() > 0
 
     def optimizer_step(self, loss_finite: bool) -> tuple[float, bool]:
-        """Unscale, clip, step (skipped if non-finite; fp16's scaler skips and backs off by itself)."""
-        for opt in self.optimizers:
-            self.scaler.unscale_(opt)
-        clip = self.cfg.optim.grad_clip or float("inf")
-        norm = parallel.clip_grad_norm(self.raw_model.parameters(), clip)
-        fp16 = self.scaler.is_enabled()
-        finite = loss_finite and (math.isfinite(norm) or fp16)
-        if finite or fp16:
-            for opt in self.optimizers:
-                self.scaler.step(opt)
-            self.scaler.update()
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        return norm, finite
+        return optimizer_step(self.optimizers, self.scaler, self.raw_model, self.cfg.optim.grad_clip, loss_finite)
 
     def train_step(self, stop: StopSignal) -> StepResult:
         """One optimizer step; also agrees across ranks whether a stop signal has arrived (by the step's end)."""
