@@ -4,6 +4,8 @@
     python bench.py configs/shakespeare.py --data --profile         # real batches; where the time goes
     python bench.py --ablate [configs/ablation.py] --tokens 400000 --out-dir out/ablate
     python bench.py --plot out/run_a out/run_b --out curves.png
+    python bench.py configs/haber_gpt2_100m.py --memory --steps 2 --batch_size=2 --block_size=512 --dtype=float32
+    python bench.py configs/llama_style_350m.py --memory --world-size 8      # on 8 GPUs
 
 Speed: builds the model and optimizer exactly as train.py does (any `--key=value` config override
 works), feeds a synthetic batch (random token ids) or with `--data` a real one from data_dir, warms
@@ -12,6 +14,11 @@ the device synchronised. MFU uses train.py's peak table (the dense bf16 tensor-c
 rough fp32 estimate on CPUs) and model.flops_per_token (6N + attention, PaLM appendix B). Memory is
 the CUDA peak allocation, or the process's peak RSS on CPU. Sampling speed is measured for one
 sequence with and without the KV cache.
+
+Memory (`--memory`): for each parallelism:activation_checkpointing variant (DDP / FSDP, with and without
+per-block activation checkpointing) starts `--world-size` fresh ranks (Gloo on CPU, NCCL on CUDA), builds
+and wraps the model exactly as train.py does, times `--steps` steps and reports the peak memory per rank
+(CUDA max allocated, or peak RSS), the parameters + optimizer state each rank holds, and ms/step.
 
 Ablation: trains a small model once per toggle variant (positions, MLP, norm, parallel residual,
 GQA groups) for the same token budget from the same seed and data, and prints final validation
@@ -26,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -38,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 import data as datalib
 import train
@@ -88,16 +99,22 @@ def batch_source(cfg: train.TrainConfig, real: bool, device: str):
 
 
 class StepRunner:
-    """One optimizer step as train.py takes it (autocast, scaler, clipping, set_to_none), one micro-batch."""
+    """One optimizer step as train.py takes it (autocast, scaler, clipping, set_to_none), one micro-batch.
+    In a process group (bench_memory) the model is wrapped as train.py wraps it: DDP or FSDP per
+    cfg.run.parallelism, activation checkpointing per cfg.run.activation_checkpointing."""
 
     def __init__(self, cfg: train.TrainConfig, device: str):
         self.cfg, self.device = cfg, device
-        self.device_type = "cuda" if device.startswith("cuda") else device
+        self.device_type = torch.device(device).type
         self.dtype = train.resolve_dtype(cfg.run.dtype, self.device_type)
+        if self.device_type == "cuda":  # as train.py
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(cfg.run.seed)
-        self.raw = train.build_model(cfg).to(device)
-        self.model = torch.compile(self.raw) if cfg.run.compile else self.raw
+        self.raw = train.build_model(cfg)
+        distributed = dist.is_initialized()
+        fsdp = train.place_model(self.raw, cfg, device, self.dtype, distributed)
         self.optimizers = train.build_optimizers(self.raw, cfg, self.device_type)
+        _, self.model = train.wrap_model(self.raw, cfg, device, ddp=distributed and not fsdp)
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == "float16")
         self.fused_loss = train.use_fused_loss(cfg.run.fused_loss, self.device_type)
 
@@ -163,8 +180,6 @@ def bench_speed(cfg: train.TrainConfig, steps: int = 10, warmup: int = 3, real_d
     runner = StepRunner(cfg, device)
     next_batch = batch_source(cfg, real_data, device)
     if runner.device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats()
     runner.timed_steps(next_batch, warmup)
     times = runner.timed_steps(next_batch, steps)
@@ -190,6 +205,123 @@ def format_speed(r: SpeedResult) -> str:
             + ("sampling: skipped" if r.sample_tok_s_cache != r.sample_tok_s_cache else
                f"sampling (batch 1): {r.sample_tok_s_cache:,.1f} tokens/s with KV cache, "
                f"{r.sample_tok_s_no_cache:,.1f} without"))
+
+
+# ----------------------------------------------------------------------------- memory: DDP vs FSDP
+
+MEMORY_VARIANTS = "ddp:none,ddp:block,fsdp:none,fsdp:block"
+
+
+def local_bytes(tensors) -> int:
+    """Bytes this rank holds of these tensors (a DTensor's local shard only)."""
+    local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
+    return sum(t.numel() * t.element_size() for t in local)
+
+
+def state_mib(model: torch.nn.Module, optimizers: list) -> float:
+    """Parameters + optimizer state held by this rank, in MiB (gradients add the parameters' size again)."""
+    states = [v for opt in optimizers for st in opt.state.values() for v in st.values()
+              if isinstance(v, torch.Tensor) and v.dim() > 0]
+    return (local_bytes(model.parameters()) + local_bytes(states)) / 2**20
+
+
+def memory_worker(rank: int, world: int, port: int, cfg: train.TrainConfig, steps: int, warmup: int,
+                  threads: int, out: str) -> None:
+    """One rank of bench_memory: train `steps` steps as train.py would, write the rows (rank 0)."""
+    torch.set_num_threads(threads)
+    device = train.pick_device(cfg.run.device)
+    if device.startswith("cuda"):
+        device = f"cuda:{rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
+                            init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        runner = StepRunner(cfg, device)
+        next_batch = batch_source(cfg, False, device)
+        runner.timed_steps(next_batch, warmup)
+        times = runner.timed_steps(next_batch, steps)
+        mem, kind = peak_memory_mb(runner.device_type)
+        state = state_mib(runner.raw, runner.optimizers)  # FSDP: all sharded now (not after a forward)
+        x, y = next_batch()
+        with torch.no_grad(), runner.autocast():
+            loss = runner.model(x, y, return_logits=False)[1].item()
+        row = {"rank": rank, "peak_mib": mem, "memory_kind": kind, "ms_per_step": 1000 * statistics.median(times),
+               "state_mib": state, "loss": loss}
+        rows = [None] * world
+        dist.all_gather_object(rows, row)
+        if rank == 0:
+            Path(out).write_text(json.dumps(rows))
+        del runner  # DDP's reducer before the process group goes
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_memory(cfg: train.TrainConfig, world_size: int, variants: str = MEMORY_VARIANTS, steps: int = 2,
+                 warmup: int = 1, threads: int = 1) -> list[dict]:
+    """Peak memory per rank and step time for each parallelism:activation_checkpointing variant, each in
+    fresh processes (peak RSS only grows), world_size ranks (Gloo on CPU, NCCL on CUDA), random tokens.
+    Returns one dict per variant with the largest peak over the ranks."""
+    import tempfile
+    # CPU: glibc otherwise keeps FSDP's many short-lived all-gather / reduce-scatter buffers in
+    # fragmented heaps and RSS overstates what is live (1.8x for FSDP on a 100M model); spawned ranks
+    # read this at start. The CUDA caching allocator is unaffected.
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")
+    results = []
+    for variant in variants.split(","):
+        parallelism, _, ac = variant.partition(":")
+        vcfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, parallelism=parallelism, hellaswag_interval=0,
+                                                                activation_checkpointing=ac or "none"))
+        try:
+            train.validate(vcfg)
+        except train.ConfigError as e:
+            raise SystemExit(f"error: --memory variant {variant!r}: {e}") from None
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "rows.json")
+            mp.spawn(memory_worker, args=(world_size, free_port(), vcfg, steps, warmup, threads, out),
+                     nprocs=world_size)
+            rows = json.loads(Path(out).read_text())
+        results.append({"parallelism": parallelism, "activation_checkpointing": ac or "none",
+                        "world_size": world_size, "peak_mib": max(r["peak_mib"] for r in rows),
+                        "memory_kind": rows[0]["memory_kind"], "state_mib": max(r["state_mib"] for r in rows),
+                        "ms_per_step": max(r["ms_per_step"] for r in rows), "loss": rows[0]["loss"]})
+        print(f"  {variant}: peak {results[-1]['peak_mib']:,.0f} MiB, {results[-1]['ms_per_step']:,.0f} ms/step",
+              flush=True)
+    return results
+
+
+def format_memory(rows: list[dict], header: str = "") -> str:
+    """Markdown table; memory and time relative to the first row."""
+    base = rows[0]
+    lines = [header, "", f"| parallelism | activation ckpt | peak per rank ({base['memory_kind']}) | vs first | "
+             "params + optimizer state per rank | ms/step | vs first |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['parallelism']} | {r['activation_checkpointing']} | {r['peak_mib']:,.0f} MiB | "
+                     f"{100 * (r['peak_mib'] / base['peak_mib'] - 1):+.0f}% | {r['state_mib']:,.1f} MiB | "
+                     f"{r['ms_per_step']:,.0f} | {100 * (r['ms_per_step'] / base['ms_per_step'] - 1):+.0f}% |")
+    return "\n".join(lines).strip() + "\n"
+
+
+def memory(args, cfg: train.TrainConfig) -> list[dict]:
+    world = args.world_size or (torch.cuda.device_count() if train.pick_device(cfg.run.device) == "cuda" else 2)
+    with torch.device("meta"):
+        n = GPT(cfg.model).num_params(non_embedding=False)
+    print(f"memory: {args.config}, {n / 1e6:.1f}M parameters, {world} ranks on {train.pick_device(cfg.run.device)}, "
+          f"micro-batch {cfg.data.batch_size} x {cfg.model.block_size} per rank, {cfg.optim.optimizer}, "
+          f"{args.steps} timed steps after {args.warmup}")
+    rows = bench_memory(cfg, world, args.variants or MEMORY_VARIANTS, args.steps, args.warmup, args.threads)
+    print(format_memory(rows, f"{Path(args.config).name}: {n / 1e6:.1f}M parameters, {world} ranks, "
+                              f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 # ----------------------------------------------------------------------------- ablation
@@ -387,9 +519,14 @@ def parse_args(argv):
     p.add_argument("--trace", help="with --profile: write a Chrome trace to this file")
     p.add_argument("--sample-tokens", type=int, default=64, help="tokens generated to time sampling (0 = skip)")
     p.add_argument("--json", help="write the speed result to this JSON file")
+    p.add_argument("--memory", action="store_true",
+                   help="peak memory per rank and step time: DDP vs FSDP, with and without activation checkpointing")
+    p.add_argument("--world-size", type=int, default=0, help="--memory: ranks (default: all GPUs, or 2 on CPU)")
+    p.add_argument("--threads", type=int, default=1, help="--memory: torch threads per rank on CPU")
     p.add_argument("--ablate", action="store_true", help="train one tiny model per toggle variant")
     p.add_argument("--tokens", type=int, default=500_000, help="--ablate: training tokens per variant")
-    p.add_argument("--variants", help="--ablate: comma-separated subset by name (e.g. baseline,rope,gqa)")
+    p.add_argument("--variants", help="--ablate: comma-separated subset by name (e.g. baseline,rope,gqa); "
+                                      f"--memory: parallelism:activation_checkpointing pairs ({MEMORY_VARIANTS})")
     p.add_argument("--out-dir", default="out/ablate", help="--ablate: where runs, table and plot go")
     p.add_argument("--verbose", action="store_true", help="--ablate: show the training logs")
     p.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="plot loss curves of these run directories")
@@ -415,6 +552,8 @@ def main(argv: list[str] | None = None):
         cfg = train.load_config(args.config, overrides)
     except train.ConfigError as e:
         raise SystemExit(f"error: {e}") from None
+    if args.memory:
+        return memory(args, cfg)
     result = bench_speed(cfg, args.steps, args.warmup, args.data, args.sample_tokens, args.profile, args.trace)
     print(format_speed(result))
     if args.json:

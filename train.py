@@ -99,6 +99,7 @@ class RunConfig:
     keep_last: int = 3                     # keep this many ckpt_*.pt (plus best.pt)
     dtype: str = "auto"                    # auto | float32 | bfloat16 | float16
     compile: bool = False                  # torch.compile the model
+    compile_mode: str = "default"          # torch.compile mode: default | max-autotune-no-cudagraphs | ...
     fused_loss: str = "auto"               # auto (on for CPU) | on | off: chunked output layer + loss (model.py)
     device: str = "auto"                   # auto (cuda > mps > cpu) | cpu | cuda | mps
     wandb_log: bool = False
@@ -121,6 +122,7 @@ SECTIONS = {"model": GPTConfig, "data": DataConfig, "optim": OptimConfig, "sched
 CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "lr_schedule": ("cosine", "wsd", "constant"),
            "cooldown_shape": ("linear", "1-sqrt"), "dtype": ("auto", "float32", "bfloat16", "float16"),
            "fused_loss": ("auto", "on", "off"),
+           "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
            "parallelism": parallel.PARALLELISMS, "activation_checkpointing": parallel.ACTIVATION_CHECKPOINTING}
 SIMPLE_TYPES = (bool, int, float, str, tuple, list, type(None))
 
@@ -453,7 +455,7 @@ def synchronize(device_type: str) -> None:
 
 
 # Dense bf16/fp16 tensor-core peak FLOP/s per device (first substring match of the device name wins).
-PEAK_FLOPS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("A10", 125e12),
+PEAK_FLOPS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("A10", 125e12),
               ("L4", 121e12), ("4090", 165e12), ("3090", 71e12), ("V100", 125e12), ("T4", 65e12))
 CPU_FLOPS_PER_CORE = 2.5e9 * 32  # rough estimate: 2.5 GHz x 32 fp32 FLOP/cycle (2 AVX2 FMA units)
 
@@ -567,6 +569,27 @@ def build_model(cfg: TrainConfig) -> GPT:
         cfg.model = model.config
         return model
     return GPT(cfg.model)
+
+
+def place_model(raw: GPT, cfg: TrainConfig, device: str, dtype: str, distributed: bool) -> bool:
+    """Activation checkpointing if asked, then FSDP sharding (parallelism=fsdp with a process group; block by
+    block onto the device, so it never holds a full copy) or a move to the device. Returns whether sharded."""
+    if cfg.run.activation_checkpointing == "block":
+        parallel.apply_activation_checkpointing(raw)
+    if distributed and cfg.run.parallelism == "fsdp":
+        parallel.apply_fsdp(raw, torch.device(device).type, dtype)
+        return True
+    raw.to(device)
+    return False
+
+
+def wrap_model(raw: GPT, cfg: TrainConfig, device: str, ddp: bool) -> tuple[nn.Module, nn.Module]:
+    """(model for evaluation: compiled or raw, model for training: the same, under DDP if ddp)."""
+    model = torch.compile(raw, mode=cfg.run.compile_mode) if cfg.run.compile else raw
+    if not ddp:
+        return model, model
+    dev = torch.device(device)
+    return model, DDP(model, device_ids=[dev.index or 0] if dev.type == "cuda" else None)
 
 
 def strip_prefix(state: dict) -> dict:
@@ -731,17 +754,11 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(cfg.run.seed)  # identical init on every rank
         self.raw_model = build_model(cfg)
-        if cfg.run.activation_checkpointing == "block":
-            parallel.apply_activation_checkpointing(self.raw_model)
-        self.sharded = cfg.run.parallelism == "fsdp"  # sharded (DCP) checkpoints
-        self.fsdp = self.sharded and info.ddp          # a single process has nothing to shard
+        self.sharded = cfg.run.parallelism == "fsdp"  # sharded (DCP) checkpoints, also in a single process
         if self.sharded and self.dtype == "float16":
             raise ConfigError("parallelism=fsdp needs bfloat16 or float32 and this GPU has no bf16 (dtype=auto "
                               "picked float16); use --parallelism=ddp or --dtype=float32")
-        if self.fsdp:  # shards block by block onto the device: no full copy there
-            parallel.apply_fsdp(self.raw_model, self.device_type, self.dtype)
-        else:
-            self.raw_model.to(self.device)
+        self.fsdp = place_model(self.raw_model, cfg, self.device, self.dtype, distributed=info.ddp)
         self.optimizers = build_optimizers(self.raw_model, cfg, self.device_type)
         self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.optimizers]
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == "float16")
@@ -750,9 +767,7 @@ class Trainer:
         self.step, self.best_val, self.last_val, self.val_step = 0, float("inf"), None, -1
         if ckpt is not None:
             self.restore(ckpt)
-        self.model = torch.compile(self.raw_model) if cfg.run.compile else self.raw_model  # also used for eval
-        self.ddp_model = (DDP(self.model, device_ids=[info.local_rank] if self.device_type == "cuda" else None)
-                          if info.ddp and not self.fsdp else self.model)
+        self.model, self.ddp_model = wrap_model(self.raw_model, cfg, self.device, ddp=info.ddp and not self.fsdp)
         self.metrics = None
 
     # -- resume

@@ -73,6 +73,8 @@ keep_last = 3                 # ckpt_*.pt files kept (best.pt, the lowest val lo
 dtype = "auto"                # auto (bf16 if the GPU has it, else fp16 + GradScaler; fp32 on CPU/MPS)
                               # | float32 | bfloat16 | float16
 compile = False               # torch.compile (checkpoints still hold plain parameter names)
+compile_mode = "default"      # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+                              # (autotuned matmul kernels: minutes more compilation, see docs/benchmarks.md)
 fused_loss = "auto"            # auto | on | off: chunked fused output layer + loss; auto = on for CPU, where it
                               # halves the step of small models; on GPU the compiled full-logits path is used
 device = "auto"               # auto (cuda > mps > cpu) | cpu | cuda | mps

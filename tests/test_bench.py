@@ -125,3 +125,30 @@ def test_ablate_writes_table_and_plot(tmp_path, shards, capsys):
     if (tmp_path / "abl" / "ablation.png").exists():
         assert (tmp_path / "abl" / "ablation.png").stat().st_size > 1000
     assert "val loss" in capsys.readouterr().out
+
+
+def test_memory_mode_ddp_vs_fsdp_two_ranks(tmp_path, capsys, shards):
+    """--memory on 2 Gloo ranks: every variant trains the same steps to the same loss, and FSDP holds half
+    the parameters + optimizer state per rank that DDP does (activation checkpointing changes neither)."""
+    data_dir, vocab = shards
+    out = tmp_path / "memory.json"
+    rows = bench.main(["configs/gpt2_124m_tiny.py", "--memory", "--world-size", "2", "--steps", "2",
+                       "--warmup", "1", "--variants", "ddp:none,fsdp:none,fsdp:block", "--json", str(out),
+                       f"--vocab_size={vocab}", f"--data_dir={data_dir}", ] + TINY)
+    assert [(r["parallelism"], r["activation_checkpointing"]) for r in rows] == [
+        ("ddp", "none"), ("fsdp", "none"), ("fsdp", "block")]
+    ddp, fsdp, fsdp_ac = rows
+    assert fsdp["state_mib"] == pytest.approx(ddp["state_mib"] / 2, rel=0.02)
+    assert fsdp_ac["state_mib"] == fsdp["state_mib"]
+    assert fsdp["loss"] == pytest.approx(ddp["loss"], rel=1e-4) and fsdp_ac["loss"] == pytest.approx(ddp["loss"], rel=1e-4)
+    assert all(r["peak_mib"] > 0 and r["ms_per_step"] > 0 and r["world_size"] == 2 for r in rows)
+    text = capsys.readouterr().out
+    assert "| fsdp | block |" in text and "process RSS" in text
+    assert json.loads(out.read_text()) == rows
+
+
+def test_memory_mode_rejects_impossible_variants(shards):
+    data_dir, vocab = shards
+    with pytest.raises(SystemExit, match="fsdp"):
+        bench.main(["configs/gpt2_124m_tiny.py", "--memory", "--variants", "fsdp:none", "--optimizer=adamw8bit",
+                    f"--vocab_size={vocab}", f"--data_dir={data_dir}"] + TINY)
