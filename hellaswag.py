@@ -56,6 +56,8 @@ from types import MappingProxyType
 import torch
 import torch.nn.functional as F
 
+from model import variable_shape_attention
+
 DATA_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 DATA_ENV = "HELLASWAG_FILE"
 NUM_VAL_EXAMPLES = 10042
@@ -228,7 +230,7 @@ def score_rows(model, rows: list[Row], device="cpu", autocast_dtype=None) -> lis
         pos_ids += range(start, L - 1)
         targets += r.tokens[L - r.n_cont:]
     ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    with ctx:
+    with ctx, variable_shape_attention():  # every example has its own length
         logits = forward_logits(model, idx.to(device))
     picked = logits[torch.tensor(row_ids, device=device), torch.tensor(pos_ids, device=device)].float()
     nll = F.cross_entropy(picked, torch.tensor(targets, device=device), reduction="none")

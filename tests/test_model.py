@@ -288,6 +288,23 @@ def test_kv_cache_chunked_feed_and_generate_match(pos_emb):
     assert torch.equal(a, b) and a.shape == (2, 14)
 
 
+def test_generation_and_scoring_avoid_per_shape_cudnn_attention():
+    """Decoding changes the attention shape every token; cuDNN attention (preferred by PyTorch on Hopper)
+    builds a plan per shape, which made generation 12x slower on an H100. next_token_logits turns it off,
+    and only for its own duration."""
+    m = build(n_layer=1)
+    seen = []
+    m.transformer.h[0].attn.register_forward_hook(
+        lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    m.generate(tokens(T=3), 3, temperature=0, use_cache=True)
+    m.generate(tokens(T=3), 2, temperature=0, use_cache=False)
+    assert seen == [False] * 5
+    assert torch.backends.cuda.cudnn_sdp_enabled()          # restored afterwards
+    import hellaswag
+    hellaswag.score_rows(m, [hellaswag.Row(tokens=[1, 2, 3, 4], n_cont=2, norm=2.0)])
+    assert seen[-1] is False
+
+
 def test_padded_ids_never_predicted_nor_targets():
     m = build(tie_embeddings=False)                 # 100 real ids, 128 rows
     assert m.config.padded_vocab_size == 128
