@@ -343,3 +343,16 @@ def test_train_fsdp_two_ranks_then_resume_on_one(char_data, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resumed from" in r.stdout and "ckpt_0000004" in r.stdout
     assert [p.name for p in parallel.sharded_dirs(out)] == ["ckpt_0000006"]
+
+
+def test_compiled_fsdp_matches_eager_fsdp_and_ddp(char_data):
+    """compile=True with FSDP2 on 2 Gloo ranks (bench.py --memory's workers wrap the model as train.py does):
+    the same steps on the same batches reach the same loss as eager FSDP and DDP."""
+    import bench
+    import train
+    args = ["--device=cpu", "--dtype=float32", f"--data_dir={char_data}", "--vocab_size=128", "--block_size=16",
+            "--n_layer=2", "--n_head=2", "--n_embd=32", "--batch_size=2", "--total_batch_size=0"]
+    eager = bench.bench_memory(train.load_config(None, args), 2, "ddp:none,fsdp:none", steps=2, warmup=1)
+    compiled = bench.bench_memory(train.load_config(None, args + ["--compile=True"]), 2, "fsdp:none", steps=2, warmup=1)
+    losses = [r["loss"] for r in eager + compiled]
+    assert losses == pytest.approx([losses[0]] * 3, rel=1e-4)
