@@ -62,17 +62,13 @@ def load_model_and_tokenizer(ckpt: str | None = None, init_from: str | None = No
 
 
 def autocast_dtype_for(device, dtype: str | None) -> torch.dtype | None:
-    """Autocast dtype for a --dtype choice (None = float32, no autocast)."""
+    """Autocast dtype for a --dtype choice (None = auto, train.py's rule; float32 = no autocast)."""
+    from train import resolve_dtype
     device = torch.device(device)
-    if dtype is None:
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
-    if dtype == "float32":
-        return None
-    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    name = resolve_dtype(dtype or "auto", device.type)
+    if name == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("this GPU has no bfloat16; use --dtype float16")
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    return None if name == "float32" else getattr(torch, name)
 
 
 # -----------------------------------------------------------------------------

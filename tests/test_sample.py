@@ -230,3 +230,11 @@ def test_top_p_out_of_range(sp_run, p, capsys):
     assert e.value.code == 2 and "(0, 1]" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top_p"):
         smp.validate(smp.SampleConfig(top_p=float(p)))
+
+
+def test_autocast_dtype_follows_trains_auto_rule():
+    """One rule for 'auto' (train.resolve_dtype): no autocast on CPU unless asked; explicit choices kept."""
+    assert smp.autocast_dtype_for("cpu", None) is None
+    assert smp.autocast_dtype_for("cpu", "float32") is None
+    assert smp.autocast_dtype_for("cpu", "bfloat16") is torch.bfloat16
+    assert smp.autocast_dtype_for("cpu", "float16") is torch.float16
