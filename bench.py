@@ -188,7 +188,7 @@ def bench_speed(cfg: train.TrainConfig, steps: int = 10, warmup: int = 3, real_d
     ms = 1000 * statistics.median(times)
     tokens = cfg.data.batch_size * cfg.model.block_size
     tok_s = tokens / (ms / 1000)
-    peak, source = train.peak_flops(runner.device_type)
+    peak, source = train.peak_flops(runner.device_type, runner.dtype)
     mem, mem_kind = peak_memory_mb(runner.device_type)
     cache = sampling_speed(runner.raw, cfg, device, sample_tokens, True, runner.autocast())
     no_cache = sampling_speed(runner.raw, cfg, device, sample_tokens, False, runner.autocast())

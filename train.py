@@ -460,18 +460,30 @@ PEAK_FLOPS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H
 CPU_FLOPS_PER_CORE = 2.5e9 * 32  # rough estimate: 2.5 GHz x 32 fp32 FLOP/cycle (2 AVX2 FMA units)
 
 
-def peak_flops(device_type: str) -> tuple[float, str]:
-    """(peak FLOP/s of one device, where the number comes from)."""
+def cpu_has_bf16_dot() -> bool:
+    """AVX512_BF16 / AMX: bf16 matmuls run at twice the fp32 FMA rate."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def peak_flops(device_type: str, dtype: str = "bfloat16") -> tuple[float, str]:
+    """(peak FLOP/s of one device for matmuls in `dtype`, where the number comes from)."""
     if device_type == "cuda":
         name = torch.cuda.get_device_name()
-        for key, flops in PEAK_FLOPS:
-            if key in name:
-                return flops, name
-        return 312e12, f"{name} (unknown, assuming A100)"
+        flops, src = next(((f, name) for key, f in PEAK_FLOPS if key in name),
+                          (312e12, f"{name} (unknown, assuming A100)"))
+        if dtype == "float32":  # TF32 tensor cores: half the bf16 rate on A100/H100
+            return flops / 2, f"{src}, TF32"
+        return flops, src
     if device_type == "mps":
         return 10e12, "Apple GPU (rough estimate)"
     threads = torch.get_num_threads()
-    return threads * CPU_FLOPS_PER_CORE, f"CPU x{threads} threads (rough estimate)"
+    bf16 = dtype == "bfloat16" and cpu_has_bf16_dot()
+    return (threads * CPU_FLOPS_PER_CORE * (2 if bf16 else 1),
+            f"CPU x{threads} threads, {'bf16 dot products' if bf16 else 'fp32 FMA'} (rough estimate)")
 
 
 # ----------------------------------------------------------------------------- startup checks
@@ -978,7 +990,7 @@ class Trainer:
     def header(self) -> None:
         cfg, info = self.cfg, self.info
         tokens = cfg.data.batch_size * cfg.model.block_size * info.world_size * self.grad_accum
-        peak, peak_src = peak_flops(self.device_type)
+        peak, peak_src = peak_flops(self.device_type, self.dtype)
         self.print(json.dumps({name: asdict(getattr(cfg, name)) for name in SECTIONS}, indent=1))
         self.print(
             f"git {git_commit()} | python {platform.python_version()} torch {torch.__version__} numpy {np.__version__}\n"
@@ -992,7 +1004,7 @@ class Trainer:
         if self.step % self.cfg.run.log_interval:
             return
         tok_s = r.tokens / r.seconds
-        peak, _ = peak_flops(self.device_type)
+        peak, _ = peak_flops(self.device_type, self.dtype)
         mfu = self.raw_model.estimate_mfu(tok_s / self.info.world_size, peak, r.seq_len)
         eta = (self.cfg.schedule.max_iters - self.step) * (ema_s if ema_s is not None else r.seconds)
         self.print(f"step {self.step}/{self.cfg.schedule.max_iters} | loss {r.loss:.4f} | lr {r.lr:.3e} | "

@@ -44,8 +44,10 @@ def test_mfu_uses_the_shared_peak_table():
     names = [name for name, _ in train.PEAK_FLOPS]
     for gpu in ("A100", "H100", "H200", "L4", "T4", "4090"):
         assert gpu in names
-    flops, source = train.peak_flops("cpu")
+    flops, source = train.peak_flops("cpu", "float32")
     assert flops > 0 and "CPU" in source
+    bf16, _ = train.peak_flops("cpu", "bfloat16")        # AVX512_BF16 / AMX double the matmul rate
+    assert bf16 == (2 * flops if train.cpu_has_bf16_dot() else flops)
 
 
 def test_cli_profile_and_json(tmp_path, capsys, shards):
