@@ -229,12 +229,9 @@ def memory_worker(rank: int, world: int, port: int, cfg: train.TrainConfig, step
                   threads: int, out: str) -> None:
     """One rank of bench_memory: train `steps` steps as train.py would, write the rows (rank 0)."""
     torch.set_num_threads(threads)
-    device = train.pick_device(cfg.run.device)
-    if device.startswith("cuda"):
-        device = f"cuda:{rank}"
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
-                            init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))  # as torchrun would set them
+    device = train.setup_distributed(cfg.run.device).device
     try:
         runner = StepRunner(cfg, device)
         next_batch = batch_source(cfg, False, device)
@@ -254,7 +251,7 @@ def memory_worker(rank: int, world: int, port: int, cfg: train.TrainConfig, step
         del runner  # DDP's reducer before the process group goes
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        train.cleanup_distributed()
 
 
 def free_port() -> int:
@@ -310,10 +307,11 @@ def format_memory(rows: list[dict], header: str = "") -> str:
 
 
 def memory(args, cfg: train.TrainConfig) -> list[dict]:
-    world = args.world_size or (torch.cuda.device_count() if train.pick_device(cfg.run.device) == "cuda" else 2)
+    device = train.pick_device(cfg.run.device)
+    world = args.world_size or (torch.cuda.device_count() if device == "cuda" else 2)
     with torch.device("meta"):
         n = GPT(cfg.model).num_params(non_embedding=False)
-    print(f"memory: {args.config}, {n / 1e6:.1f}M parameters, {world} ranks on {train.pick_device(cfg.run.device)}, "
+    print(f"memory: {args.config}, {n / 1e6:.1f}M parameters, {world} ranks on {device}, "
           f"micro-batch {cfg.data.batch_size} x {cfg.model.block_size} per rank, {cfg.optim.optimizer}, "
           f"{args.steps} timed steps after {args.warmup}")
     rows = bench_memory(cfg, world, args.variants or MEMORY_VARIANTS, args.steps, args.warmup, args.threads)

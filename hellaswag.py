@@ -381,27 +381,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def setup_distributed(device: str | None) -> tuple[int, int, str]:
-    """(rank, world_size, device); initialises torch.distributed under torchrun."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, device or ("cuda" if torch.cuda.is_available() else "cpu")
-    import torch.distributed as dist
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available() and (device is None or device.startswith("cuda")):
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl")
-    else:
-        device = "cpu"
-        dist.init_process_group(backend="gloo")
-    return rank, world_size, device
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     from sample import autocast_dtype_for, load_model_and_tokenizer
-    rank, world_size, device = setup_distributed(args.device)
+    from train import cleanup_distributed, setup_distributed
+    info = setup_distributed(args.device or "auto")  # torchrun: one process group per rank
+    rank, world_size, device = info.rank, info.world_size, info.device
     try:
         examples = load_examples(args.data, args.limit)
         model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
@@ -422,8 +407,7 @@ def main(argv=None) -> None:
         if args.out:
             Path(args.out).write_text(json.dumps(res, indent=1))
             print(f"  wrote {args.out}")
-    if world_size > 1:
-        torch.distributed.destroy_process_group()
+    cleanup_distributed()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import os
@@ -455,11 +456,12 @@ def synchronize(device_type: str) -> None:
 
 
 # Dense bf16/fp16 tensor-core peak FLOP/s per device (first substring match of the device name wins).
-PEAK_FLOPS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("A10", 125e12),
-              ("L4", 121e12), ("4090", 165e12), ("3090", 71e12), ("V100", 125e12), ("T4", 65e12))
+PEAK_FLOPS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("A100", 312e12),
+              ("L40S", 362e12), ("A10", 125e12), ("L4", 121e12), ("4090", 165e12), ("3090", 71e12), ("V100", 125e12), ("T4", 65e12))
 CPU_FLOPS_PER_CORE = 2.5e9 * 32  # rough estimate: 2.5 GHz x 32 fp32 FLOP/cycle (2 AVX2 FMA units)
 
 
+@functools.cache
 def cpu_has_bf16_dot() -> bool:
     """AVX512_BF16 / AMX: bf16 matmuls run at twice the fp32 FMA rate."""
     try:
