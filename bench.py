@@ -7,10 +7,10 @@
     python bench.py configs/haber_gpt2_100m.py --memory --steps 2 --batch_size=2 --block_size=512 --dtype=float32
     python bench.py configs/llama_style_350m.py --memory --world-size 8      # on 8 GPUs
 
-Speed: builds the model and optimizer exactly as train.py does (any `--key=value` config override
+Speed: builds the model and optimizer with train.py's own Stepper (any `--key=value` config override
 works), feeds a synthetic batch (random token ids) or with `--data` a real one from data_dir, warms
 up (compilation happens there), then times `--steps` optimizer steps of one micro-batch each with
-the device synchronised. MFU uses train.py's peak table (the dense bf16 tensor-core peak on GPUs, a
+the device synchronised. MFU uses runtime.py's peak table (the dense bf16 tensor-core peak on GPUs, a
 rough fp32 estimate on CPUs) and model.flops_per_token (6N + attention, PaLM appendix B). Memory is
 the CUDA peak allocation, or the process's peak RSS on CPU. Sampling speed is measured for one
 sequence with and without the KV cache.
@@ -50,8 +50,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import config
 import data as datalib
+import runtime
 import train
+from config import grad_accum_steps, load_config
 from model import GPT
 
 DEFAULT_ABLATE_CONFIG = "configs/ablation.py"
@@ -86,7 +89,7 @@ def peak_memory_mb(device_type: str) -> tuple[float, str]:
     return rss_kb / (2**20 if sys.platform == "darwin" else 2**10), "peak process RSS"
 
 
-def batch_source(cfg: train.TrainConfig, real: bool, device: str):
+def batch_source(cfg: config.TrainConfig, real: bool, device: str):
     """A function returning (x, y): the same random batch every step, or the next real batch."""
     B, T = cfg.data.batch_size, cfg.model.block_size
     if real:
@@ -98,50 +101,22 @@ def batch_source(cfg: train.TrainConfig, real: bool, device: str):
     return lambda: batch
 
 
-class StepRunner:
-    """One optimizer step as train.py takes it (autocast, scaler, clipping, set_to_none), one micro-batch.
-    In a process group (bench_memory) the model is wrapped as train.py wraps it: DDP or FSDP per
-    cfg.run.parallelism, activation checkpointing per cfg.run.activation_checkpointing."""
-
-    def __init__(self, cfg: train.TrainConfig, device: str):
-        self.cfg, self.device = cfg, device
-        self.device_type = torch.device(device).type
-        self.dtype = train.resolve_dtype(cfg.run.dtype, self.device_type)
-        if self.device_type == "cuda":  # as train.py
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.manual_seed(cfg.run.seed)
-        self.raw = train.build_model(cfg)
-        distributed = dist.is_initialized()
-        fsdp = train.place_model(self.raw, cfg, device, self.dtype, distributed)
-        self.optimizers = train.build_optimizers(self.raw, cfg, self.device_type)
-        _, self.model = train.wrap_model(self.raw, cfg, device, ddp=distributed and not fsdp)
-        self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == "float16")
-        self.fused_loss = train.use_fused_loss(cfg.run.fused_loss, self.device_type)
-
-    def autocast(self):
-        return train.autocast_context(self.device_type, self.dtype)
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        with self.autocast():
-            _, loss = self.model(x, y, return_logits=not self.fused_loss)
-        self.scaler.scale(loss).backward()
-        train.optimizer_step(self.optimizers, self.scaler, self.raw, self.cfg.optim.grad_clip)
-
-    def timed_steps(self, next_batch, steps: int) -> list[float]:
-        """Seconds per step (device synchronised before and after each)."""
-        times = []
-        for _ in range(steps):
-            x, y = next_batch()
-            train.synchronize(self.device_type)
-            t0 = time.perf_counter()
-            self.step(x, y)
-            train.synchronize(self.device_type)
-            times.append(time.perf_counter() - t0)
-        return times
+def timed_steps(stepper: train.Stepper, next_batch, steps: int) -> list[float]:
+    """Seconds per optimizer step of one micro-batch, taken exactly as train.py takes it (autocast, scaler,
+    clipping, zeroing; DDP or FSDP per the config in a process group), device synchronised around each."""
+    times = []
+    for _ in range(steps):
+        runtime.synchronize(stepper.device)
+        t0 = time.perf_counter()
+        stepper.forward_backward(next_batch, 1)
+        stepper.optimizer_step()
+        runtime.synchronize(stepper.device)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 @torch.no_grad()
-def sampling_speed(model, cfg: train.TrainConfig, device: str, new_tokens: int, use_cache: bool,
+def sampling_speed(model, cfg: config.TrainConfig, device: str, new_tokens: int, use_cache: bool,
                    autocast) -> float:
     """Generated tokens per second for one sequence (prompt: 1 token), after one short warm-up."""
     if new_tokens <= 0:
@@ -153,48 +128,48 @@ def sampling_speed(model, cfg: train.TrainConfig, device: str, new_tokens: int, 
     g = torch.Generator(device=device).manual_seed(0)
     with autocast:
         model.generate(idx, min(4, new_tokens), use_cache=use_cache, generator=g)
-        train.synchronize(torch.device(device).type)
+        runtime.synchronize(device)
         t0 = time.perf_counter()
         model.generate(idx, new_tokens, use_cache=use_cache, generator=g)
-        train.synchronize(torch.device(device).type)
+        runtime.synchronize(device)
     model.train()
     return new_tokens / (time.perf_counter() - t0)
 
 
-def profile_steps(runner: StepRunner, next_batch, steps: int, trace: str | None) -> str:
+def profile_steps(runner: train.Stepper, next_batch, steps: int, trace: str | None) -> str:
     """torch.profiler table (operators by self time) over a few steps; optional Chrome trace file."""
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if runner.device_type == "cuda" else [])
     with profile(activities=acts, record_shapes=True) as prof:
-        runner.timed_steps(next_batch, steps)
+        timed_steps(runner, next_batch, steps)
     if trace:
         prof.export_chrome_trace(trace)
     key = "self_cuda_time_total" if runner.device_type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=20)
 
 
-def bench_speed(cfg: train.TrainConfig, steps: int = 10, warmup: int = 3, real_data: bool = False,
+def bench_speed(cfg: config.TrainConfig, steps: int = 10, warmup: int = 3, real_data: bool = False,
                 sample_tokens: int = 64, profile: bool = False, trace: str | None = None) -> SpeedResult:
     """Time training steps and sampling for cfg; see the module docstring."""
-    device = train.pick_device(cfg.run.device)
-    runner = StepRunner(cfg, device)
+    device = runtime.pick_device(cfg.run.device)
+    runner = train.Stepper(cfg, runtime.DistInfo(0, 0, 1, device))
     next_batch = batch_source(cfg, real_data, device)
     if runner.device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    runner.timed_steps(next_batch, warmup)
-    times = runner.timed_steps(next_batch, steps)
+    timed_steps(runner, next_batch, warmup)
+    times = timed_steps(runner, next_batch, steps)
     if profile:
         print(profile_steps(runner, next_batch, min(steps, 5), trace))
     ms = 1000 * statistics.median(times)
     tokens = cfg.data.batch_size * cfg.model.block_size
     tok_s = tokens / (ms / 1000)
-    peak, source = train.peak_flops(runner.device_type, runner.dtype)
+    peak, source = runtime.peak_flops(runner.device_type, runner.dtype)
     mem, mem_kind = peak_memory_mb(runner.device_type)
-    cache = sampling_speed(runner.raw, cfg, device, sample_tokens, True, runner.autocast())
-    no_cache = sampling_speed(runner.raw, cfg, device, sample_tokens, False, runner.autocast())
-    return SpeedResult(device, runner.dtype, cfg.run.compile, runner.raw.num_params(non_embedding=False),
+    cache = sampling_speed(runner.raw_model, cfg, device, sample_tokens, True, runner.autocast())
+    no_cache = sampling_speed(runner.raw_model, cfg, device, sample_tokens, False, runner.autocast())
+    return SpeedResult(device, runner.dtype, cfg.run.compile, runner.raw_model.num_params(non_embedding=False),
                        f"{cfg.data.batch_size} x {cfg.model.block_size}", ms, tok_s,
-                       runner.raw.estimate_mfu(tok_s, peak), peak, source, mem, mem_kind, cache, no_cache)
+                       runtime.mfu(runner.raw_model.flops_per_token(), tok_s, peak), peak, source, mem, mem_kind, cache, no_cache)
 
 
 def format_speed(r: SpeedResult) -> str:
@@ -225,23 +200,23 @@ def state_mib(model: torch.nn.Module, optimizers: list) -> float:
     return (local_bytes(model.parameters()) + local_bytes(states)) / 2**20
 
 
-def memory_worker(rank: int, world: int, port: int, cfg: train.TrainConfig, steps: int, warmup: int,
+def memory_worker(rank: int, world: int, port: int, cfg: config.TrainConfig, steps: int, warmup: int,
                   threads: int, out: str) -> None:
     """One rank of bench_memory: train `steps` steps as train.py would, write the rows (rank 0)."""
     torch.set_num_threads(threads)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))  # as torchrun would set them
-    device = train.setup_distributed(cfg.run.device).device
+    info = runtime.setup_distributed(cfg.run.device)
     try:
-        runner = StepRunner(cfg, device)
-        next_batch = batch_source(cfg, False, device)
-        runner.timed_steps(next_batch, warmup)
-        times = runner.timed_steps(next_batch, steps)
+        runner = train.Stepper(cfg, info)
+        next_batch = batch_source(cfg, False, info.device)
+        timed_steps(runner, next_batch, warmup)
+        times = timed_steps(runner, next_batch, steps)
         mem, kind = peak_memory_mb(runner.device_type)
-        state = state_mib(runner.raw, runner.optimizers)  # FSDP: all sharded now (not after a forward)
+        state = state_mib(runner.raw_model, runner.optimizers)  # FSDP: all sharded now (not after a forward)
         x, y = next_batch()
         with torch.no_grad(), runner.autocast():
-            loss = runner.model(x, y, return_logits=False)[1].item()
+            loss = runner.ddp_model(x, y, return_logits=False)[1].item()
         row = {"rank": rank, "peak_mib": mem, "memory_kind": kind, "ms_per_step": 1000 * statistics.median(times),
                "state_mib": state, "loss": loss}
         rows = [None] * world
@@ -251,7 +226,7 @@ def memory_worker(rank: int, world: int, port: int, cfg: train.TrainConfig, step
         del runner  # DDP's reducer before the process group goes
         dist.barrier()
     finally:
-        train.cleanup_distributed()
+        runtime.cleanup_distributed()
 
 
 def free_port() -> int:
@@ -261,7 +236,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_memory(cfg: train.TrainConfig, world_size: int, variants: str = MEMORY_VARIANTS, steps: int = 2,
+def bench_memory(cfg: config.TrainConfig, world_size: int, variants: str = MEMORY_VARIANTS, steps: int = 2,
                  warmup: int = 1, threads: int = 1) -> list[dict]:
     """Peak memory per rank and step time for each parallelism:activation_checkpointing variant, each in
     fresh processes (peak RSS only grows), world_size ranks (Gloo on CPU, NCCL on CUDA), random tokens.
@@ -277,8 +252,8 @@ def bench_memory(cfg: train.TrainConfig, world_size: int, variants: str = MEMORY
         vcfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, parallelism=parallelism, hellaswag_interval=0,
                                                                 activation_checkpointing=ac or "none"))
         try:
-            train.validate(vcfg)
-        except train.ConfigError as e:
+            config.validate(vcfg)
+        except config.ConfigError as e:
             raise SystemExit(f"error: --memory variant {variant!r}: {e}") from None
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "rows.json")
@@ -306,8 +281,8 @@ def format_memory(rows: list[dict], header: str = "") -> str:
     return "\n".join(lines).strip() + "\n"
 
 
-def memory(args, cfg: train.TrainConfig) -> list[dict]:
-    device = train.pick_device(cfg.run.device)
+def memory(args, cfg: config.TrainConfig) -> list[dict]:
+    device = runtime.pick_device(cfg.run.device)
     world = args.world_size or (torch.cuda.device_count() if device == "cuda" else 2)
     with torch.device("meta"):
         n = GPT(cfg.model).num_params(non_embedding=False)
@@ -362,11 +337,11 @@ def train_tokens_per_s(run_dir: Path) -> float:
     return statistics.median(rates) if rates else float("nan")
 
 
-def run_ablation(config: str, overrides: list[str], tokens: int, out_dir: Path,
+def run_ablation(config_file: str, overrides: list[str], tokens: int, out_dir: Path,
                  variants: list[str] | None = None, quiet: bool = True) -> list[AblationRow]:
     """Train once per variant for `tokens` training tokens; returns the rows (baseline first)."""
-    base = train.load_config(config, BASELINE_KEYS + overrides)
-    per_step = base.data.batch_size * base.model.block_size * train.grad_accum_steps(
+    base = load_config(config_file, BASELINE_KEYS + overrides)
+    per_step = base.data.batch_size * base.model.block_size * grad_accum_steps(
         base.data.total_batch_size, base.data.batch_size, base.model.block_size, 1)
     steps = max(1, tokens // per_step)
     rows = []
@@ -375,7 +350,7 @@ def run_ablation(config: str, overrides: list[str], tokens: int, out_dir: Path,
             continue
         run_dir = out_dir / name.split(" (")[0].replace(" ", "_")
         shutil.rmtree(run_dir, ignore_errors=True)                # a fresh run, never a resume
-        cfg = train.load_config(config, BASELINE_KEYS + overrides + extra + [
+        cfg = load_config(config_file, BASELINE_KEYS + overrides + extra + [
             f"--max_iters={steps}", f"--out_dir={run_dir}", f"--eval_interval={max(1, steps // 4)}",
             f"--log_interval={max(1, steps // 20)}", "--sample_tokens=0", "--hellaswag_interval=0",
             "--wandb_log=False", "--keep_last=1", "--resume="])
@@ -508,7 +483,7 @@ def plot_runs(run_dirs: list[Path], out: Path, labels: list[str] | None = None) 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False,
-                                epilog="Any other --key=value is a train.py config override (configs/base.py).")
+                                epilog="Any other --key=value is a train.py config override (train.py --help).")
     p.add_argument("config", nargs="?", help="config file (configs/*.py)")
     p.add_argument("--steps", type=int, default=10, help="timed training steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (compilation happens here)")
@@ -547,8 +522,8 @@ def main(argv: list[str] | None = None):
     if not args.config:
         raise SystemExit("error: give a config file (e.g. configs/gpt2_124m.py), --ablate or --plot")
     try:
-        cfg = train.load_config(args.config, overrides)
-    except train.ConfigError as e:
+        cfg = load_config(args.config, overrides)
+    except config.ConfigError as e:
         raise SystemExit(f"error: {e}") from None
     if args.memory:
         return memory(args, cfg)

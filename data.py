@@ -11,11 +11,13 @@ build-nanogpt `.npy` shards and nanoGPT's headerless `train.bin` / `val.bin`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import io
 import json
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Iterable, Protocol
@@ -84,6 +86,11 @@ class GPT2Tokenizer:
     def decode(self, ids) -> str:
         return self.enc.decode([int(i) for i in ids])
 
+    @property
+    def ranks(self) -> dict[bytes, int]:
+        """The BPE merge ranks (token bytes -> id), e.g. for writing HF vocab.json / merges.txt."""
+        return self.enc._mergeable_ranks
+
     def spec(self) -> dict:
         return {"kind": "gpt2", "name": "gpt2", "vocab_size": self.vocab_size,
                 "bos_id": self.bos_id, "eos_id": self.eos_id, "eot_id": self.eot_id}
@@ -105,7 +112,8 @@ def _tiktoken_encoding(tiktoken_file: str | None):
     except ImportError:  # pragma: no cover - tiktoken_ext ships with tiktoken
         pat = GPT2_PAT
     if not Path(tiktoken_file).is_file():
-        raise FileNotFoundError(f"GPT-2 ranks file not found: {tiktoken_file}")
+        raise FileNotFoundError(f"GPT-2 BPE ranks file {tiktoken_file} not found; pass --tiktoken-file PATH "
+                                f"(e.g. ../shared/data/gpt2.tiktoken) or unset TIKTOKEN_GPT2_FILE")
     ranks = load_tiktoken_bpe(str(tiktoken_file))
     return tiktoken.Encoding(name="gpt2", pat_str=pat, mergeable_ranks=ranks,
                              special_tokens={"<|endoftext|>": GPT2_EOT}, explicit_n_vocab=GPT2_VOCAB)
@@ -232,20 +240,27 @@ def _sample_lines(texts: Iterable[str], max_chars: int) -> list[str]:
     return lines
 
 
+def tokenizer_kind(spec: dict) -> str:
+    """'gpt2' or 'sentencepiece' for a tokenizer spec; older spellings (type/name, tiktoken, spm) accepted."""
+    kind = spec.get("kind") or spec.get("type") or spec.get("name")
+    if kind in ("gpt2", "tiktoken", "r50k_base"):
+        return "gpt2"
+    if kind in ("sentencepiece", "spm") or "model_proto_b64" in spec:
+        return "sentencepiece"
+    raise ValueError(f"unknown tokenizer kind {kind!r} in spec (keys {sorted(spec)}); expected gpt2 or sentencepiece")
+
+
 def tokenizer_from_spec(spec: dict, tiktoken_file: str | None = None,
                         base_dir: str | os.PathLike | None = None) -> Tokenizer:
     """Rebuild a tokenizer from spec() (as stored in meta.json and in checkpoints)."""
-    kind = spec.get("kind")
-    if kind == "gpt2":
+    if tokenizer_kind(spec) == "gpt2":
         return gpt2_tokenizer(tiktoken_file)
-    if kind == "sentencepiece":
-        if spec.get("model_proto_b64"):
-            return SentencePieceTokenizer(base64.b64decode(spec["model_proto_b64"]))
-        model_file = Path(spec.get("model_file", SP_MODEL_FILE))
-        if base_dir is not None and not model_file.is_absolute():
-            model_file = Path(base_dir) / model_file
-        return load_sentencepiece(model_file)
-    raise ValueError(f"unknown tokenizer kind {kind!r} in spec (expected 'gpt2' or 'sentencepiece')")
+    if spec.get("model_proto_b64"):
+        return SentencePieceTokenizer(base64.b64decode(spec["model_proto_b64"]))
+    model_file = Path(spec.get("model_file") or spec.get("path") or SP_MODEL_FILE)
+    if base_dir is not None and not model_file.is_absolute():
+        model_file = Path(base_dir) / model_file
+    return load_sentencepiece(model_file)
 
 
 def check_vocab_fits(tok: Tokenizer) -> None:
@@ -281,16 +296,36 @@ class ShardFormatError(ValueError):
     """A shard file is not a valid llm.c / nanoGPT / build-nanogpt token file."""
 
 
-def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes) -> None:
-    """Write to PATH.tmp, fsync, then rename: readers never see a half-written file."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a hidden temporary path beside `path`; when the block succeeds, fsync it (a file) and rename it
+    over `path` (a directory replaces the old one). On error the temporary is removed and `path` untouched."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        for chunk in chunks:
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        if tmp.is_dir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        else:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes) -> None:
+    """Write the chunks to `path` through atomic_path: readers never see a half-written file."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
 
 
 def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:

@@ -24,20 +24,19 @@ Absent biases (bias=False exported to a class that always has them) are written 
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import inspect
 import json
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from model import GPT, GPTConfig, load_checkpoint
+import checkpoint
+import data
+from data import atomic_path
+from model import GPT, GPTConfig
 
 REMOTE_FAMILY = "nanogpt"
 PROBE_TEXT = ("Hello world! The quick brown fox, 1234567890.\n\n  Two  spaces\tand a tab; "
@@ -274,6 +273,9 @@ REMOTE_WRAPPER_SRC = '''
 # ----------------------------------------------------------------------------- transformers wrapper
 # (appended by export_hf.py; everything above is a verbatim copy of the repo's model.py)
 
+import dataclasses  # noqa: E402
+import re  # noqa: E402
+
 from transformers import GenerationMixin, PreTrainedModel  # noqa: E402
 from transformers.modeling_outputs import CausalLMOutputWithPast  # noqa: E402
 
@@ -393,8 +395,7 @@ class NanoGPTSentencePieceTokenizer(PreTrainedTokenizer):
 
 def remote_modeling_source() -> str:
     """Self-contained modeling file: model.py verbatim + the PreTrainedModel wrapper."""
-    import model as model_module
-    return inspect.getsource(model_module) + REMOTE_WRAPPER_SRC
+    return inspect.getsource(inspect.getmodule(GPT)) + REMOTE_WRAPPER_SRC
 
 
 def save_remote(model: GPT, out: Path, bos_id: int | None, eos_id: int | None, dtype: torch.dtype) -> None:
@@ -486,37 +487,11 @@ def gpt2_vocab_and_merges(ranks: dict[bytes, int], special: dict[str, int]) -> t
     return vocab, merges
 
 
-def gpt2_ranks(tiktoken_file: str | os.PathLike | None = None) -> dict[bytes, int]:
-    """GPT-2 BPE ranks: the given .tiktoken file, else env TIKTOKEN_GPT2_FILE, else tiktoken's "gpt2"."""
-    import tiktoken
-    from tiktoken.load import load_tiktoken_bpe
-    path = tiktoken_file or os.environ.get("TIKTOKEN_GPT2_FILE")
-    if path:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"GPT-2 BPE ranks file {path} not found; pass --tiktoken-file PATH "
-                                    f"(e.g. ../shared/data/gpt2.tiktoken) or unset TIKTOKEN_GPT2_FILE")
-        return load_tiktoken_bpe(str(path))
-    try:
-        return tiktoken.get_encoding("gpt2")._mergeable_ranks
-    except Exception as e:  # offline without a cache
-        raise FileNotFoundError("could not load tiktoken's gpt2 encoding (offline?); pass --tiktoken-file "
-                                "PATH to a gpt2.tiktoken ranks file or set TIKTOKEN_GPT2_FILE") from e
-
-
-def tokenizer_kind(spec: dict) -> str:
-    kind = spec.get("kind") or spec.get("type") or spec.get("name")
-    if kind in ("gpt2", "tiktoken", "r50k_base"):
-        return "gpt2"
-    if kind in ("sentencepiece", "spm") or "model_proto_b64" in spec:
-        return "sentencepiece"
-    raise ValueError(f"unknown tokenizer spec kind {kind!r} (keys {sorted(spec)}); expected gpt2 or sentencepiece")
-
-
-def save_gpt2_tokenizer(out: Path, tiktoken_file=None, model_max_length: int = 1024) -> tuple[int, int]:
+def save_gpt2_tokenizer(out: Path, ranks: dict[bytes, int], model_max_length: int = 1024) -> tuple[int, int]:
     """vocab.json + merges.txt (+ tokenizer.json): a GPT-2 fast tokenizer; returns (bos_id, eos_id).
     GPT-2 has no BOS of its own: <|endoftext|> serves as both, as in HF's gpt2."""
     from transformers import AutoTokenizer
-    vocab, merges = gpt2_vocab_and_merges(gpt2_ranks(tiktoken_file), {"<|endoftext|>": 50256})
+    vocab, merges = gpt2_vocab_and_merges(ranks, {"<|endoftext|>": 50256})
     (out / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")  # byte-identical to encoder.json
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     eot = "<|endoftext|>"
@@ -566,20 +541,11 @@ def _sp_fast_tokenizer(raw: bytes):
     return tok
 
 
-def save_sentencepiece_tokenizer(out: Path, spec: dict, model_max_length: int = 1024):
-    """tokenizer.model from the spec, plus either a fast tokenizer.json (BPE models whose ids equal
+def save_sentencepiece_tokenizer(out: Path, raw: bytes, model_max_length: int = 1024):
+    """tokenizer.model (the serialized proto `raw`), plus either a fast tokenizer.json (BPE models whose ids equal
     sentencepiece's on a probe text) or an exact remote-code tokenizer (tokenization_nanogpt.py) that
     calls sentencepiece itself (unigram models). Returns (bos_id, eos_id)."""
     import sentencepiece as spm
-    proto = spec.get("model_proto_b64")
-    if proto is None:
-        path = spec.get("model_file") or spec.get("path")
-        if not path or not Path(path).is_file():
-            raise FileNotFoundError(f"sentencepiece tokenizer spec has no model_proto_b64 and its model file "
-                                    f"{path!r} is not found; re-export the tokenizer with data.py")
-        raw = Path(path).read_bytes()
-    else:
-        raw = base64.b64decode(proto)
     sp = spm.SentencePieceProcessor(model_proto=raw)
     ids = {n: getattr(sp, f"{n}_id")() for n in ("bos", "eos", "unk", "pad")}
     special = {f"{n}_token": sp.id_to_piece(i) for n, i in ids.items() if i >= 0}
@@ -599,40 +565,22 @@ def save_sentencepiece_tokenizer(out: Path, spec: dict, model_max_length: int = 
 
 def save_tokenizer(out: Path, spec: dict, tiktoken_file=None, model_max_length: int = 1024):
     """Tokenizer files for a data.py tokenizer spec; returns (bos_id, eos_id) for the model config."""
-    if tokenizer_kind(spec) == "gpt2":
-        return save_gpt2_tokenizer(out, tiktoken_file or spec.get("tiktoken_file"), model_max_length)
-    return save_sentencepiece_tokenizer(out, spec, model_max_length)
+    tok = data.tokenizer_from_spec(spec, tiktoken_file)
+    if tok.kind == "gpt2":
+        return save_gpt2_tokenizer(out, tok.ranks, model_max_length)
+    return save_sentencepiece_tokenizer(out, tok.proto, model_max_length)
 
 
 # ----------------------------------------------------------------------------- export / import
 
-def config_from_dict(d: dict, fill_defaults: bool = False) -> GPTConfig:
-    """GPTConfig from a checkpoint's model_config; missing fields are an error unless fill_defaults."""
-    fields = {f.name: f for f in dataclasses.fields(GPTConfig)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ValueError(f"checkpoint model_config has fields this model.py does not know: {unknown}; "
-                         f"update the repo to the version that wrote the checkpoint")
-    missing = sorted(set(fields) - set(d))
-    if missing and not fill_defaults:
-        defaults = {k: fields[k].default for k in missing}
-        raise ValueError(f"checkpoint model_config lacks fields {missing} (written by an older version); "
-                         f"re-run with --fill-defaults to assume GPTConfig defaults {defaults} "
-                         f"only if that is how the model was trained")
-    return GPTConfig(**d)
-
-
 def load_for_export(ckpt_path, fill_defaults: bool = False) -> tuple[GPT, dict | None]:
     """(model in eval mode, tokenizer spec or None) from a checkpoint file or run directory."""
-    ckpt = load_checkpoint(ckpt_path)
-    cfg_dict = ckpt.get("model_config") or ckpt.get("model_args")
-    if cfg_dict is None or "model" not in ckpt:
-        raise ValueError(f"{ckpt_path} is not a train.py checkpoint (needs 'model_config' and 'model'; "
-                         f"has {sorted(ckpt)})")
-    model = GPT(config_from_dict(dict(cfg_dict), fill_defaults))
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
-    return model.eval(), ckpt.get("tokenizer")
+    ckpt = checkpoint.load_checkpoint(ckpt_path)
+    try:
+        model = checkpoint.model_from_checkpoint(ckpt, fill_defaults)
+    except ValueError as e:
+        raise ValueError(f"{ckpt_path}: {e}") from None
+    return model, ckpt.get("tokenizer")
 
 
 def _spec_of(tokenizer) -> dict | None:
@@ -666,10 +614,9 @@ def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False,
         spec = _spec_of(tokenizer)
     dtype = dtype or model.transformer.wte.weight.dtype
     family = family_of(model.config)
-    # build in a sibling temp dir, then swap in: a failed export never leaves a half-written out_dir
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_path(out) as tmp:  # a failed export never leaves a half-written out_dir
+        tmp.mkdir()
         bos_id, eos_id = save_tokenizer(tmp, spec, tiktoken_file, model.config.block_size) if spec else (None, None)
         if family == REMOTE_FAMILY:
             save_remote(model, tmp, bos_id, eos_id, dtype)
@@ -677,23 +624,7 @@ def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False,
             save_native(model, family, tmp, bos_id, eos_id, dtype)
         if verify:
             verify_export(model, tmp, family)
-        _default_permissions(tmp)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return family
-
-
-def _default_permissions(path: Path) -> None:
-    """mkdtemp makes a private (0700) directory; give the export the usual umask-based modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
-    for f in path.iterdir():
-        f.chmod(0o666 & ~umask)
 
 
 def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -743,6 +674,14 @@ def _config_from_hf(hc: dict) -> GPTConfig:
                      f"supported foreign types: gpt2, llama")
 
 
+def load_pretrained(name_or_dir: str, pad_vocab_multiple: int = 64) -> GPT:
+    """init_from / --init-from: a local transformers directory (export_hf.py's, or a plain GPT-2 / Llama one)
+    through import_hf, else OpenAI GPT-2 weights by hub name (gpt2, gpt2-medium, ...; needs transformers)."""
+    if Path(name_or_dir).is_dir():
+        return import_hf(name_or_dir, pad_vocab_multiple)
+    return GPT.from_pretrained(name_or_dir, pad_vocab_multiple)
+
+
 def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
     """GPT from a directory written by export() (any family) or a plain GPT-2 / Llama transformers dir."""
     path = Path(path)
@@ -750,7 +689,7 @@ def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
         raise FileNotFoundError(f"{path / 'config.json'} not found; pass a directory written by export_hf.py")
     hc = json.loads((path / "config.json").read_text())
     if "nanogpt_config" in hc:
-        c = config_from_dict(hc["nanogpt_config"])
+        c = checkpoint.model_config(hc["nanogpt_config"])
     else:
         c = _config_from_hf(hc)
     if pad_vocab_multiple is not None:

@@ -48,15 +48,18 @@ import os
 import re
 import sys
 import urllib.request
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
+import runtime
+from data import atomic_path
 from model import variable_shape_attention
+from sample import add_model_args, load_model_and_tokenizer
 
 DATA_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 DATA_ENV = "HELLASWAG_FILE"
@@ -89,14 +92,13 @@ def resolve_data_file(data: str | os.PathLike | None = None, cache_dir: Path | N
     path = (cache_dir or default_cache_dir()) / "hellaswag_val.jsonl"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
         print(f"downloading {DATA_URL} -> {path}", file=sys.stderr)
         try:
-            urllib.request.urlretrieve(DATA_URL, tmp)
+            with atomic_path(path) as tmp:
+                urllib.request.urlretrieve(DATA_URL, tmp)
         except OSError as e:
             raise RuntimeError(f"could not download HellaSwag ({e}); pass a local copy with --data FILE "
                                f"or set {DATA_ENV}") from e
-        os.replace(tmp, path)
     return path
 
 
@@ -229,8 +231,7 @@ def score_rows(model, rows: list[Row], device="cpu", autocast_dtype=None) -> lis
         row_ids += [i] * r.n_cont
         pos_ids += range(start, L - 1)
         targets += r.tokens[L - r.n_cont:]
-    ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    with ctx, variable_shape_attention():  # every example has its own length
+    with runtime.autocast(device, autocast_dtype), variable_shape_attention():  # every example has its own length
         logits = forward_logits(model, idx.to(device))
     picked = logits[torch.tensor(row_ids, device=device), torch.tensor(pos_ids, device=device)].float()
     nll = F.cross_entropy(picked, torch.tensor(targets, device=device), reduction="none")
@@ -260,20 +261,6 @@ def shard_indices(n: int, rank: int = 0, world_size: int = 1) -> list[int]:
     return list(range(rank, n, world_size))
 
 
-def _all_reduce_counts(counts: list[int], device) -> list[int]:
-    import torch.distributed as dist
-    t = torch.tensor(counts, dtype=torch.long, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
-
-
-def _all_gather(obj: list) -> list:
-    import torch.distributed as dist
-    parts = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, obj)
-    return [x for part in parts for x in part]
-
-
 def evaluate(model, tokenizer, examples: list[dict] | None = None, style: str = "completion",
              batch_size: int = 8, limit: int | None = None, device="cpu", rank: int = 0,
              world_size: int = 1, data: str | None = None, autocast_dtype=None,
@@ -297,7 +284,6 @@ def evaluate(model, tokenizer, examples: list[dict] | None = None, style: str = 
     preds, n_truncated = [], 0
     bar = None
     if progress and rank == 0:
-        from tqdm import tqdm
         bar = tqdm(total=len(mine), desc=f"hellaswag[{style}]", unit="ex", dynamic_ncols=True)
     try:
         for b in range(0, len(mine), batch_size):
@@ -323,9 +309,9 @@ def evaluate(model, tokenizer, examples: list[dict] | None = None, style: str = 
         model.train(was_training)
     counts = [sum(p["pred"] == p["label"] for p in preds),
               sum(p["pred_norm"] == p["label"] for p in preds), len(preds), n_truncated]
-    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        counts = _all_reduce_counts(counts, device)
-        preds = sorted(_all_gather(preds), key=lambda p: p["index"])
+    if world_size > 1 and runtime.is_distributed():
+        counts = runtime.all_reduce_sum(torch.tensor(counts, dtype=torch.long, device=device)).tolist()
+        preds = sorted((p for part in runtime.gather_object(preds) for p in part), key=lambda p: p["index"])
     correct, correct_norm, total, n_truncated = counts
     return {
         "style": style,
@@ -361,7 +347,6 @@ def format_result(res: dict) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from sample import add_model_args
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -383,9 +368,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from sample import autocast_dtype_for, load_model_and_tokenizer
-    from train import cleanup_distributed, setup_distributed
-    info = setup_distributed(args.device or "auto")  # torchrun: one process group per rank
+    info = runtime.setup_distributed(args.device)  # torchrun: one process group per rank
     rank, world_size, device = info.rank, info.world_size, info.device
     try:
         examples = load_examples(args.data, args.limit)
@@ -397,7 +380,7 @@ def main(argv=None) -> None:
         model = torch.compile(model)
     batch_size = args.batch_size or (1 if torch.device(device).type == "cpu" else 16)
     res = evaluate(model, tokenizer, examples, style=args.style, batch_size=batch_size, device=device,
-                   rank=rank, world_size=world_size, autocast_dtype=autocast_dtype_for(device, args.dtype),
+                   rank=rank, world_size=world_size, autocast_dtype=runtime.autocast_dtype(device, args.dtype),
                    progress=not args.quiet)
     if rank == 0:
         print(format_result(res))
@@ -407,7 +390,7 @@ def main(argv=None) -> None:
         if args.out:
             Path(args.out).write_text(json.dumps(res, indent=1))
             print(f"  wrote {args.out}")
-    cleanup_distributed()
+    runtime.cleanup_distributed()
 
 
 if __name__ == "__main__":

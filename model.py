@@ -19,20 +19,17 @@ weights), LayerNorm, tied input/output embeddings, init std 0.02 with residual p
 - parallel_residual: GPT-J (Wang & Komatsuzaki 2021) / GPT-NeoX (Black et al. 2022, arXiv:2204.06745):
                     x + attn(ln(x)) + mlp(ln(x)) with one shared norm per block.
 - qk_norm:          RMSNorm on queries and keys per head (Dehghani et al. 2023, arXiv:2302.05442).
-- flops_per_token / estimate_mfu: PaLM appendix B (Chowdhery et al. 2022, arXiv:2204.02311).
+- flops_per_token:  PaLM appendix B (Chowdhery et al. 2022, arXiv:2204.02311).
 
 Attention runs through F.scaled_dot_product_attention. Sequences longer than block_size are allowed
 for rope, alibi and none (length extrapolation); learned positions raise an error instead.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import math
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -43,31 +40,29 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 POS_EMBS = ("learned", "rope", "alibi", "none")
 MLPS = ("gelu", "swiglu", "relu2")
 NORMS = ("layernorm", "rmsnorm")
-# SDPA grew `enable_gqa` in torch 2.5; without it GQA falls back to a broadcast (no repeated copy).
-SDPA_HAS_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
 
 
 @dataclass
 class GPTConfig:
     """Architecture of a GPT. Defaults are GPT-2 small (124M) with the vocabulary padded to 50304."""
-    block_size: int = 1024
-    vocab_size: int = 50257           # the tokenizer's real vocabulary
+    block_size: int = 1024            # context length (tokens)
+    vocab_size: int = 50257           # the tokenizer's real vocabulary: must equal meta.json's tokenizer
     pad_vocab_multiple: int = 64      # embedding/lm_head rows rounded up to this (1 = no padding)
     n_layer: int = 12
     n_head: int = 12
-    n_kv_head: int | None = None      # None -> n_head; 1 = multi-query
+    n_kv_head: int | None = None      # None = n_head (multi-head); fewer = grouped-query; 1 = multi-query
     n_embd: int = 768
     pos_emb: str = "learned"          # learned | rope | alibi | none
     rope_theta: float = 10000.0
     mlp: str = "gelu"                 # gelu | swiglu | relu2
-    mlp_hidden: int | None = None     # None -> 4*n_embd (swiglu: 2/3 of that, rounded up to mult of 64)
+    mlp_hidden: int | None = None     # None = 4*n_embd (swiglu: 2/3 of that, rounded up to a multiple of 64)
     norm: str = "layernorm"           # layernorm | rmsnorm
     norm_eps: float = 1e-5
-    parallel_residual: bool = False
-    tie_embeddings: bool = True
-    bias: bool = True
+    parallel_residual: bool = False   # GPT-J style x + attn(ln(x)) + mlp(ln(x))
+    tie_embeddings: bool = True       # lm_head shares the token embedding
+    bias: bool = True                 # biases in Linear layers and LayerNorms
     dropout: float = 0.0
-    qk_norm: bool = False
+    qk_norm: bool = False             # RMSNorm on queries and keys per head
 
     def __post_init__(self) -> None:
         for name, valid in (("pos_emb", POS_EMBS), ("mlp", MLPS), ("norm", NORMS)):
@@ -252,18 +247,8 @@ class CausalSelfAttention(nn.Module):
         elif Tq > 1:                                                 # chunk of queries after a cached prefix
             mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
         p = self.dropout if self.training else 0.0
-        if self.n_kv_head == self.n_head:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-        if SDPA_HAS_GQA:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal,
-                                                  enable_gqa=True)
-        B, H, _, hd = q.shape                                        # broadcast K/V over the group dim
-        g = H // self.n_kv_head
-        q5 = q.view(B, self.n_kv_head, g, Tq, hd)
-        mask5 = mask.reshape(self.n_kv_head, g, Tq, Tk) if mask is not None and mask.dim() == 3 else mask
-        y = F.scaled_dot_product_attention(q5, k.unsqueeze(2), v.unsqueeze(2), attn_mask=mask5,
-                                           dropout_p=p, is_causal=causal)
-        return y.reshape(B, H, Tq, hd)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal,
+                                              enable_gqa=self.n_kv_head != self.n_head)
 
 
 class MLP(nn.Module):
@@ -620,10 +605,6 @@ class GPT(nn.Module):
         matmul = c.n_layer * (attn + mlp) + c.n_embd * c.padded_vocab_size
         return 6 * matmul + 12 * c.n_layer * c.n_head * c.head_dim * T
 
-    def estimate_mfu(self, tokens_per_sec: float, peak_flops: float, seq_len: int | None = None) -> float:
-        """Model FLOPs utilisation: achieved training FLOP/s over the hardware's peak_flops."""
-        return self.flops_per_token(seq_len) * tokens_per_sec / peak_flops
-
     # -- optimisation
 
     def param_groups(self, weight_decay: float) -> list[dict]:
@@ -642,11 +623,8 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_type: str = "gpt2", pad_vocab_multiple: int = 64) -> GPT:
-        """OpenAI GPT-2 weights ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" or a hub path) via transformers,
-        or a local directory written by export_hf.py (or a plain transformers GPT-2 / Llama directory)."""
-        if Path(model_type).is_dir():
-            from export_hf import import_hf
-            return import_hf(model_type, pad_vocab_multiple)
+        """OpenAI GPT-2 weights ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" or a hub path) via transformers.
+        A local directory written by export_hf.py loads with export_hf.import_hf."""
         from transformers import GPT2LMHeadModel  # optional dependency, downloads on first use
         return cls.from_hf_gpt2(GPT2LMHeadModel.from_pretrained(model_type), pad_vocab_multiple)
 
@@ -673,19 +651,6 @@ class GPT(nn.Module):
                     dst[key].copy_(value)
         return model
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> GPT:
-        """Rebuild a model from a train.py checkpoint file (or a run directory: its newest ckpt_*.pt)."""
-        return cls.from_checkpoint_dict(load_checkpoint(path, map_location=device)).to(device)
-
-    @classmethod
-    def from_checkpoint_dict(cls, ckpt: dict) -> GPT:
-        """Rebuild a model from an already loaded checkpoint dict (its "model_config" and "model")."""
-        model = cls(GPTConfig(**ckpt["model_config"]))
-        state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
-        model.load_state_dict(state)
-        return model
-
 
 @functools.lru_cache(maxsize=None)
 def fused_adamw_available(device_type: str) -> bool:
@@ -701,23 +666,3 @@ def fused_adamw_available(device_type: str) -> bool:
         return True
     except (RuntimeError, NotImplementedError):
         return False
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as is; a directory -> its ckpt_*.pt with the highest step number."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a ckpt_*.pt file or a training out_dir")
-    found = [(int(m.group(1)), p) for p in path.glob("ckpt_*.pt") if (m := re.fullmatch(r"ckpt_(\d+)\.pt", p.name))]
-    if not found:
-        raise FileNotFoundError(f"no ckpt_*.pt files in {path}; train first (train.py writes them to out_dir) "
-                                f"or pass a checkpoint file such as {path / 'best.pt'}")
-    return max(found)[1]
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """torch.load a checkpoint (resolving directories). It holds pickled configs and RNG state, so
-    weights_only=False: only load checkpoints you trust."""
-    return torch.load(resolve_checkpoint(path), map_location=map_location, weights_only=False)

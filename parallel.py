@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import shutil
 import sys
 import warnings
@@ -37,32 +36,13 @@ import torch.nn as nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint as recompute
 
-PARALLELISMS = ("ddp", "fsdp")
-ACTIVATION_CHECKPOINTING = ("none", "block")
+import checkpoint
+from model import GPT, GPTConfig
+
 COMPLETE = "COMPLETE"   # marker file: present only in fully written sharded checkpoints
 META = "meta.pt"        # everything except model/optimizer tensors (written by rank 0)
-
-
-# ----------------------------------------------------------------------------- config checks
-
-def check_parallel_config(parallelism: str, activation_checkpointing: str, optimizer: str, dtype: str) -> None:
-    """Raise ValueError for settings that cannot work together (before any work is done)."""
-    if parallelism not in PARALLELISMS:
-        raise ValueError(f"parallelism={parallelism!r} is not one of {', '.join(PARALLELISMS)}")
-    if activation_checkpointing not in ACTIVATION_CHECKPOINTING:
-        raise ValueError(f"activation_checkpointing={activation_checkpointing!r} is not one of "
-                         f"{', '.join(ACTIVATION_CHECKPOINTING)}")
-    if parallelism != "fsdp":
-        return
-    if optimizer == "adamw8bit":
-        raise ValueError("optimizer=adamw8bit (bitsandbytes) keeps its 8-bit states per full tensor and does not "
-                         "accept FSDP's sharded DTensor parameters; use --optimizer=adamw (or muon) with "
-                         "--parallelism=fsdp, or adamw8bit with --parallelism=ddp")
-    if dtype == "float16":
-        raise ValueError("parallelism=fsdp supports dtype bfloat16 or float32 (float16 needs a GradScaler that "
-                         "handles sharded gradients); use --dtype=bfloat16")
 
 
 # ----------------------------------------------------------------------------- activation checkpointing
@@ -72,7 +52,7 @@ def _checkpointed(forward, *args, **kwargs):
     The RNG state is saved and restored for the recomputation, so dropout masks match."""
     if not torch.is_grad_enabled():
         return forward(*args, **kwargs)
-    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return recompute(forward, *args, use_reentrant=False, **kwargs)
 
 
 def apply_activation_checkpointing(model: nn.Module) -> None:
@@ -155,9 +135,7 @@ def _single_process_ok():
 
 def sharded_dirs(out_dir: str | Path) -> list[Path]:
     """Complete sharded checkpoints in out_dir (ckpt_NNNNNNN/ with the COMPLETE marker), oldest first."""
-    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("ckpt_*")
-             if p.is_dir() and (m := re.fullmatch(r"ckpt_(\d+)", p.name)) and (p / COMPLETE).exists()]
-    return [p for _, p in sorted(found)]
+    return [p for p in checkpoint.list_checkpoints(out_dir, sharded=True) if (p / COMPLETE).exists()]
 
 
 def is_sharded_checkpoint(path: str | Path) -> bool:
@@ -181,7 +159,7 @@ def save_sharded(out_dir: str | Path, step: int, model: nn.Module, optimizers: l
     """Every rank calls this. Writes OUT/ckpt_{step:07d}/ (DCP shards + meta.pt + COMPLETE), atomically;
     keeps the newest keep_last complete ones. meta: picklable, written by rank 0."""
     out_dir = Path(out_dir)
-    final = out_dir / f"ckpt_{step:07d}"
+    final = checkpoint.checkpoint_path(out_dir, step, sharded=True)
     tmp = out_dir / f".tmp_ckpt_{step:07d}"
     if _rank() == 0:
         for debris in out_dir.glob(".tmp_ckpt_*"):  # left by earlier saves that were killed
@@ -197,8 +175,7 @@ def save_sharded(out_dir: str | Path, step: int, model: nn.Module, optimizers: l
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in sharded_dirs(out_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        checkpoint.prune_checkpoints(out_dir, keep_last, sharded=True)
     _barrier()
     return final
 
@@ -218,7 +195,6 @@ def load_sharded(path: str | Path, model: nn.Module, optimizers: list) -> dict:
 def consolidate(sharded_dir: str | Path, out_file: str | Path) -> Path:
     """Write the single-file checkpoint (contract format; "optimizer" None) of a sharded checkpoint.
     One process, no torch.distributed needed; peak memory about one copy of the model."""
-    from model import GPT, GPTConfig  # local: parallel.py itself does not depend on the model
     src = resolve_sharded(sharded_dir)
     meta = torch.load(src / META, map_location="cpu", weights_only=False)
     with torch.device("meta"):
@@ -231,12 +207,7 @@ def consolidate(sharded_dir: str | Path, out_file: str | Path) -> Path:
     ckpt.update(model=state["model"], optimizer=None, consolidated_from=str(src))
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f".{out_file.name}.tmp{os.getpid()}")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, out_file)
-    finally:
-        tmp.unlink(missing_ok=True)
+    checkpoint.atomic_save(ckpt, out_file)
     return out_file
 
 

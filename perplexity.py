@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 
 import data as datalib
-from model import GPT, load_checkpoint
-from sample import autocast_dtype_for
+import runtime
+import sample
+from model import GPT
 
 
 @dataclass
@@ -95,8 +96,7 @@ def sliding_nll(model: GPT, tokens: torch.Tensor, ctx: int, stride: int, batch_t
     model.eval()
     for x, y in window_batches(tokens, starts, first, length, batch_size):
         x, y = x.to(device), y.to(device)
-        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
-                            enabled=autocast_dtype is not None):
+        with runtime.autocast(device, autocast_dtype):
             logits, _ = model(x)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
         count += int((y >= 0).sum())
@@ -139,19 +139,10 @@ def shard_tokens(data_dir: Path, split: str, max_tokens: int | None) -> torch.Te
     return torch.from_numpy(np.concatenate(parts))
 
 
-def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, dict]:
-    """(model in eval mode, checkpoint dict without its weights and optimizer state)."""
-    ckpt = load_checkpoint(path, map_location="cpu")
-    model = GPT.from_checkpoint_dict(ckpt)
-    for heavy in ("model", "optimizer"):
-        ckpt.pop(heavy, None)
-    return model.to(device).eval(), ckpt
-
-
-def checkpoint_tokenizer(ckpt: dict, data: Path, tiktoken_file: str | None = None):
-    """The checkpoint's tokenizer; else the shard directory's (meta.json); else None."""
-    if ckpt.get("tokenizer"):
-        return datalib.tokenizer_from_spec(ckpt["tokenizer"], tiktoken_file)
+def checkpoint_tokenizer(spec: dict | None, data: Path, tiktoken_file: str | None = None):
+    """The checkpoint's tokenizer (its spec); else the shard directory's (meta.json); else None."""
+    if spec:
+        return datalib.tokenizer_from_spec(spec, tiktoken_file)
     if data.is_dir():
         return datalib.load_tokenizer_for(data, tiktoken_file)
     return None
@@ -212,7 +203,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stride-frac", type=float, default=0.5, help="stride as a fraction of ctx if no --stride")
     p.add_argument("--max-tokens", type=int, default=None, help="only the first N tokens of the data")
     p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per forward pass (memory knob)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda, else mps, else cpu)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="autocast dtype (auto: bf16 on CUDA that has it, else fp32)")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -227,12 +218,13 @@ def main(argv=None) -> list[Result]:
     if not data.exists():
         raise SystemExit(f"error: --data {data} does not exist")
     results = []
+    device = runtime.pick_device(args.device)
     for path in args.checkpoints:
-        model, ckpt = load_model(path, args.device)
-        tokenizer = checkpoint_tokenizer(ckpt, data, args.tiktoken_file)
-        results += evaluate(model, tokenizer, data, ctxs, args.stride, args.stride_frac, args.split,
-                            args.max_tokens, args.batch_tokens, args.device,
-                            autocast_dtype_for(args.device, None if args.dtype == "auto" else args.dtype), str(path), args.tiktoken_file)
+        model, spec = sample.load_model(path)
+        tokenizer = checkpoint_tokenizer(spec, data, args.tiktoken_file)
+        results += evaluate(model.to(device), tokenizer, data, ctxs, args.stride, args.stride_frac, args.split,
+                            args.max_tokens, args.batch_tokens, device, runtime.autocast_dtype(device, args.dtype),
+                            str(path), args.tiktoken_file)
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))

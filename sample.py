@@ -18,57 +18,55 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 import torch
 
+import checkpoint
+import data
+import export_hf
+import runtime
+from model import GPT
+
 # -----------------------------------------------------------------------------
-# loading
+# loading (shared by sample.py, hellaswag.py and perplexity.py)
+
+
+def load_model(ckpt: str | None = None, init_from: str | None = None) -> tuple[GPT, dict | None]:
+    """(model in eval mode on the CPU, tokenizer spec or None) from a checkpoint file or run directory
+    (`ckpt`), or from `init_from`: an export_hf.py directory or OpenAI GPT-2 weights by name."""
+    if (ckpt is None) == (init_from is None):
+        raise ValueError("give exactly one of --ckpt or --init-from")
+    if init_from is not None:
+        return export_hf.load_pretrained(init_from).eval(), None
+    path = checkpoint.resolve_checkpoint(ckpt)  # FileNotFoundError naming the path and the fix
+    try:
+        loaded = checkpoint.load_checkpoint(path)  # read once: weights and tokenizer spec
+        model = checkpoint.model_from_checkpoint(loaded)
+    except Exception as e:  # unpickling errors, truncated files, wrong keys: one clear message
+        raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    return model, loaded.get("tokenizer")
 
 
 def load_model_and_tokenizer(ckpt: str | None = None, init_from: str | None = None, device="cpu",
                              tiktoken_file: str | None = None):
-    """(model in eval mode on `device`, tokenizer) from a checkpoint file/run dir or HF GPT-2 weights."""
-    from model import GPT, load_checkpoint, resolve_checkpoint
-    import data
-    if (ckpt is None) == (init_from is None):
-        raise ValueError("give exactly one of --ckpt or --init-from")
-    if init_from is not None:
-        model = GPT.from_pretrained(init_from)
+    """(model in eval mode on `device`, tokenizer): load_model, then the checkpoint's own tokenizer (GPT-2's
+    for OpenAI weights and for old checkpoints without a spec)."""
+    model, spec = load_model(ckpt, init_from)
+    if spec is not None:
+        tokenizer = data.tokenizer_from_spec(spec, tiktoken_file)
+    elif init_from is not None or model.config.vocab_size == data.GPT2_VOCAB:
+        if ckpt is not None:
+            print(f"note: {ckpt} has no tokenizer spec; using the GPT-2 tokenizer", file=sys.stderr)
         tokenizer = data.gpt2_tokenizer(tiktoken_file)
     else:
-        path = resolve_checkpoint(ckpt)  # FileNotFoundError naming the path and the fix
-        try:
-            ckpt = load_checkpoint(path, map_location="cpu")  # read once: weights and tokenizer spec
-            spec = ckpt.get("tokenizer") if isinstance(ckpt, dict) else None
-            model = GPT.from_checkpoint_dict(ckpt)
-        except Exception as e:  # unpickling errors, truncated files, wrong keys: one clear message
-            raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
-        if spec is None:
-            if model.config.vocab_size != 50257:
-                raise RuntimeError(f"checkpoint {path} has no tokenizer spec and vocab_size "
-                                   f"{model.config.vocab_size} is not GPT-2's")
-            print(f"note: {path} has no tokenizer spec; using the GPT-2 tokenizer", file=sys.stderr)
-            tokenizer = data.gpt2_tokenizer(tiktoken_file)
-        else:
-            tokenizer = data.tokenizer_from_spec(spec, tiktoken_file)
+        raise RuntimeError(f"checkpoint {ckpt} has no tokenizer spec and vocab_size {model.config.vocab_size} "
+                           f"is not GPT-2's")
     if tokenizer.vocab_size > model.config.vocab_size:
         raise RuntimeError(f"tokenizer vocab {tokenizer.vocab_size} > model vocab {model.config.vocab_size}")
-    model.to(device).eval()
-    return model, tokenizer
-
-
-def autocast_dtype_for(device, dtype: str | None) -> torch.dtype | None:
-    """Autocast dtype for a --dtype choice (None = auto, train.py's rule; float32 = no autocast)."""
-    from train import resolve_dtype
-    device = torch.device(device)
-    name = resolve_dtype(dtype or "auto", device.type)
-    if name == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("this GPU has no bfloat16; use --dtype float16")
-    return None if name == "float32" else getattr(torch, name)
+    return model.to(device).eval(), tokenizer
 
 
 # -----------------------------------------------------------------------------
@@ -188,9 +186,8 @@ def generate_one(model, tokenizer, prompt_ids: list[int], cfg: SampleConfig, gen
     stop = stop_id(tokenizer, cfg)
     kwargs = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, stop_token=stop,
                   use_cache=cfg.use_cache, generator=generator)
-    ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
     t0 = time.perf_counter()
-    with ctx, torch.no_grad():
+    with runtime.autocast(device, autocast_dtype), torch.no_grad():
         if cfg.stream:
             decoder = StreamDecoder(tokenizer, prompt_ids[hide:])
             if out is not None:
@@ -210,8 +207,7 @@ def generate_one(model, tokenizer, prompt_ids: list[int], cfg: SampleConfig, gen
                 out.write(decoder.flush())
         else:
             new_ids = model.generate(idx, cfg.max_new_tokens, **kwargs)[0, len(prompt_ids):].tolist()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    runtime.synchronize(device)
     seconds = time.perf_counter() - t0
     if stop is not None and stop in new_ids:
         new_ids = new_ids[:new_ids.index(stop)]
@@ -265,8 +261,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """Where the model comes from and how it runs; shared by sample.py and hellaswag.py."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint file, or run directory (newest ckpt_*.pt)")
-    src.add_argument("--init-from", help="Hugging Face GPT-2 weights: gpt2, gpt2-medium, ...")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    src.add_argument("--init-from", help="an export_hf.py directory, or OpenAI GPT-2 weights: gpt2, gpt2-medium, ...")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda, else mps, else cpu)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="autocast dtype (default: bfloat16 on CUDA when supported, else float32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -305,14 +301,14 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
 def main(argv=None, out: TextIO | None = None) -> list[Sample]:
     args = parse_args(argv)
     out = sys.stdout if out is None else out
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = runtime.pick_device(args.device)
     cfg = config_from_args(args)
     try:
         model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
                                                     tiktoken_file=args.tiktoken_file)
         text = read_prompt(args.prompt, args.prompt_file)
         prompt_ids, dropped = encode_prompt(tokenizer, text, prompt_window(model))
-        autocast_dtype = autocast_dtype_for(device, args.dtype)
+        autocast_dtype = runtime.autocast_dtype(device, args.dtype)
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"sample.py: error: {e}")
     if dropped:

@@ -5,7 +5,6 @@ time and the toggles' speed differences show. About a minute per variant on a 2-
     python prepare_data.py shakespeare --input ../shared/data/tinyshakespeare.txt --tokenizer sentencepiece --vocab-size 2048 --out data/shakespeare_sp
     python bench.py --ablate configs/ablation.py --tokens 500000 --out-dir out/ablate
 """
-from configs.base import *  # noqa: F401,F403
 
 data_dir = "data/shakespeare_sp"
 out_dir = "out/ablation"

@@ -9,10 +9,9 @@ Published setup: 12 x 768, 12 heads, learned positions, GELU, LayerNorm, tied em
 50257 -> 50304; 524,288 tokens per step (gradient accumulation), 19,073 steps, AdamW (0.9, 0.95, 1e-8,
 fused on CUDA), weight decay 0.1, grad clip 1.0, lr 6e-4 with 715 warmup steps, cosine to 10%; bf16
 autocast, TF32, torch.compile, flash attention; HellaSwag during training. The model and optimizer
-defaults of configs/base.py are exactly this recipe; this file sets the data and the run.
+defaults (config.py) are exactly this recipe; this file sets the data and the run.
 Parameters: 124,475,904 with the padded 50304-row embedding (124,439,808 with 50257 rows).
 """
-from configs.base import *  # noqa: F401,F403
 
 data_dir = "data/fineweb_edu10B"
 out_dir = "out/gpt2_124m"

@@ -11,7 +11,6 @@ one shared norm, no dropout; 1024 x 512 tokens per step, 51,000 steps (~26B toke
 Parameters: 127,078,400 (tied embedding padded to 50304 rows, counted once).
 Length extrapolation: `python perplexity.py out/gpt_star_127m --data data/openwebtext --ctx 512,1024,2048,4096`.
 """
-from configs.base import *  # noqa: F401,F403
 
 data_dir = "data/openwebtext"
 out_dir = "out/gpt_star_127m"

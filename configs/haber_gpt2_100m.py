@@ -11,7 +11,6 @@ tied embeddings, seq 512; AdamW (0.9, 0.95), lr 1.8e-3, 2000 warmup steps, cosin
 loss scaling (dtype=auto picks fp16 + GradScaler on GPUs without bf16, bf16 elsewhere).
 Parameters (our count): 96,666,624 (tied 8192 x 512 embedding counted once); the seed reports ~108M.
 """
-from configs.base import *  # noqa: F401,F403
 
 data_dir = "data/news_tr"
 out_dir = "out/haber_gpt2_100m"

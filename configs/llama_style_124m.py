@@ -11,7 +11,6 @@ AdamW (0.9, 0.95, 1e-8), lr 1.2e-3, 715 warmup steps from 10% of the peak, cosin
 steps, weight decay 0.1, bf16 autocast (TF32 matmuls), torch.compile; 1x A100. The lowest-val-loss
 checkpoint (best.pt) is the one kept. Reported HellaSwag acc_norm 30.78%.
 """
-from configs.base import *  # noqa: F401,F403
 
 data_dir = "data/fineweb10B"
 out_dir = "out/llama_style_124m"

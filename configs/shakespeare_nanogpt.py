@@ -11,7 +11,6 @@ vocab padded to 50304, no biases: nanoGPT's train.py default). Same data here, s
 
 Measured on the 2-core CPU of this repo's development machine: see docs/benchmarks.md.
 """
-from configs.base import *  # noqa: F401,F403
 
 data_dir = "data/shakespeare"
 out_dir = "out/shakespeare_nanogpt"

@@ -3,7 +3,6 @@
     python prepare_data.py shakespeare --tokenizer gpt2 --out data/shakespeare
     python train.py configs/shakespeare_tiny.py
 """
-from configs.base import *  # noqa: F401,F403
 
 data_dir = "data/shakespeare"
 out_dir = "out/shakespeare_tiny"

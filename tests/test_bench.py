@@ -8,7 +8,9 @@ import pytest
 from conftest import write_token_dataset
 
 import bench
+import config
 import data as datalib
+import runtime
 import train
 
 TINY = ["--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=32", "--batch_size=4", "--total_batch_size=0",
@@ -29,7 +31,7 @@ def shards(tmp_path_factory, shared_data) -> tuple[Path, int]:
 
 def test_speed_synthetic_and_real(shards):
     data_dir, vocab = shards
-    cfg = train.load_config(None, TINY + [f"--vocab_size={vocab}", f"--data_dir={data_dir}"])
+    cfg = config.load_config(None, TINY + [f"--vocab_size={vocab}", f"--data_dir={data_dir}"])
     for real in (False, True):
         r = bench.bench_speed(cfg, steps=2, warmup=1, real_data=real, sample_tokens=8)
         assert r.ms_per_step > 0 and r.tokens_per_s == pytest.approx(4 * 16 / (r.ms_per_step / 1000))
@@ -40,14 +42,14 @@ def test_speed_synthetic_and_real(shards):
 
 
 def test_mfu_uses_the_shared_peak_table():
-    """One peak table, in train.py (bench imports it); it knows the devices the seeds used."""
-    names = [name for name, _ in train.PEAK_FLOPS]
+    """One peak table, in runtime.py (train and bench use it); it knows the devices the seeds used."""
+    names = [name for name, _ in runtime.PEAK_FLOPS]
     for gpu in ("A100", "H100", "H200", "L4", "T4", "4090"):
         assert gpu in names
-    flops, source = train.peak_flops("cpu", "float32")
+    flops, source = runtime.peak_flops("cpu", "float32")
     assert flops > 0 and "CPU" in source
-    bf16, _ = train.peak_flops("cpu", "bfloat16")        # AVX512_BF16 / AMX double the matmul rate
-    assert bf16 == (2 * flops if train.cpu_has_bf16_dot() else flops)
+    bf16, _ = runtime.peak_flops("cpu", "bfloat16")        # AVX512_BF16 / AMX double the matmul rate
+    assert bf16 == (2 * flops if runtime.cpu_has_bf16_dot() else flops)
 
 
 def test_cli_profile_and_json(tmp_path, capsys, shards):
@@ -109,7 +111,7 @@ def test_ablation_variants_cover_the_seed_claims():
     for toggle in ("rope", "alibi", "swiglu", "relu2", "rmsnorm", "parallel residual", "gqa 2", "gqa 4"):
         assert toggle in names
     for _, overrides in bench.ablation_variants(4):
-        train.load_config(None, bench.BASELINE_KEYS + overrides)                # every variant is valid
+        config.load_config(None, bench.BASELINE_KEYS + overrides)                # every variant is valid
 
 
 def test_ablate_writes_table_and_plot(tmp_path, shards, capsys):

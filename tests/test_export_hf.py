@@ -79,8 +79,8 @@ def test_export_logits_generate_and_import(tmp_path, case, toggles, hf_class):
         back = E.import_hf(tmp_path / "hf")
         assert back.config == model.config
         assert (back(idx)[0] - ours).abs().max().item() < ATOL
-        via_model = GPT.from_pretrained(str(tmp_path / "hf"), model.config.pad_vocab_multiple)
-        assert (via_model(idx)[0] - ours).abs().max().item() < ATOL
+        via_init_from = E.load_pretrained(str(tmp_path / "hf"), model.config.pad_vocab_multiple)  # --init_from=DIR
+        assert (via_init_from(idx)[0] - ours).abs().max().item() < ATOL
 
 
 def test_falcon_is_not_used_for_alibi():

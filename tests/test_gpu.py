@@ -10,7 +10,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import bench
 import train
-from model import GPT, GPTConfig, load_checkpoint, resolve_checkpoint
+from checkpoint import load_checkpoint, resolve_checkpoint
+from model import GPT, GPTConfig
 from test_train import rows, tiny
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -18,6 +18,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import checkpoint
+import config
 import parallel
 from model import GPT, GPTConfig
 
@@ -249,7 +251,7 @@ def test_consolidated_checkpoint_gives_same_logits(sharded_run, tmp_path):
     assert r.returncode == 0, r.stderr
     ckpt = torch.load(out, weights_only=False)
     assert ckpt["step"] == 2 and ckpt["optimizer"] is None and ckpt["model_config"] == CFG
-    model = GPT.from_checkpoint(out)
+    model = checkpoint.load_model(out)
     ref = make_model()
     ref.load_state_dict(res["at_save"])
     x = global_batches(1, 1)[0, 0, :, :-1]
@@ -293,24 +295,27 @@ def test_kill_during_sharded_save_leaves_previous_checkpoint(tmp_path):
     assert parallel.resolve_sharded(tmp_path).name == "ckpt_0000003"  # ...and ignored by readers
     model = make_model()
     assert parallel.load_sharded(tmp_path, model, [torch.optim.AdamW(model.parameters())])["step"] == 3
-    assert GPT.from_checkpoint(parallel.consolidate(tmp_path, tmp_path / "c.pt")) is not None
+    assert checkpoint.load_model(parallel.consolidate(tmp_path, tmp_path / "c.pt")) is not None
     opt = torch.optim.AdamW(model.parameters())
     parallel.save_sharded(tmp_path, 5, model, [opt], {"model_config": CFG, "step": 5}, 2)  # clears debris
     assert not list(tmp_path.glob(".tmp_*"))
     assert [p.name for p in parallel.sharded_dirs(tmp_path)] == ["ckpt_0000003", "ckpt_0000005"]
 
 
-def test_check_parallel_config_rejects_impossible_combinations():
-    parallel.check_parallel_config("fsdp", "block", "muon", "bfloat16")
-    parallel.check_parallel_config("ddp", "none", "adamw8bit", "float16")
-    with pytest.raises(ValueError, match="adamw8bit"):
-        parallel.check_parallel_config("fsdp", "none", "adamw8bit", "bfloat16")
-    with pytest.raises(ValueError, match="float16"):
-        parallel.check_parallel_config("fsdp", "none", "adamw", "float16")
-    with pytest.raises(ValueError, match="parallelism"):
-        parallel.check_parallel_config("zero3", "none", "adamw", "float32")
-    with pytest.raises(ValueError, match="activation_checkpointing"):
-        parallel.check_parallel_config("ddp", "full", "adamw", "float32")
+def test_config_rejects_impossible_parallel_combinations():
+    def check(parallelism, ac, optimizer, dtype):
+        config.load_config(None, [f"--parallelism={parallelism}", f"--activation_checkpointing={ac}",
+                                  f"--optimizer={optimizer}", f"--dtype={dtype}"])
+    check("fsdp", "block", "muon", "bfloat16")
+    check("ddp", "none", "adamw8bit", "float16")
+    with pytest.raises(config.ConfigError, match="adamw8bit"):
+        check("fsdp", "none", "adamw8bit", "bfloat16")
+    with pytest.raises(config.ConfigError, match="float16"):
+        check("fsdp", "none", "adamw", "float16")
+    with pytest.raises(config.ConfigError, match="parallelism"):
+        check("zero3", "none", "adamw", "float32")
+    with pytest.raises(config.ConfigError, match="activation_checkpointing"):
+        check("ddp", "full", "adamw", "float32")
 
 
 # ----------------------------------------------------------------------------- train.py wiring
@@ -336,7 +341,7 @@ def test_train_fsdp_two_ranks_then_resume_on_one(char_data, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "sample:" in r.stdout
     assert [p.name for p in parallel.sharded_dirs(out)] == ["ckpt_0000004"]  # keep_last=1 dropped step 2
-    model = GPT.from_checkpoint(out)  # the consolidated ckpt_0000004.pt
+    model = checkpoint.load_model(out)  # the consolidated ckpt_0000004.pt
     assert model.config.n_layer == 2 and torch.load(out / "ckpt_0000004.pt", weights_only=False)["step"] == 4
     r = subprocess.run([sys.executable, "train.py"] + train_args(char_data, out, max_iters=6, total_batch_size=0)
                        + ["--resume"], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
@@ -349,10 +354,9 @@ def test_compiled_fsdp_matches_eager_fsdp_and_ddp(char_data):
     """compile=True with FSDP2 on 2 Gloo ranks (bench.py --memory's workers wrap the model as train.py does):
     the same steps on the same batches reach the same loss as eager FSDP and DDP."""
     import bench
-    import train
     args = ["--device=cpu", "--dtype=float32", f"--data_dir={char_data}", "--vocab_size=128", "--block_size=16",
             "--n_layer=2", "--n_head=2", "--n_embd=32", "--batch_size=2", "--total_batch_size=0"]
-    eager = bench.bench_memory(train.load_config(None, args), 2, "ddp:none,fsdp:none", steps=2, warmup=1)
-    compiled = bench.bench_memory(train.load_config(None, args + ["--compile=True"]), 2, "fsdp:none", steps=2, warmup=1)
+    eager = bench.bench_memory(config.load_config(None, args), 2, "ddp:none,fsdp:none", steps=2, warmup=1)
+    compiled = bench.bench_memory(config.load_config(None, args + ["--compile=True"]), 2, "fsdp:none", steps=2, warmup=1)
     losses = [r["loss"] for r in eager + compiled]
     assert losses == pytest.approx([losses[0]] * 3, rel=1e-4)

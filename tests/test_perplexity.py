@@ -7,9 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import config
 import data as datalib
 import perplexity
+import sample
 import train
+from checkpoint import load_checkpoint
 from model import GPT, GPTConfig
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -60,13 +63,14 @@ def test_equals_training_loop_val_loss(tmp_path, shared_data, gpt2_tok):
     T, B, eval_iters = 32, 4, 4
     n_val = B * eval_iters * T + 1                       # exactly 16 non-overlapping windows
     data_dir = write_dir(tmp_path / "data", ids[:n_val], ids[n_val:], gpt2_tok.spec())
-    cfg = train.load_config(None, [f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'run'}", "--device=cpu",
+    cfg = config.load_config(None, [f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'run'}", "--device=cpu",
                                    f"--block_size={T}", "--n_layer=2", "--n_head=2", "--n_embd=32",
                                    f"--batch_size={B}", "--total_batch_size=0", "--max_iters=3",
                                    "--warmup_iters=1", "--learning_rate=1e-3", "--eval_interval=3",
                                    f"--eval_iters={eval_iters}", "--sample_tokens=0", "--log_interval=1"])
     train.train(cfg)
-    model, ckpt = perplexity.load_model(tmp_path / "run")
+    model, _ = sample.load_model(tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run")
     (res,) = perplexity.evaluate(model, gpt2_tok, data_dir, [T], stride=T)
     assert res.tokens == n_val - 1
     assert res.loss == pytest.approx(ckpt["val_loss"], rel=1e-5)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import config
 import data as datalib
 import train
 from model import GPT
@@ -19,11 +20,11 @@ TOGGLES = ["pos_emb", "mlp", "norm", "parallel_residual", "tie_embeddings", "bia
 
 
 
-def config(name: str, *overrides: str) -> train.TrainConfig:
-    return train.load_config(REPO / "configs" / f"{name}.py", list(overrides))
+def preset(name: str, *overrides: str) -> config.TrainConfig:
+    return config.load_config(REPO / "configs" / f"{name}.py", list(overrides))
 
 
-def meta_model(cfg: train.TrainConfig) -> GPT:
+def meta_model(cfg: config.TrainConfig) -> GPT:
     """The model on the meta device: full-size presets cost no memory or init time."""
     with torch.device("meta"):
         return GPT(cfg.model)
@@ -37,7 +38,7 @@ def test_preset_names_its_data_command(name):
 
 
 def test_gpt2_124m_parameter_count():
-    cfg = config("gpt2_124m")
+    cfg = preset("gpt2_124m")
     model = meta_model(cfg)
     assert cfg.model.padded_vocab_size == 50304
     assert model.num_params(non_embedding=False) == 124_475_904            # padded embedding, tied
@@ -47,7 +48,7 @@ def test_gpt2_124m_parameter_count():
 
 def test_gpt_star_127m_parameter_count():
     """All parameters, the tied 50304 x 1024 embedding counted once: 127.08M (the name's 127M)."""
-    n = meta_model(config("gpt_star_127m")).num_params(non_embedding=False)
+    n = meta_model(preset("gpt_star_127m")).num_params(non_embedding=False)
     assert n == 127_078_400
     assert abs(n / 1e6 - 127) < 0.5
 
@@ -56,39 +57,39 @@ def test_other_sizes_are_near_their_names():
     sizes = {"haber_gpt2_100m": (90e6, 110e6), "gpt_star_1b": (0.95e9, 1.1e9),
              "llama_style_124m": (110e6, 130e6), "llama_style_350m": (320e6, 370e6)}
     for name, (lo, hi) in sizes.items():
-        n = meta_model(config(name)).num_params(non_embedding=False)
+        n = meta_model(preset(name)).num_params(non_embedding=False)
         assert lo <= n <= hi, (name, n)
 
 
 def test_published_batch_and_schedule():
     for name, tokens in [("gpt2_124m", 524288), ("llama_style_124m", 524288), ("haber_gpt2_100m", 552960),
                          ("gpt_star_127m", 1024 * 512), ("gpt_star_1b", 1024 * 512)]:
-        cfg = config(name)
+        cfg = preset(name)
         assert cfg.data.total_batch_size == tokens, name
-        train.grad_accum_steps(tokens, cfg.data.batch_size, cfg.model.block_size, 1)  # divides evenly
-    star = config("gpt_star_127m")
+        config.grad_accum_steps(tokens, cfg.data.batch_size, cfg.model.block_size, 1)  # divides evenly
+    star = preset("gpt_star_127m")
     assert (star.model.pos_emb, star.model.parallel_residual, star.model.n_layer, star.model.n_embd,
             star.model.n_head, star.model.block_size) == ("alibi", True, 6, 1024, 8, 512)
     assert star.schedule.lr_hold_frac == 0.1 and star.min_lr == pytest.approx(6e-5)
     assert train.get_lr(star.schedule.max_iters - 1, star) == pytest.approx(6e-5)
-    haber = config("haber_gpt2_100m")
+    haber = preset("haber_gpt2_100m")
     assert (haber.model.vocab_size, haber.model.n_kv_head, haber.model.pos_emb, haber.model.n_layer) == \
         (8192, 4, "rope", 32)
-    big = config("gpt_star_1b")
+    big = preset("gpt_star_1b")
     assert big.optim.optimizer == "adamw8bit" and big.data.seq_len_warmup_frac == 0.3
     assert train.seq_len_at(0, 1000, 512, big.data.seq_len_warmup, 0.3) == 128
     assert train.seq_len_at(299, 1000, 512, big.data.seq_len_warmup, 0.3) == 384
     assert train.seq_len_at(300, 1000, 512, big.data.seq_len_warmup, 0.3) == 512
-    llama = config("llama_style_124m")
+    llama = preset("llama_style_124m")
     assert (llama.model.mlp, llama.model.norm, llama.model.pos_emb, llama.model.n_head // llama.model.n_kv_head,
             llama.optim.learning_rate, llama.schedule.warmup_start_ratio) == ("swiglu", "rmsnorm", "rope", 2, 1.2e-3, 0.1)
-    light = config("gpt2_124m_lightning")
+    light = preset("gpt2_124m_lightning")
     assert light.optim.weight_decay == 0.3 and light.model.dropout == 0.0
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_tiny_sibling_shares_toggles(name):
-    full, tiny = config(name).flat(), config(f"{name}_tiny").flat()
+    full, tiny = preset(name).flat(), preset(f"{name}_tiny").flat()
     for key in TOGGLES:
         assert tiny[key] == full[key], f"{name}_tiny changes {key}"
     full_group = full["n_head"] // (full["n_kv_head"] or full["n_head"])
@@ -120,7 +121,7 @@ def tiny_shards(tmp_path_factory, shared_data) -> tuple[Path, int]:
 def test_tiny_sibling_trains(name, tiny_shards, tmp_path):
     """Every tiny sibling trains 30 steps on CPU and its validation loss falls."""
     data_dir, vocab = tiny_shards
-    cfg = config(f"{name}_tiny", f"--data_dir={data_dir}", f"--vocab_size={vocab}", f"--out_dir={tmp_path}",
+    cfg = preset(f"{name}_tiny", f"--data_dir={data_dir}", f"--vocab_size={vocab}", f"--out_dir={tmp_path}",
                  "--max_iters=30", "--eval_interval=30", "--eval_iters=2", "--log_interval=10", "--device=cpu")
     result = train.train(cfg)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -132,19 +133,19 @@ def test_tiny_sibling_trains(name, tiny_shards, tmp_path):
 
 def test_every_config_loads():
     for path in sorted((REPO / "configs").glob("*.py")):
-        cfg = train.load_config(path, [])
+        cfg = config.load_config(path, [])
         meta_model(cfg)                                                   # the model builds
 
 
 def test_shakespeare_reference_is_nanogpts_cpu_recipe():
     """configs/shakespeare_nanogpt.py = nanoGPT's README CPU command on data/shakespeare (GPT-2 BPE)."""
-    c = config("shakespeare_nanogpt").flat()
+    c = preset("shakespeare_nanogpt").flat()
     want = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False,
                 pos_emb="learned", mlp="gelu", norm="layernorm", tie_embeddings=True, learning_rate=1e-3,
                 min_lr=1e-4, beta2=0.99, warmup_iters=100, max_iters=2000, lr_decay_iters=2000, weight_decay=0.1,
                 grad_clip=1.0, eval_iters=20, compile=False, dtype="float32", total_batch_size=0)
     assert {k: c[k] for k in want} == want
-    assert config("shakespeare_nanogpt").model.padded_vocab_size == 50304
-    recipe = config("shakespeare")
+    assert preset("shakespeare_nanogpt").model.padded_vocab_size == 50304
+    recipe = preset("shakespeare")
     assert recipe.data.batch_size * recipe.model.block_size == 12 * 64          # same tokens per step
     assert recipe.data.data_dir == "data/shakespeare"

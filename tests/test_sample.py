@@ -5,6 +5,7 @@ import io
 import pytest
 import torch
 
+import runtime
 import sample as smp
 from model import GPT, GPTConfig
 
@@ -233,8 +234,8 @@ def test_top_p_out_of_range(sp_run, p, capsys):
 
 
 def test_autocast_dtype_follows_trains_auto_rule():
-    """One rule for 'auto' (train.resolve_dtype): no autocast on CPU unless asked; explicit choices kept."""
-    assert smp.autocast_dtype_for("cpu", None) is None
-    assert smp.autocast_dtype_for("cpu", "float32") is None
-    assert smp.autocast_dtype_for("cpu", "bfloat16") is torch.bfloat16
-    assert smp.autocast_dtype_for("cpu", "float16") is torch.float16
+    """One rule for 'auto' (runtime.resolve_dtype): no autocast on CPU unless asked; explicit choices kept."""
+    assert runtime.autocast_dtype("cpu", None) is None
+    assert runtime.autocast_dtype("cpu", "float32") is None
+    assert runtime.autocast_dtype("cpu", "bfloat16") is torch.bfloat16
+    assert runtime.autocast_dtype("cpu", "float16") is torch.float16

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import config
 import data as datalib
 import train
-from model import load_checkpoint, resolve_checkpoint
+from checkpoint import load_checkpoint, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,8 +35,8 @@ def tiny_args(data_dir, out_dir, **over) -> list[str]:
     return [f"--{k}={v}" for k, v in args.items()]
 
 
-def tiny(data_dir, out_dir, **over) -> train.TrainConfig:
-    return train.load_config(None, tiny_args(data_dir, out_dir, **over))
+def tiny(data_dir, out_dir, **over) -> config.TrainConfig:
+    return config.load_config(None, tiny_args(data_dir, out_dir, **over))
 
 
 def rows(out_dir, kind="train") -> list[dict]:
@@ -54,7 +55,7 @@ def subprocess_env() -> dict:
 # ----------------------------------------------------------------------------- schedules (pure functions)
 
 def test_cosine_schedule_values():
-    cfg = train.load_config(None, ["--learning_rate=1.0", "--min_lr_ratio=0.1", "--warmup_iters=10",
+    cfg = config.load_config(None, ["--learning_rate=1.0", "--min_lr_ratio=0.1", "--warmup_iters=10",
                                    "--max_iters=110"])
     lr = lambda s: train.get_lr(s, cfg)  # noqa: E731
     assert lr(0) == pytest.approx(0.1) and lr(4) == pytest.approx(0.5) and lr(9) == pytest.approx(1.0)
@@ -62,14 +63,14 @@ def test_cosine_schedule_values():
     assert lr(60) == pytest.approx(0.55)                   # half way down the cosine
     assert lr(110) == pytest.approx(0.1) and lr(500) == pytest.approx(0.1)
     # GPT*: cosine to 10%, then held for the final 10% of the steps
-    held = train.load_config(None, ["--learning_rate=6e-4", "--warmup_iters=0", "--max_iters=100",
+    held = config.load_config(None, ["--learning_rate=6e-4", "--warmup_iters=0", "--max_iters=100",
                                      "--lr_hold_frac=0.1"])
     assert train.get_lr(0, held) == pytest.approx(6e-4)
     assert train.get_lr(45, held) == pytest.approx(6e-5 + 0.5 * (6e-4 - 6e-5))
     assert [train.get_lr(s, held) for s in (90, 95, 99)] == pytest.approx([6e-5] * 3)
     assert train.get_lr(89, held) > 6e-5
     # explicit min_lr wins over min_lr_ratio; warmup from 10% of the peak (llama-style homework)
-    fixed = train.load_config(None, ["--learning_rate=1.2e-3", "--min_lr=1e-5", "--warmup_iters=715",
+    fixed = config.load_config(None, ["--learning_rate=1.2e-3", "--min_lr=1e-5", "--warmup_iters=715",
                                      "--warmup_start_ratio=0.1", "--max_iters=19073"])
     assert fixed.min_lr == 1e-5 and train.get_lr(19073, fixed) == pytest.approx(1e-5)
     assert train.get_lr(0, fixed) == pytest.approx(1.2e-3 * (0.1 + 0.9 / 715))
@@ -78,15 +79,15 @@ def test_cosine_schedule_values():
 
 def test_wsd_and_constant_schedules():
     base = ["--learning_rate=1.0", "--min_lr=0.0", "--warmup_iters=10", "--max_iters=100", "--cooldown_frac=0.2"]
-    lin = train.load_config(None, base + ["--lr_schedule=wsd"])
-    sq = train.load_config(None, base + ["--lr_schedule=wsd", "--cooldown_shape=1-sqrt"])
+    lin = config.load_config(None, base + ["--lr_schedule=wsd"])
+    sq = config.load_config(None, base + ["--lr_schedule=wsd", "--cooldown_shape=1-sqrt"])
     assert train.get_lr(5, lin) == pytest.approx(0.6)
     assert train.get_lr(10, lin) == train.get_lr(79, lin) == 1.0
     assert train.get_lr(80, lin) == pytest.approx(1.0)
     assert train.get_lr(90, lin) == pytest.approx(0.5)
     assert train.get_lr(90, sq) == pytest.approx(1 - math.sqrt(0.5))
     assert train.get_lr(100, lin) == pytest.approx(0.0) and train.get_lr(100, sq) == pytest.approx(0.0)
-    const = train.load_config(None, base + ["--lr_schedule=constant"])
+    const = config.load_config(None, base + ["--lr_schedule=constant"])
     assert train.get_lr(0, const) == pytest.approx(0.1) and train.get_lr(50, const) == train.get_lr(99, const) == 1.0
 
 
@@ -96,30 +97,30 @@ def test_seq_len_warmup_stages():
     assert got[:8] == [128] * 8 and got[8:15] == [192] * 7 and got[15:23] == [256] * 8
     assert got[23:30] == [384] * 7 and got[30:] == [512] * 70
     assert train.seq_len_at(5, 100, 512, (), 0.3) == 512
-    with pytest.raises(train.ConfigError, match="seq_len_warmup"):
-        train.load_config(None, ["--seq_len_warmup=128,2048", "--seq_len_warmup_frac=0.3"])
+    with pytest.raises(config.ConfigError, match="seq_len_warmup"):
+        config.load_config(None, ["--seq_len_warmup=128,2048", "--seq_len_warmup_frac=0.3"])
 
 
 def test_grad_accum_steps():
-    assert train.grad_accum_steps(524288, 16, 1024, 1) == 32
-    assert train.grad_accum_steps(524288, 16, 1024, 8) == 4
-    assert train.grad_accum_steps(0, 16, 1024, 8) == 1
-    with pytest.raises(train.ConfigError, match="not divisible.*total_batch_size="):
-        train.grad_accum_steps(500000, 16, 1024, 3)
+    assert config.grad_accum_steps(524288, 16, 1024, 1) == 32
+    assert config.grad_accum_steps(524288, 16, 1024, 8) == 4
+    assert config.grad_accum_steps(0, 16, 1024, 8) == 1
+    with pytest.raises(config.ConfigError, match="not divisible.*total_batch_size="):
+        config.grad_accum_steps(500000, 16, 1024, 3)
 
 
 # ----------------------------------------------------------------------------- config
 
 def test_config_errors_and_overrides(tmp_path):
-    with pytest.raises(train.ConfigError, match="unknown config key 'learning_rte'; did you mean 'learning_rate'"):
-        train.load_config(None, ["--learning_rte=1e-3"])
-    with pytest.raises(train.ConfigError, match="max_iters expects int, got 'ten'"):
-        train.load_config(None, ["--max_iters=ten"])
-    with pytest.raises(train.ConfigError, match="compile expects bool"):
-        train.load_config(None, ["--compile=sometimes"])
-    with pytest.raises(train.ConfigError, match="dtype='fp8' is not one of"):
-        train.load_config(None, ["--dtype=fp8"])
-    cfg = train.load_config(None, ["--max_iters=40", "--out_dir=/tmp/run", "--compile", "--wandb_log=false",
+    with pytest.raises(config.ConfigError, match="unknown config key 'learning_rte'; did you mean 'learning_rate'"):
+        config.load_config(None, ["--learning_rte=1e-3"])
+    with pytest.raises(config.ConfigError, match="max_iters expects int, got 'ten'"):
+        config.load_config(None, ["--max_iters=ten"])
+    with pytest.raises(config.ConfigError, match="compile expects bool"):
+        config.load_config(None, ["--compile=sometimes"])
+    with pytest.raises(config.ConfigError, match="dtype='fp8' is not one of"):
+        config.load_config(None, ["--dtype=fp8"])
+    cfg = config.load_config(None, ["--max_iters=40", "--out_dir=/tmp/run", "--compile", "--wandb_log=false",
                                    "--learning_rate=3e-4", "--n_kv_head=4", "--lr_decay_iters=None", "--resume",
                                    "--seq_len_warmup=64,128", "--seq_len_warmup_frac=0.25"])
     assert (cfg.schedule.max_iters, cfg.run.out_dir, cfg.run.compile, cfg.run.wandb_log) == (40, "/tmp/run", True, False)
@@ -128,22 +129,30 @@ def test_config_errors_and_overrides(tmp_path):
     # a config file: public simple values are keys; a preset derives from base; values are type-checked
     (tmp_path / "mine.py").write_text("from configs.base import *\nimport math\n_private = 3\n"
                                       "n_layer = 2\nlearning_rate = 1e-3 * math.sqrt(4)\n")
-    cfg = train.load_config(tmp_path / "mine.py", ["--n_layer=3"])
+    cfg = config.load_config(tmp_path / "mine.py", ["--n_layer=3"])
     assert cfg.model.n_layer == 3 and cfg.optim.learning_rate == pytest.approx(2e-3)
     (tmp_path / "typo.py").write_text("n_layers = 2\n")
-    with pytest.raises(train.ConfigError, match="did you mean 'n_layer'"):
-        train.load_config(tmp_path / "typo.py")
+    with pytest.raises(config.ConfigError, match="did you mean 'n_layer'"):
+        config.load_config(tmp_path / "typo.py")
     (tmp_path / "wrongtype.py").write_text("batch_size = 'eight'\n")
-    with pytest.raises(train.ConfigError, match="batch_size expects int"):
-        train.load_config(tmp_path / "wrongtype.py")
+    with pytest.raises(config.ConfigError, match="batch_size expects int"):
+        config.load_config(tmp_path / "wrongtype.py")
 
 
-def test_base_config_documents_the_defaults():
-    """configs/base.py lists every key with train.py's default value, so it cannot drift."""
-    base = train.read_config_file(REPO / "configs" / "base.py")
-    defaults = train.TrainConfig().flat()
-    assert set(base) == set(defaults)
-    assert {k: list(v) if isinstance(v, tuple) else v for k, v in base.items()} == defaults
+def test_each_default_is_written_once():
+    """configs/base.py (kept for `from configs.base import *`) sets no key: the defaults live in config.py."""
+    assert config.read_config_file(REPO / "configs" / "base.py") == {}
+    for path in (REPO / "configs").glob("*.py"):
+        assert not re.search(r"^from configs\.base import", path.read_text(), re.M), f"{path.name}: base.py sets nothing"
+
+
+def test_help_lists_every_key_with_default_and_meaning(capsys):
+    train.main(["--help"])
+    out = capsys.readouterr().out
+    for key, value in config.TrainConfig().flat().items():
+        assert f"--{key}=" in out, key
+    assert "--learning_rate=0.0006" in out and "# peak lr" in out
+    assert "--pos_emb=learned" in out and "# learned | rope | alibi | none" in out  # model.GPTConfig's comment
 
 
 def test_bad_input_stops_before_work(char_data, tmp_path):
@@ -156,11 +165,11 @@ def test_bad_input_stops_before_work(char_data, tmp_path):
         (dict(resume="latest"), "--resume: .*Drop --resume"),
     ]
     for over, msg in cases:
-        with pytest.raises(train.ConfigError, match=msg):
-            train.train(train.load_config(None, tiny_args(char_data, out) + [f"--{k}={v}" for k, v in over.items()]))
+        with pytest.raises(config.ConfigError, match=msg):
+            train.train(config.load_config(None, tiny_args(char_data, out) + [f"--{k}={v}" for k, v in over.items()]))
         assert not out.exists(), f"{over} did work before failing"
     train.train(tiny(char_data, out, max_iters=2))
-    with pytest.raises(train.ConfigError, match=r"trained with n_embd=32 \(config says 64\)"):
+    with pytest.raises(config.ConfigError, match=r"trained with n_embd=32 \(config says 64\)"):
         train.train(tiny(char_data, out, n_embd=64, resume="latest", max_iters=4))
 
 
@@ -328,7 +337,7 @@ def test_adamw8bit_without_bitsandbytes_is_a_clear_error(char_data, tmp_path):
         pytest.skip("bitsandbytes is installed")
     except ImportError:
         pass
-    with pytest.raises(train.ConfigError, match="pip install bitsandbytes"):
+    with pytest.raises(config.ConfigError, match="pip install bitsandbytes"):
         train.train(tiny(char_data, tmp_path, optimizer="adamw8bit"))
 
 

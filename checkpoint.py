@@ -1,0 +1,110 @@
+"""Checkpoint files: names, finding the newest, writing without ever leaving half a file, reading.
+
+A run directory holds `ckpt_{step:07d}.pt` files (or, with FSDP, `ckpt_{step:07d}/` sharded directories, see
+parallel.py) and `best.pt`. Every file here is written to a hidden temporary name beside its target and
+renamed over it, so a crash or kill during a save leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from data import atomic_path
+from model import GPT, GPTConfig
+
+CKPT_RE = re.compile(r"ckpt_(\d+)(\.pt)?")
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile, DDP
+
+
+def checkpoint_path(out_dir: str | Path, step: int, sharded: bool = False) -> Path:
+    """out_dir/ckpt_{step:07d}.pt (a sharded checkpoint: the directory out_dir/ckpt_{step:07d})."""
+    return Path(out_dir) / (f"ckpt_{step:07d}" if sharded else f"ckpt_{step:07d}.pt")
+
+
+def list_checkpoints(out_dir: str | Path, sharded: bool = False) -> list[Path]:
+    """The run's ckpt_N.pt files (or ckpt_N/ directories), oldest step first."""
+    found = []
+    for p in Path(out_dir).glob("ckpt_*"):
+        m = CKPT_RE.fullmatch(p.name)
+        if m and (m.group(2) is None) == sharded and p.is_dir() == sharded:
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as is; a directory -> its ckpt_*.pt with the highest step number."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a ckpt_*.pt file or a training out_dir")
+    found = list_checkpoints(path)
+    if not found:
+        raise FileNotFoundError(f"no ckpt_*.pt files in {path}; train first (train.py writes them to out_dir) "
+                                f"or pass a checkpoint file such as {path / 'best.pt'}")
+    return found[-1]
+
+
+def prune_checkpoints(out_dir: str | Path, keep_last: int, sharded: bool = False) -> None:
+    """Delete all but the newest keep_last checkpoints (files, or sharded directories)."""
+    for old in list_checkpoints(out_dir, sharded)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True) if sharded else old.unlink(missing_ok=True)
+
+
+def strip_prefix(state: dict) -> dict:
+    """State-dict keys without the wrappers' prefixes (`_orig_mod.` of torch.compile, `module.` of DDP)."""
+    out = {}
+    for key, value in state.items():
+        for prefix in WRAPPER_PREFIXES:
+            key = key.removeprefix(prefix)
+        out[key] = value
+    return out
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save to a hidden temporary file renamed over `path` (data.atomic_path)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """torch.load a checkpoint (resolving run directories). It holds pickled configs and RNG state, so
+    weights_only=False: only load checkpoints you trust."""
+    return torch.load(resolve_checkpoint(path), map_location=map_location, weights_only=False)
+
+
+def model_config(d: dict, fill_defaults: bool = False) -> GPTConfig:
+    """GPTConfig from a checkpoint's model_config; missing fields are an error unless fill_defaults."""
+    fields = {f.name: f for f in dataclasses.fields(GPTConfig)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"checkpoint model_config has fields this model.py does not know: {unknown}; "
+                         f"update the repo to the version that wrote the checkpoint")
+    missing = sorted(set(fields) - set(d))
+    if missing and not fill_defaults:
+        defaults = {k: fields[k].default for k in missing}
+        raise ValueError(f"checkpoint model_config lacks fields {missing} (written by an older version); "
+                         f"re-run with --fill-defaults to assume GPTConfig defaults {defaults} "
+                         f"only if that is how the model was trained")
+    return GPTConfig(**d)
+
+
+def model_from_checkpoint(ckpt: dict, fill_defaults: bool = True) -> GPT:
+    """The GPT of a loaded checkpoint dict (its "model_config" and "model"), in eval mode on the CPU.
+    Fields an older checkpoint lacks take GPTConfig's defaults (new toggles default to off) unless
+    fill_defaults=False (export_hf.py asks first)."""
+    cfg_dict = ckpt.get("model_config") or ckpt.get("model_args")
+    if cfg_dict is None or "model" not in ckpt:
+        raise ValueError(f"not a train.py checkpoint (needs 'model_config' and 'model'; has {sorted(ckpt)})")
+    model = GPT(model_config(dict(cfg_dict), fill_defaults))
+    model.load_state_dict(strip_prefix(ckpt["model"]))
+    return model.eval()
+
+
+def load_model(path: str | Path, device: str = "cpu") -> GPT:
+    """The GPT of a checkpoint file or run directory (its newest ckpt_*.pt), in eval mode on `device`."""
+    return model_from_checkpoint(load_checkpoint(path)).to(device)

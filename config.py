@@ -1,0 +1,333 @@
+"""The training configuration: typed dataclasses, config files, `--key=value` overrides, validation, --help.
+
+Keys are flat and unique (nanoGPT's names); internally they are grouped in one dataclass per concern:
+`model` (model.GPTConfig), `data`, `optim`, `schedule`, `run`, all inside TrainConfig. Each default and
+its one-line meaning is written once, below (and in model.GPTConfig); `python train.py --help` prints them.
+
+A config file is a Python file whose public top-level simple values (numbers, strings, booleans, None,
+tuples) are config keys; `_names`, imported modules and functions are ignored. `--key=value` is parsed to
+the key's type; a bare `--flag` means True. Every check on values lives in `validate`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import os
+import re
+import runpy
+import sys
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from model import GPTConfig
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+@dataclass
+class DataConfig:
+    """Where the tokens come from and how many go into one optimizer step."""
+    data_dir: str = "data/fineweb10B"      # prepare_data.py output: meta.json + *_train_*.bin / *_val_*.bin
+    batch_size: int = 16                   # micro-batch, in sequences, per rank
+    total_batch_size: int = 524288         # tokens per optimizer step over all ranks (0 = no accumulation)
+    seq_len_warmup: tuple[int, ...] = ()   # staged sequence lengths before block_size, e.g. 128,192,256,384
+    seq_len_warmup_frac: float = 0.0       # ...spread equally over this fraction of max_iters (GPT-1B*: 0.3)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and its hyper-parameters."""
+    optimizer: str = "adamw"               # adamw | muon (hidden matrices; AdamW for the rest) | adamw8bit
+    learning_rate: float = 6e-4            # peak lr (AdamW part)
+    weight_decay: float = 0.1              # on 2-D weights only (model.param_groups)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0                 # max global grad norm (0 = no clipping)
+    muon_lr: float = 0.02                  # optimizer=muon: peak lr of the hidden 2-D matrices
+    muon_momentum: float = 0.95
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule (multiplies every param group's peak lr)."""
+    max_iters: int = 19073                 # optimizer steps
+    lr_schedule: str = "cosine"            # cosine | wsd | constant
+    warmup_iters: int = 715                # linear warmup steps
+    warmup_start_ratio: float = 0.0        # warmup starts at this fraction of the peak lr (0.1 = from 10%)
+    lr_decay_iters: int | None = None      # cosine ends here (None = max_iters * (1 - lr_hold_frac))
+    lr_hold_frac: float = 0.0              # cosine: hold min_lr for this final fraction of steps (GPT*: 0.1)
+    min_lr: float | None = None            # floor; None = learning_rate * min_lr_ratio
+    min_lr_ratio: float = 0.1
+    cooldown_frac: float = 0.2             # wsd: final fraction of steps spent cooling down
+    cooldown_shape: str = "linear"         # wsd: linear | 1-sqrt
+
+
+@dataclass
+class RunConfig:
+    """Everything about running: output, evaluation, checkpoints, precision, logging."""
+    out_dir: str = "out"                   # checkpoints, config.json, metrics.jsonl, wandb/
+    eval_interval: int = 250               # val loss (+ sample, + HellaSwag if due) every N steps and at the end
+    eval_iters: int = 20                   # fixed validation batches per rank (0 = no validation)
+    log_interval: int = 10                 # one log line / metrics.jsonl row every N steps
+    ckpt_interval: int = 0                 # checkpoint every N steps (0 = every eval_interval) and at the end
+    keep_last: int = 3                     # keep this many ckpt_*.pt (plus best.pt)
+    dtype: str = "auto"                    # auto (bf16 GPU, else fp16 + GradScaler; fp32 CPU/MPS) | float32 | ...
+    compile: bool = False                  # torch.compile the model (checkpoints keep plain parameter names)
+    compile_mode: str = "default"          # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    fused_loss: str = "auto"               # auto (on for CPU) | on | off: chunked output layer + loss (model.py)
+    device: str = "auto"                   # auto (cuda > mps > cpu) | cpu | cuda | mps
+    wandb_log: bool = False                # log to Weights & Biases (WANDB_MODE=offline works)
+    wandb_project: str = "gpt"
+    wandb_run_name: str = ""
+    init_from: str = "scratch"             # scratch | resume | gpt2 | gpt2-medium | ... | an export_hf.py dir
+    resume: str = ""                       # "" | latest (bare --resume) | path to a checkpoint or run dir
+    seed: int = 1337
+    max_nonfinite: int = 5                 # stop after this many non-finite losses in a row
+    sample_tokens: int = 64                # print a sample of this many tokens at each eval (0 = off)
+    hellaswag_interval: int = 0            # HellaSwag every N steps, a multiple of eval_interval (0 = off)
+    hellaswag_limit: int = 0               # examples scored (0 = all 10,042)
+    hellaswag_data: str = ""               # hellaswag_val.jsonl ("" = $HELLASWAG_FILE or download)
+    parallelism: str = "ddp"               # ddp | fsdp (FSDP2: weights/grads/optimizer sharded; parallel.py)
+    activation_checkpointing: str = "none"  # none | block (recompute each block's activations in backward)
+
+
+SECTIONS = {"model": GPTConfig, "data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
+            "run": RunConfig}
+PARALLELISMS = ("ddp", "fsdp")
+ACTIVATION_CHECKPOINTING = ("none", "block")
+CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "lr_schedule": ("cosine", "wsd", "constant"),
+           "cooldown_shape": ("linear", "1-sqrt"), "dtype": ("auto", "float32", "bfloat16", "float16"),
+           "fused_loss": ("auto", "on", "off"),
+           "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+           "parallelism": PARALLELISMS, "activation_checkpointing": ACTIVATION_CHECKPOINTING}
+SIMPLE_TYPES = (bool, int, float, str, tuple, list, type(None))
+
+
+@dataclass
+class TrainConfig:
+    """The whole run: one dataclass per section; `flat()` gives the unique flat keys."""
+    model: GPTConfig = field(default_factory=GPTConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def flat(self) -> dict:
+        """All keys in one dict (tuples as lists, JSON-ready)."""
+        out = {}
+        for name in SECTIONS:
+            out.update(asdict(getattr(self, name)))
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @property
+    def min_lr(self) -> float:
+        s = self.schedule
+        return s.min_lr if s.min_lr is not None else self.optim.learning_rate * s.min_lr_ratio
+
+
+class ConfigError(ValueError):
+    """Bad configuration or bad input, detected before any training work."""
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def key_types() -> dict[str, tuple[str, typing.Any]]:
+    """flat key -> (section, resolved type)."""
+    out = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            assert f.name not in out, f"duplicate config key {f.name}"
+            out[f.name] = (section, hints[f.name])
+    return out
+
+
+def coerce(key: str, value, tp):
+    """Convert value to tp, or raise ConfigError. Strings (`--key=value`) are parsed to tp; ints are
+    accepted as floats; anything else of the wrong type is an error."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return coerce(key, value, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        items = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()] \
+            if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{key} expects a list like 128,256, got {value!r}")
+        return tuple(coerce(key, v, args[0]) for v in items)
+    try:
+        return _coerce_scalar(value, tp)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} expects {tp.__name__}, got {value!r} ({type(value).__name__})") from None
+
+
+def _coerce_scalar(value, tp):
+    """bool / int / float / str from a value of that type or a command-line string; TypeError/ValueError if not."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+        return words[value.lower()] if isinstance(value, str) and value.lower() in words else _fail()
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError
+    if tp is str:
+        return value if isinstance(value, str) else _fail()
+    if tp is float:
+        return float(value)
+    if tp is int:
+        number = float(value) if isinstance(value, str) and not value.lstrip("+-").isdigit() else value
+        number = int(number) if isinstance(number, float) and number.is_integer() else number
+        return int(number) if isinstance(number, (int, str)) else _fail()  # "5e3" ok, 2.5 not
+    raise TypeError
+
+
+def _fail():
+    raise TypeError
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """Run a config file and return its public top-level simple values (modules, functions, _names ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (configs live in {REPO_ROOT / 'configs'})")
+    if str(REPO_ROOT) not in sys.path:  # so presets can `from configs.gpt2_124m import *`
+        sys.path.insert(0, str(REPO_ROOT))
+    namespace = runpy.run_path(str(path))
+    return {k: v for k, v in namespace.items() if not k.startswith("_") and isinstance(v, SIMPLE_TYPES)}
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """['--key=value', '--flag'] -> {'key': 'value', 'flag': True}."""
+    out = {}
+    for arg in args:
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}: overrides look like --key=value")
+        key, eq, value = arg[2:].partition("=")
+        out[key.replace("-", "_")] = value if eq else True
+    return out
+
+
+def build_config(values: dict) -> TrainConfig:
+    """Typed TrainConfig from flat {key: value}; unknown keys suggest the nearest valid one."""
+    types_ = key_types()
+    sections = {name: {} for name in SECTIONS}
+    for key, value in values.items():
+        if key not in types_:
+            near = difflib.get_close_matches(key, types_, n=1, cutoff=0.6)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"unknown config key '{key}'{hint} (python train.py --help lists every key)")
+        section, tp = types_[key]
+        if value is True and tp is str and key == "resume":
+            value = "latest"  # bare --resume
+        sections[section][key] = coerce(key, value, tp)
+    try:
+        return TrainConfig(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
+    except ValueError as e:  # GPTConfig's own checks
+        raise ConfigError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------- validation
+
+def validate(cfg: TrainConfig) -> None:
+    """Every check on config values in one place (inputs on disk are checked by train.py at start-up)."""
+    flat = cfg.flat()
+    for key, choices in CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}")
+    for key in ("batch_size", "max_iters", "eval_interval", "log_interval", "keep_last", "max_nonfinite"):
+        if flat[key] < (0 if key == "max_iters" else 1):
+            raise ConfigError(f"{key}={flat[key]} must be positive")
+    for key in ("total_batch_size", "warmup_iters", "eval_iters", "ckpt_interval", "sample_tokens",
+                "hellaswag_interval", "hellaswag_limit", "grad_clip"):
+        if flat[key] < 0:
+            raise ConfigError(f"{key}={flat[key]} must be >= 0")
+    for key in ("warmup_start_ratio", "lr_hold_frac", "min_lr_ratio", "cooldown_frac", "seq_len_warmup_frac"):
+        if not 0.0 <= flat[key] <= 1.0:
+            raise ConfigError(f"{key}={flat[key]} must be a fraction in [0, 1]")
+    if cfg.min_lr > cfg.optim.learning_rate:
+        raise ConfigError(f"min_lr={cfg.min_lr} is above learning_rate={cfg.optim.learning_rate}")
+    bad = [s for s in cfg.data.seq_len_warmup if not 0 < s <= cfg.model.block_size]
+    if bad:
+        raise ConfigError(f"seq_len_warmup stages {bad} must be in 1..block_size={cfg.model.block_size}")
+    if cfg.data.seq_len_warmup and cfg.data.seq_len_warmup_frac == 0:
+        raise ConfigError("seq_len_warmup is set but seq_len_warmup_frac=0; set e.g. --seq_len_warmup_frac=0.3")
+    if cfg.run.hellaswag_interval % cfg.run.eval_interval:
+        raise ConfigError(f"hellaswag_interval={cfg.run.hellaswag_interval} must be a multiple of "
+                          f"eval_interval={cfg.run.eval_interval} (HellaSwag runs at evaluations)")
+    if cfg.run.parallelism == "fsdp":
+        validate_fsdp(cfg)
+    init = cfg.run.init_from
+    if init not in ("scratch", "resume") and not init.startswith("gpt2") and not Path(init).is_dir():
+        raise ConfigError(f"init_from={init!r}: use scratch, resume, a GPT-2 name (gpt2, gpt2-medium, ...) "
+                          f"or a directory written by export_hf.py")
+
+
+def validate_fsdp(cfg: TrainConfig) -> None:
+    """Settings that cannot work with parallelism=fsdp."""
+    if cfg.optim.optimizer == "adamw8bit":
+        raise ConfigError("optimizer=adamw8bit (bitsandbytes) keeps its 8-bit states per full tensor and does not "
+                          "accept FSDP's sharded DTensor parameters; use --optimizer=adamw (or muon) with "
+                          "--parallelism=fsdp, or adamw8bit with --parallelism=ddp")
+    if cfg.run.dtype == "float16":
+        raise ConfigError("parallelism=fsdp supports dtype bfloat16 or float32 (float16 needs a GradScaler that "
+                          "handles sharded gradients); use --dtype=bfloat16")
+    if cfg.run.hellaswag_interval:
+        raise ConfigError("hellaswag_interval is not available with parallelism=fsdp; set --hellaswag_interval=0 "
+                          "and score the consolidated checkpoint with hellaswag.py")
+
+
+def grad_accum_steps(total_batch_size: int, batch_size: int, block_size: int, world_size: int) -> int:
+    """Micro-steps per optimizer step so that one step sees total_batch_size tokens."""
+    per_micro = batch_size * block_size * world_size
+    if total_batch_size == 0:
+        return 1
+    if total_batch_size % per_micro:
+        nearest = max(1, round(total_batch_size / per_micro)) * per_micro
+        raise ConfigError(
+            f"total_batch_size={total_batch_size} is not divisible by batch_size*block_size*world_size = "
+            f"{batch_size}*{block_size}*{world_size} = {per_micro}; set --total_batch_size={nearest} "
+            f"(or 0 for no accumulation) or change batch_size")
+    return total_batch_size // per_micro
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Config file (optional) + `--key=value` overrides -> validated TrainConfig."""
+    values = read_config_file(path) if path else {}
+    values.update(parse_overrides(overrides or []))
+    cfg = build_config(values)
+    if cfg.run.init_from == "resume" and not cfg.run.resume:
+        cfg.run.resume = "latest"  # nanoGPT spelling
+    validate(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- --help
+
+_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s?(.*)$")
+
+
+def key_comments(cls) -> dict[str, str]:
+    """{field: its trailing comment} read from the dataclass source: the one place each key is explained."""
+    return {m.group(1): m.group(2).strip() for line in inspect.getsource(cls).splitlines()
+            if (m := _COMMENT.match(line))}
+
+
+def help_text() -> str:
+    """Every key, grouped by section, with its default and meaning."""
+    defaults = TrainConfig()
+    lines = []
+    for name, cls in SECTIONS.items():
+        lines.append(f"\n[{name}] {inspect.getdoc(cls).splitlines()[0]}")
+        comments = key_comments(cls)
+        for f in dataclasses.fields(cls):
+            value = getattr(getattr(defaults, name), f.name)
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            note = comments.get(f.name, "")
+            lines.append(f"  --{f.name}={shown}" + (f"{' ' * max(1, 34 - len(f.name) - len(str(shown)))}# {note}"
+                                                      if note else ""))
+    return "\n".join(lines)

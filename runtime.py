@@ -1,0 +1,188 @@
+"""Where and how code runs: device, processes, precision, timing and hardware peaks. Every script uses this.
+
+- Device: `pick_device("auto")` is CUDA, else MPS, else CPU.
+- Processes: `setup_distributed()` reads torchrun's RANK / LOCAL_RANK / WORLD_SIZE (multi-node rendezvous
+  sets the same) and starts a process group (NCCL on CUDA, Gloo otherwise); without them it is one
+  process. Scripts read `info.rank`, `info.world_size`, `info.is_master`; they never ask who launched them.
+- Precision: `resolve_dtype("auto", ...)` is bf16 on CUDA GPUs that have it, fp16 on those that do not
+  (with a GradScaler in training), fp32 on CPU and MPS. `autocast(device, dtype)` is the one autocast
+  context of the repo; float32 (or None) means no autocast.
+- Peaks and MFU: dense bf16 tensor-core peaks per GPU (TF32 = half for fp32 runs), a rough estimate on CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+# ----------------------------------------------------------------------------- device and processes
+
+@dataclass
+class DistInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: str
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def device_type(self) -> str:
+        return device_type(self.device)
+
+
+def device_type(device: str | torch.device) -> str:
+    """'cuda:1' -> 'cuda', 'cpu' -> 'cpu'."""
+    return torch.device(device).type
+
+
+def pick_device(name: str | None = "auto") -> str:
+    if name not in (None, "auto"):
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def setup_distributed(device: str | None = "auto") -> DistInfo:
+    """The process group of a torchrun launch (one per rank), or a single process without torchrun."""
+    device = pick_device(device)
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return DistInfo(0, 0, 1, device)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return DistInfo(rank, local_rank, world, device)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_object(obj) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank ([obj] in a single process)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum over ranks (in place; the tensor itself in a single process)."""
+    if is_distributed():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+# ----------------------------------------------------------------------------- precision
+
+def resolve_dtype(dtype: str | None, device_type: str) -> str:
+    """auto (or None): bf16 on CUDA that supports it, else fp16 on CUDA, fp32 on CPU/MPS. An explicit
+    bfloat16 on a CUDA GPU without it is an error that names the fix."""
+    if dtype not in (None, "auto"):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        if dtype == "bfloat16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("this GPU has no bfloat16; use --dtype float16")
+        return dtype
+    if device_type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def autocast_dtype(device: str | torch.device, dtype: str | None = None) -> torch.dtype | None:
+    """The torch dtype autocast runs in for a dtype setting (None = auto); None for float32 (no autocast)."""
+    name = resolve_dtype(dtype, device_type(device))
+    return None if name == "float32" else getattr(torch, name)
+
+
+def autocast(device: str | torch.device, dtype: str | torch.dtype | None):
+    """The autocast context for `dtype` (a name, a torch dtype, or None); none at all for float32/None."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type(device), dtype=dtype)
+
+
+def enable_tf32(device: str | torch.device) -> None:
+    """TF32 tensor cores for fp32 matmuls and convolutions on CUDA (no-op elsewhere)."""
+    if device_type(device) == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for queued device work, so a wall-clock time covers it."""
+    kind = device_type(device)
+    if kind == "cuda":
+        torch.cuda.synchronize()
+    elif kind == "mps":
+        torch.mps.synchronize()
+
+
+# ----------------------------------------------------------------------------- peaks and MFU
+
+# Dense bf16/fp16 tensor-core peak FLOP/s per device (first substring match of the device name wins).
+PEAK_FLOPS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("A100", 312e12),
+              ("L40S", 362e12), ("A10", 125e12), ("L4", 121e12), ("4090", 165e12), ("3090", 71e12), ("V100", 125e12),
+              ("T4", 65e12))
+CPU_FLOPS_PER_CORE = 2.5e9 * 32  # rough estimate: 2.5 GHz x 32 fp32 FLOP/cycle (2 AVX2 FMA units)
+
+
+@functools.cache
+def cpu_has_bf16_dot() -> bool:
+    """AVX512_BF16 / AMX: bf16 matmuls run at twice the fp32 FMA rate."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def peak_flops(device_type: str, dtype: str = "bfloat16") -> tuple[float, str]:
+    """(peak FLOP/s of one device for matmuls in `dtype`, where the number comes from)."""
+    if device_type == "cuda":
+        name = torch.cuda.get_device_name()
+        flops, src = next(((f, name) for key, f in PEAK_FLOPS if key in name),
+                          (312e12, f"{name} (unknown, assuming A100)"))
+        if dtype == "float32":  # TF32 tensor cores: half the bf16 rate on A100/H100
+            return flops / 2, f"{src}, TF32"
+        return flops, src
+    if device_type == "mps":
+        return 10e12, "Apple GPU (rough estimate)"
+    threads = torch.get_num_threads()
+    bf16 = dtype == "bfloat16" and cpu_has_bf16_dot()
+    return (threads * CPU_FLOPS_PER_CORE * (2 if bf16 else 1),
+            f"CPU x{threads} threads, {'bf16 dot products' if bf16 else 'fp32 FMA'} (rough estimate)")
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, peak: float) -> float:
+    """Model FLOPs utilisation: achieved training FLOP/s of one device over its peak."""
+    return flops_per_token * tokens_per_s / peak
