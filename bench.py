@@ -219,8 +219,7 @@ def memory_worker(rank: int, world: int, port: int, cfg: config.TrainConfig, ste
             loss = runner.ddp_model(x, y, return_logits=False)[1].item()
         row = {"rank": rank, "peak_mib": mem, "memory_kind": kind, "ms_per_step": 1000 * statistics.median(times),
                "state_mib": state, "loss": loss}
-        rows = [None] * world
-        dist.all_gather_object(rows, row)
+        rows = runtime.gather_object(row)
         if rank == 0:
             Path(out).write_text(json.dumps(rows))
         del runner  # DDP's reducer before the process group goes
