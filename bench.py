@@ -47,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import config
@@ -223,7 +222,7 @@ def memory_worker(rank: int, world: int, port: int, cfg: config.TrainConfig, ste
         if rank == 0:
             Path(out).write_text(json.dumps(rows))
         del runner  # DDP's reducer before the process group goes
-        dist.barrier()
+        runtime.barrier()
     finally:
         runtime.cleanup_distributed()
 

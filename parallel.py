@@ -39,6 +39,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import checkpoint as recompute
 
 import checkpoint
+import runtime
 from model import GPT, GPTConfig
 
 COMPLETE = "COMPLETE"   # marker file: present only in fully written sharded checkpoints
@@ -116,15 +117,6 @@ def clip_grad_norm(params, max_norm: float) -> float:
 
 # ----------------------------------------------------------------------------- sharded checkpoints
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 @contextlib.contextmanager
 def _single_process_ok():
     """DCP warns whenever it runs without a process group; here that is intended (one process)."""
@@ -161,22 +153,22 @@ def save_sharded(out_dir: str | Path, step: int, model: nn.Module, optimizers: l
     out_dir = Path(out_dir)
     final = checkpoint.checkpoint_path(out_dir, step, sharded=True)
     tmp = out_dir / f".tmp_ckpt_{step:07d}"
-    if _rank() == 0:
+    if runtime.rank() == 0:
         for debris in out_dir.glob(".tmp_ckpt_*"):  # left by earlier saves that were killed
             shutil.rmtree(debris, ignore_errors=True)
         tmp.mkdir(parents=True)
-    _barrier()
+    runtime.barrier()
     model_sd, optim_sd = get_state_dict(model, optimizers)
     with _single_process_ok():  # returns once all ranks have written
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp, no_dist=not dist.is_initialized())
-    if _rank() == 0:
+    if runtime.rank() == 0:
         torch.save(meta, tmp / META)
         (tmp / COMPLETE).write_text(f"step {step}\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         checkpoint.prune_checkpoints(out_dir, keep_last, sharded=True)
-    _barrier()
+    runtime.barrier()
     return final
 
 
@@ -213,9 +205,9 @@ def consolidate(sharded_dir: str | Path, out_file: str | Path) -> Path:
 
 def consolidate_on_rank0(sharded_dir: str | Path, out_file: str | Path) -> Path:
     """consolidate() on rank 0 while the other ranks wait (used for the final checkpoint of a run)."""
-    if _rank() == 0:
+    if runtime.rank() == 0:
         consolidate(sharded_dir, out_file)
-    _barrier()
+    runtime.barrier()
     return Path(out_file)
 
 

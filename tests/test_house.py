@@ -77,7 +77,7 @@ ONE_HOME = {  # what (a pattern in the code) -> the only files allowed to contai
     "temp file then rename": (r"os\.replace\(", {"data.py", "parallel.py"}),      # parallel: the multi-rank save
     "autocast": (r"torch\.autocast\((?!dev, enabled=False)", {"runtime.py"}),  # model.py: the fused loss turns it off
     "all-gather": (r"all_gather_object|all_reduce\(", {"runtime.py"}),
-    "process group": (r"init_process_group|destroy_process_group", {"runtime.py"}),
+    "process group": (r"init_process_group|destroy_process_group|dist\.barrier|dist\.get_rank", {"runtime.py"}),
     "dtype rule": (r"is_bf16_supported", {"runtime.py"}),
     "device sync": (r"cuda\.synchronize|mps\.synchronize", {"runtime.py"}),
     "GPT-2 ranks": (r"load_tiktoken_bpe|_mergeable_ranks", {"data.py"}),
