@@ -24,6 +24,7 @@ Absent biases (bias=False exported to a class that always has them) are written 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import inspect
 import json
@@ -623,7 +624,7 @@ def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False,
         else:
             save_native(model, family, tmp, bos_id, eos_id, dtype)
         if verify:
-            verify_export(model, tmp, family)
+            verify_export(model, tmp, family, dtype)
     return family
 
 
@@ -712,20 +713,31 @@ def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
 # ----------------------------------------------------------------------------- verification
 
 @torch.no_grad()
-def verify_export(model: GPT, out: Path, family: str, seq_len: int = 32, atol: float = 1e-4) -> float:
-    """Load the export with AutoModelForCausalLM and compare logits on random tokens; returns max abs diff."""
+def verify_export(model: GPT, out: Path, family: str, dtype: torch.dtype | None = None, seq_len: int = 32,
+                  rtol: float = 1e-4) -> float:
+    """Load the export with AutoModelForCausalLM and compare logits on random tokens; returns max abs diff.
+
+    Both sides run in float32 on the CPU from the same (export-dtype) weights; `model` is not touched.
+    The tolerance is rtol * max |logit| (at least rtol): float32 rounding grows with the logits, while
+    a wrong mapping (swapped, transposed or missing weights) changes them by far more.
+    """
     from transformers import AutoModelForCausalLM
     hf = AutoModelForCausalLM.from_pretrained(str(out), trust_remote_code=family == REMOTE_FAMILY,
                                               dtype=torch.float32).eval()
+    dtype = dtype or model.transformer.wte.weight.dtype
+    ref = copy.deepcopy(model).to("cpu", dtype).float().eval()  # the exported weights, in float32
     g = torch.Generator().manual_seed(0)
     T = min(seq_len, model.config.block_size)
     idx = torch.randint(0, model.config.vocab_size, (2, T), generator=g)
-    ours = model.float()(idx)[0]
+    ours = ref(idx)[0]
     theirs = hf(idx).logits.float()
+    if theirs.shape != ours.shape:
+        raise RuntimeError(f"export verification failed: logits {tuple(theirs.shape)} vs {tuple(ours.shape)}")
     diff = (ours - theirs).abs().max().item()
-    if theirs.shape != ours.shape or diff > atol:
-        raise RuntimeError(f"export verification failed: logits {tuple(theirs.shape)} vs {tuple(ours.shape)}, "
-                           f"max abs diff {diff:.3g} > {atol}")
+    tol = rtol * max(1.0, ours.abs().max().item())
+    if not diff <= tol:  # also catches NaN
+        raise RuntimeError(f"export verification failed: max abs diff {diff:.3g} > {tol:.3g} "
+                           f"(= {rtol:g} x max |logit|, at least {rtol:g})")
     return diff
 
 
@@ -756,7 +768,7 @@ def main(argv=None) -> None:
             print("warning: checkpoint has no tokenizer spec; exporting weights and config only", file=sys.stderr)
         family = export(model, args.out, tokenizer=spec if spec else False, overwrite=args.overwrite,
                         dtype=dtype, tiktoken_file=args.tiktoken_file,
-                        verify=not args.no_verify and dtype in (None, torch.float32))
+                        verify=not args.no_verify)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         sys.exit(f"export_hf.py: error: {e}")
     note = f" ({why_remote(model.config)})" if family == REMOTE_FAMILY else ""

@@ -136,6 +136,9 @@ def load_examples(path: str | os.PathLike | None = None, limit: int | None = Non
                 break
             if line.strip():
                 examples.append(parse_example(line, f"{path}:{lineno}"))
+    if not examples:  # else every score would be 0/0
+        raise ValueError(f"no examples in {path}; it is empty or holds only blank lines (expected "
+                         f"hellaswag_val.jsonl: pass it with --data FILE or set {DATA_ENV})")
     return examples
 
 

@@ -8,7 +8,8 @@ window scores all its tokens, every later one only the tokens no earlier window 
 `stride`), so each token is scored once, with at least ctx - stride tokens of context after the first
 window. stride = ctx gives non-overlapping windows: the training loop's validation loss. Contexts
 beyond the training block_size measure length extrapolation (ALiBi, RoPE, no positions); learned
-positions cannot go past block_size and those contexts are skipped.
+positions cannot go past block_size and those contexts are skipped. Without --ctx, each checkpoint
+is scored at its own block_size.
 
 Bits per byte (bpb) = summed loss in nats / ln 2 / UTF-8 bytes of the scored text, so models with
 different tokenizers compare. A text file is scored entirely: it is encoded by each checkpoint's
@@ -21,12 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import data as datalib
 import runtime
@@ -87,19 +90,25 @@ def window_batches(tokens: torch.Tensor, starts: np.ndarray, first: np.ndarray, 
 
 @torch.no_grad()
 def sliding_nll(model: GPT, tokens: torch.Tensor, ctx: int, stride: int, batch_tokens: int = 4096,
-                device: str = "cpu", autocast_dtype: torch.dtype | None = None) -> tuple[float, int]:
-    """(summed nats, number of scored tokens) of tokens (1-D LongTensor) under model, sliding windows."""
+                device: str = "cpu", autocast_dtype: torch.dtype | None = None,
+                progress: str | None = None) -> tuple[float, int]:
+    """(summed nats, number of scored tokens) of tokens (1-D LongTensor) under model, sliding windows.
+
+    progress: a label for a progress bar over the windows (on stderr); None shows none."""
     starts, first, length = window_plan(len(tokens), ctx, stride)
     batch_size = max(1, batch_tokens // length)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     model.eval()
+    bar = tqdm(total=len(starts), desc=progress, unit="win", disable=progress is None, file=sys.stderr)
     for x, y in window_batches(tokens, starts, first, length, batch_size):
         x, y = x.to(device), y.to(device)
         with runtime.autocast(device, autocast_dtype):
             logits, _ = model(x)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
         count += int((y >= 0).sum())
+        bar.update(len(x))
+    bar.close()
     return total.item(), count
 
 
@@ -153,7 +162,7 @@ def checkpoint_tokenizer(spec: dict | None, data: Path, tiktoken_file: str | Non
 def evaluate(model: GPT, tokenizer, data: Path, ctxs: list[int], stride: int | None = None,
              stride_frac: float = 0.5, split: str = "val", max_tokens: int | None = None,
              batch_tokens: int = 4096, device: str = "cpu", autocast_dtype: torch.dtype | None = None,
-             name: str = "", tiktoken_file: str | None = None) -> list[Result]:
+             name: str = "", tiktoken_file: str | None = None, progress: bool = False) -> list[Result]:
     """Results for each context length (skipping contexts learned positions cannot reach)."""
     data = Path(data)
     if data.is_dir():
@@ -174,10 +183,12 @@ def evaluate(model: GPT, tokenizer, data: Path, ctxs: list[int], stride: int | N
     results = []
     for ctx in ctxs:
         if model.config.pos_emb == "learned" and ctx > model.config.block_size:
-            print(f"{name}: skipping ctx {ctx}: learned positions stop at block_size={model.config.block_size}")
+            print(f"{name}: skipping ctx {ctx}: learned positions stop at block_size={model.config.block_size}",
+                  file=sys.stderr)
             continue
         s = stride or max(1, round(ctx * stride_frac))
-        nll, count = sliding_nll(model, tokens, ctx, min(s, ctx), batch_tokens, device, autocast_dtype)
+        nll, count = sliding_nll(model, tokens, ctx, min(s, ctx), batch_tokens, device, autocast_dtype,
+                                 f"{name[-32:]} ctx {ctx}" if progress else None)
         loss = nll / count
         bpb = nll / math.log(2) / n_bytes if n_bytes else None
         results.append(Result(name, ctx, min(s, ctx), count, loss, math.exp(loss), n_bytes, bpb))
@@ -198,7 +209,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("checkpoints", nargs="+", help="checkpoint files or training out_dirs (newest ckpt)")
     p.add_argument("--data", required=True, help="a text file, or a prepare_data.py shard directory")
     p.add_argument("--split", default="val", choices=["val", "train"], help="shard directory split")
-    p.add_argument("--ctx", default="1024", help="comma-separated context lengths, e.g. 256,512,1024")
+    p.add_argument("--ctx", default=None, help="comma-separated context lengths, e.g. 256,512,1024 "
+                                                "(default: each checkpoint's block_size)")
     p.add_argument("--stride", type=int, default=None, help="tokens scored per window (default ctx/2)")
     p.add_argument("--stride-frac", type=float, default=0.5, help="stride as a fraction of ctx if no --stride")
     p.add_argument("--max-tokens", type=int, default=None, help="only the first N tokens of the data")
@@ -208,23 +220,30 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="autocast dtype (auto: bf16 on CUDA that has it, else fp32)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--tiktoken-file", help="GPT-2 ranks file for offline use (else env TIKTOKEN_GPT2_FILE)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> list[Result]:
     args = parse_args(argv)
-    ctxs = [int(c) for c in args.ctx.split(",") if c.strip()]
+    ctxs = [int(c) for c in (args.ctx or "").split(",") if c.strip()]
     data = Path(args.data)
     if not data.exists():
         raise SystemExit(f"error: --data {data} does not exist")
-    results = []
+    results, block_sizes = [], []
     device = runtime.pick_device(args.device)
     for path in args.checkpoints:
         model, spec = sample.load_model(path)
         tokenizer = checkpoint_tokenizer(spec, data, args.tiktoken_file)
-        results += evaluate(model.to(device), tokenizer, data, ctxs, args.stride, args.stride_frac, args.split,
-                            args.max_tokens, args.batch_tokens, device, runtime.autocast_dtype(device, args.dtype),
-                            str(path), args.tiktoken_file)
+        block_sizes.append(model.config.block_size)
+        results += evaluate(model.to(device), tokenizer, data, ctxs or [model.config.block_size], args.stride,
+                            args.stride_frac, args.split, args.max_tokens, args.batch_tokens, device,
+                            runtime.autocast_dtype(device, args.dtype), str(path), args.tiktoken_file,
+                            progress=not args.quiet)
+    if not results:  # only learned positions skip, and only an explicit --ctx past block_size
+        raise SystemExit(f"perplexity.py: error: nothing to score: every --ctx ({args.ctx}) is past the learned "
+                         f"positions' block_size ({', '.join(map(str, block_sizes))}); pass --ctx "
+                         f"{min(block_sizes)} or less, or leave --ctx out to use each checkpoint's block_size")
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))

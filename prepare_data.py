@@ -402,6 +402,11 @@ def make_tokenizer(args, corpus: Corpus | None):
                                    character_coverage=args.sp_character_coverage)
     print(f"trained sentencepiece {args.sp_model_type} model, vocab {tok.vocab_size} "
           f"({time.time() - t0:.1f}s)")
+    if tok.vocab_size < args.vocab_size:  # hard_vocab_limit=False: a small corpus stops short of the request
+        print(f"warning: the corpus yields only {tok.vocab_size:,} sentencepiece pieces, fewer than --vocab-size "
+              f"{args.vocab_size:,}; the model's vocab_size must equal the tokenizer's: set "
+              f"--vocab_size={tok.vocab_size} in the training config (meta.json records {tok.vocab_size})",
+              file=sys.stderr)
     return tok
 
 
@@ -504,6 +509,9 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.streaming = True if args.local else preset.streaming
     if args.vocab_size is None:
         args.vocab_size = 8192
+    if args.tokenizer == "sentencepiece" and not args.sp_model and args.vocab_size > data.MAX_VOCAB:
+        raise SystemExit(f"--vocab-size {args.vocab_size:,} is over the uint16 shard limit of {data.MAX_VOCAB:,} "
+                         f"ids; use at most {data.MAX_VOCAB:,}")
     if args.boundary is None:
         fits = preset.boundary == "none" or args.tokenizer == preset.tokenizer
         args.boundary = (preset.boundary if preset.boundary and fits else

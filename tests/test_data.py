@@ -252,6 +252,22 @@ def test_cli_bad_inputs(tmp_path, shared_data):
         run_cli(write_jsonl(tmp_path / "d.jsonl", ["a b c"]), "--out", tmp_path / "o4", "--val-tokens", "1000")
 
 
+def test_cli_sentencepiece_vocab_size_promise(tmp_path, shakespeare, capsys):
+    """A corpus too small for --vocab-size trains fewer pieces and says which vocab_size to train with;
+    a --vocab-size over uint16 stops before reading the corpus."""
+    src = tmp_path / "small.txt"
+    src.write_text(shakespeare[:20_000], encoding="utf-8")
+    common = ["--tokenizer", "sentencepiece", "--val-tokens", 0, "--num-proc", 1]
+    meta = run_cli(src, "--out", tmp_path / "o1", "--vocab-size", 8000, *common)
+    n = meta["tokenizer"]["vocab_size"]
+    assert n < 8000 and data.load_tokenizer_for(tmp_path / "o1").vocab_size == n
+    err = capsys.readouterr().err
+    assert f"only {n:,} sentencepiece pieces" in err and "--vocab-size 8,000" in err and f"--vocab_size={n} " in err
+    with pytest.raises(SystemExit, match=r"--vocab-size 70,000 is over the uint16 shard limit of 65,536"):
+        run_cli(src, "--out", tmp_path / "o2", "--vocab-size", 70_000, *common)
+    assert not (tmp_path / "o2").exists()
+
+
 # ---------------------------------------------------------------------------------------------- loader
 
 @pytest.fixture

@@ -189,6 +189,52 @@ def test_cli_from_checkpoint_and_bad_inputs(tmp_path, capsys):
         E.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
 
 
+# ----------------------------------------------------------------------------- verification
+
+def big_logit_model(**toggles) -> GPT:
+    """A random model whose |logits| are in the thousands (the final norm's gain scaled up)."""
+    model = random_model(tiny_config(**toggles))
+    with torch.no_grad():
+        model.transformer.ln_f.weight.mul_(10_000)
+    return model
+
+
+def test_verify_tolerance_scales_with_logits_and_model_is_left_alone(tmp_path):
+    """float32 rounding of large logits (~1e-7 relative) passes; a bf16 model is compared in float32
+    and is still bf16 afterwards."""
+    model = big_logit_model()
+    with torch.no_grad():
+        assert model(torch.arange(32)[None])[0].abs().max() > 1000
+    E.export(model, tmp_path / "big", tokenizer=False, verify=True)
+    bf16 = random_model(tiny_config()).to(torch.bfloat16)
+    E.export(bf16, tmp_path / "bf16", tokenizer=False, verify=True)
+    assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
+
+
+def test_verify_rejects_a_wrong_mapping(tmp_path, monkeypatch):
+    """Swapped or transposed weights still fail verification at large logits; nothing is left behind."""
+    model = big_logit_model()
+    to_hf = E.to_hf_state_dict
+
+    def swap_layers(m, family):
+        sd = to_hf(m, family)
+        a, b = "transformer.h.0.mlp.c_fc.weight", "transformer.h.1.mlp.c_fc.weight"
+        sd[a], sd[b] = sd[b], sd[a]
+        return sd
+
+    def transpose(m, family):
+        sd = to_hf(m, family)
+        name = "transformer.h.0.attn.c_proj.weight"  # square, so the shape does not give it away
+        sd[name] = sd[name].t().contiguous()
+        return sd
+
+    for broken in (swap_layers, transpose):
+        monkeypatch.setattr(E, "to_hf_state_dict", broken)
+        with pytest.raises(RuntimeError, match="verification failed"):
+            E.export(model, tmp_path / broken.__name__, tokenizer=False, verify=True)
+        assert not (tmp_path / broken.__name__).exists()
+
+
 def test_missing_tokenizer_files(tmp_path, monkeypatch):
     model = random_model(tiny_config())
     monkeypatch.setenv("TIKTOKEN_GPT2_FILE", str(tmp_path / "nope.tiktoken"))

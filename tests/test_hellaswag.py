@@ -305,6 +305,18 @@ def test_malformed_line_reports_line_number(tmp_path, bad, why):
         hs.load_examples(path)
 
 
+@pytest.mark.parametrize("content", ["", "\n  \n\n"])
+def test_empty_data_file_is_an_error(tmp_path, content):
+    """An empty (or blank-lines-only) file would score 0/0: a one-line error instead."""
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=r"no examples in .*empty\.jsonl"):
+        hs.load_examples(path)
+    with pytest.raises(SystemExit, match=r"^hellaswag\.py: error: no examples in .*empty\.jsonl") as e:
+        hs.main(["--ckpt", str(tmp_path / "unused.pt"), "--data", str(path), "--device", "cpu"])
+    assert "\n" not in e.value.code
+
+
 def test_missing_data_file_and_bad_style(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         hs.load_examples(tmp_path / "nope.jsonl")

@@ -150,3 +150,34 @@ def test_cli_compares_checkpoints(tmp_path, gpt2_tok, capsys):
                            "--ctx", "16,32", "--stride", "8", "--json", str(out)])
     assert len(res) == 4 and len(json.loads(out.read_text())) == 4
     assert "bpb" in capsys.readouterr().out
+
+
+def save_tiny(path, tok, **kw):
+    model = tiny_model(**kw)
+    torch.save({"format": 1, "model_config": __import__("dataclasses").asdict(model.config),
+                "model": model.state_dict(), "tokenizer": tok.spec()}, path)
+    return path
+
+
+def test_cli_default_ctx_is_each_block_size(tmp_path, gpt2_tok, capsys):
+    """No --ctx: each checkpoint is scored at its own block_size; the progress bar stays on stderr."""
+    path = tmp_path / "t.txt"
+    path.write_text(TEXT)
+    a = save_tiny(tmp_path / "a.pt", gpt2_tok, block_size=32)
+    b = save_tiny(tmp_path / "b.pt", gpt2_tok, block_size=16, pos_emb="rope")
+    res = perplexity.main([str(a), str(b), "--data", str(path)])
+    assert [r.ctx for r in res] == [32, 16]
+    out, err = capsys.readouterr()
+    assert "win" in err and "win" not in out and out.count("\n") == 3          # header + 2 rows
+    perplexity.main([str(a), "--data", str(path), "--quiet"])
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_every_ctx_skipped_is_an_error(tmp_path, gpt2_tok, capsys):
+    path = tmp_path / "t.txt"
+    path.write_text(TEXT)
+    a = save_tiny(tmp_path / "a.pt", gpt2_tok, block_size=32)
+    with pytest.raises(SystemExit, match=r"error: nothing to score.*block_size \(32\).*--ctx 32 or less") as e:
+        perplexity.main([str(a), "--data", str(path), "--ctx", "64,128", "--quiet"])
+    assert isinstance(e.value.code, str) and "\n" not in e.value.code     # one line, exit status 1
+    assert "checkpoint" not in capsys.readouterr().out                      # no empty table
