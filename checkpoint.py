@@ -2,13 +2,16 @@
 
 A run directory holds `ckpt_{step:07d}.pt` files (or, with FSDP, `ckpt_{step:07d}/` sharded directories, see
 parallel.py) and `best.pt`. Every file here is written to a hidden temporary name beside its target and
-renamed over it, so a crash or kill during a save leaves the previous file intact.
+renamed over it, so a crash or kill during a save leaves the previous file intact. Checkpoints hold tensors
+and plain Python types only and load with `weights_only=True`: a downloaded checkpoint cannot run code.
 """
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import re
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -55,6 +58,24 @@ def prune_checkpoints(out_dir: str | Path, keep_last: int, sharded: bool = False
         shutil.rmtree(old, ignore_errors=True) if sharded else old.unlink(missing_ok=True)
 
 
+def run_files(out_dir: str | Path) -> list[Path]:
+    """What a training run leaves in out_dir: checkpoints (files, sharded directories), best.pt, metrics.jsonl,
+    and its config.json when any of those is there."""
+    out_dir = Path(out_dir)
+    found = list_checkpoints(out_dir) + list_checkpoints(out_dir, sharded=True)
+    found += [p for p in (out_dir / "best.pt", out_dir / "metrics.jsonl") if p.exists()]
+    return found + [out_dir / "config.json"] if found and (out_dir / "config.json").exists() else found
+
+
+def move_aside(out_dir: str | Path, files: list[Path]) -> Path:
+    """Move files into out_dir/replaced_<date>_<time>/ (nothing is deleted); returns that directory."""
+    aside = Path(out_dir) / time.strftime("replaced_%Y%m%d_%H%M%S")
+    aside.mkdir()
+    for p in files:
+        p.rename(aside / p.name)
+    return aside
+
+
 def strip_prefix(state: dict) -> dict:
     """State-dict keys without the wrappers' prefixes (`_orig_mod.` of torch.compile, `module.` of DDP)."""
     out = {}
@@ -71,10 +92,46 @@ def atomic_save(obj, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """torch.load a checkpoint (resolving run directories). It holds pickled configs and RNG state, so
-    weights_only=False: only load checkpoints you trust."""
-    return torch.load(resolve_checkpoint(path), map_location=map_location, weights_only=False)
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read (truncated, corrupt, not a checkpoint); the message names the file."""
+
+
+class UntrustedCheckpoint(CheckpointError):
+    """A checkpoint that only full unpickling can read, which could run code: needs the explicit opt-in."""
+
+
+TRUST_HINT = ("unpickling such a file can run arbitrary code. If you trust where it came from (e.g. you wrote "
+              "it with a version of this repo before checkpoints held plain types only), load it with "
+              "--trust-checkpoint (train.py: --trust_checkpoint=True)")
+
+
+def load_file(path: str | Path, trust: bool = False, map_location: str | torch.device = "cpu"):
+    """torch.load with weights_only=True: tensors and plain Python types only, no code can run. trust=True
+    is the documented opt-in for older checkpoints (full unpickling) from a source you trust."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        culprit = next((line.strip() for line in str(e).splitlines() if "global" in line.lower()), None)
+        if culprit and not trust:  # torch refused a pickled class or function: this is what could run code
+            raise UntrustedCheckpoint(f"{path} holds Python objects beyond tensors and plain types "
+                                      f"({culprit[:160]}); {TRUST_HINT}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: not a checkpoint or corrupt ({_first_line(e)})") from None
+    except (RuntimeError, EOFError, OSError) as e:  # truncated, corrupt, not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a checkpoint "
+                              f"({_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return next((line for line in lines if "Unsupported" in line), lines[0] if lines else type(e).__name__)[:160]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", trust: bool = False) -> dict:
+    """The checkpoint dict of a file or run directory (its newest ckpt_*.pt), loaded safely (see load_file)."""
+    ckpt = load_file(resolve_checkpoint(path), trust, map_location)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a train.py checkpoint (a {type(ckpt).__name__}, not a dict)")
+    return ckpt
 
 
 def model_config(d: dict, fill_defaults: bool = False) -> GPTConfig:
@@ -105,6 +162,6 @@ def model_from_checkpoint(ckpt: dict, fill_defaults: bool = True) -> GPT:
     return model.eval()
 
 
-def load_model(path: str | Path, device: str = "cpu") -> GPT:
+def load_model(path: str | Path, device: str = "cpu", trust: bool = False) -> GPT:
     """The GPT of a checkpoint file or run directory (its newest ckpt_*.pt), in eval mode on `device`."""
-    return model_from_checkpoint(load_checkpoint(path)).to(device)
+    return model_from_checkpoint(load_checkpoint(path, trust=trust)).to(device)

@@ -85,6 +85,8 @@ class RunConfig:
     wandb_run_name: str = ""
     init_from: str = "scratch"             # scratch | resume | gpt2 | gpt2-medium | ... | an export_hf.py dir
     resume: str = ""                       # "" | latest (bare --resume) | path to a checkpoint or run dir
+    trust_checkpoint: bool = False         # resume/init from a checkpoint that needs full unpickling (can run code)
+    overwrite: bool = False                # fresh run into an out_dir holding another run: move its files aside first
     seed: int = 1337
     max_nonfinite: int = 5                 # stop after this many non-finite losses in a row
     sample_tokens: int = 64                # print a sample of this many tokens at each eval (0 = off)

@@ -591,8 +591,8 @@ class DataLoader:
         return _to_xy(np.concatenate(rows))
 
     def state_dict(self) -> dict:
-        return {"version": 1, "epoch": self.epoch, "shard_pos": self._shard_pos, "window_pos": self._window_pos,
-                "seed": self.seed, "seq_len": self.T, "split": self.split,
+        return {"version": 1, "epoch": int(self.epoch), "shard_pos": int(self._shard_pos),  # plain ints: weights_only
+                "window_pos": int(self._window_pos), "seed": self.seed, "seq_len": self.T, "split": self.split,
                 "shards": [p.name for p in self.paths], "lengths": self.lengths.tolist()}
 
     def load_state_dict(self, state: dict) -> None:

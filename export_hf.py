@@ -574,9 +574,9 @@ def save_tokenizer(out: Path, spec: dict, tiktoken_file=None, model_max_length: 
 
 # ----------------------------------------------------------------------------- export / import
 
-def load_for_export(ckpt_path, fill_defaults: bool = False) -> tuple[GPT, dict | None]:
+def load_for_export(ckpt_path, fill_defaults: bool = False, trust: bool = False) -> tuple[GPT, dict | None]:
     """(model in eval mode, tokenizer spec or None) from a checkpoint file or run directory."""
-    ckpt = checkpoint.load_checkpoint(ckpt_path)
+    ckpt = checkpoint.load_checkpoint(ckpt_path, trust=trust)
     try:
         model = checkpoint.model_from_checkpoint(ckpt, fill_defaults)
     except ValueError as e:
@@ -756,6 +756,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fill-defaults", action="store_true",
                    help="fill model_config fields missing from an old checkpoint with GPTConfig defaults")
     p.add_argument("--no-verify", action="store_true", help="skip reloading the export and comparing logits")
+    p.add_argument("--trust-checkpoint", action="store_true", help="load a checkpoint that needs full unpickling (older versions; can run code: only files you trust)")
     return p.parse_args(argv)
 
 
@@ -763,13 +764,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     try:
-        model, spec = load_for_export(args.ckpt, args.fill_defaults)
+        model, spec = load_for_export(args.ckpt, args.fill_defaults, args.trust_checkpoint)
         if spec is None:
             print("warning: checkpoint has no tokenizer spec; exporting weights and config only", file=sys.stderr)
         family = export(model, args.out, tokenizer=spec if spec else False, overwrite=args.overwrite,
                         dtype=dtype, tiktoken_file=args.tiktoken_file,
                         verify=not args.no_verify)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:  # RuntimeError: verification
         sys.exit(f"export_hf.py: error: {e}")
     note = f" ({why_remote(model.config)})" if family == REMOTE_FAMILY else ""
     remote = ", trust_remote_code=True" if family == REMOTE_FAMILY else ""

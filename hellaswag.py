@@ -376,7 +376,7 @@ def main(argv=None) -> None:
     try:
         examples = load_examples(args.data, args.limit)
         model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
-                                                    tiktoken_file=args.tiktoken_file)
+                                                    tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"hellaswag.py: error: {e}")
     if args.compile:

@@ -172,7 +172,7 @@ def save_sharded(out_dir: str | Path, step: int, model: nn.Module, optimizers: l
     return final
 
 
-def load_sharded(path: str | Path, model: nn.Module, optimizers: list) -> dict:
+def load_sharded(path: str | Path, model: nn.Module, optimizers: list, trust: bool = False) -> dict:
     """Every rank calls this: load model and optimizer shards (resharded to the current world size) from
     a sharded checkpoint (or a run dir: its newest complete one); returns its meta dict."""
     path = resolve_sharded(path)
@@ -181,14 +181,14 @@ def load_sharded(path: str | Path, model: nn.Module, optimizers: list) -> dict:
     with _single_process_ok():
         dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
     set_state_dict(model, optimizers, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    return torch.load(path / META, map_location="cpu", weights_only=False)
+    return checkpoint.load_file(path / META, trust)
 
 
-def consolidate(sharded_dir: str | Path, out_file: str | Path) -> Path:
+def consolidate(sharded_dir: str | Path, out_file: str | Path, trust: bool = False) -> Path:
     """Write the single-file checkpoint (contract format; "optimizer" None) of a sharded checkpoint.
     One process, no torch.distributed needed; peak memory about one copy of the model."""
     src = resolve_sharded(sharded_dir)
-    meta = torch.load(src / META, map_location="cpu", weights_only=False)
+    meta = checkpoint.load_file(src / META, trust)
     with torch.device("meta"):
         model = GPT(GPTConfig(**meta["model_config"]))
     model.to_empty(device="cpu")

@@ -221,6 +221,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--tiktoken-file", help="GPT-2 ranks file for offline use (else env TIKTOKEN_GPT2_FILE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trust-checkpoint", action="store_true", help="load a checkpoint that needs full unpickling (older versions; can run code: only files you trust)")
     return p.parse_args(argv)
 
 
@@ -233,7 +234,10 @@ def main(argv=None) -> list[Result]:
     results, block_sizes = [], []
     device = runtime.pick_device(args.device)
     for path in args.checkpoints:
-        model, spec = sample.load_model(path)
+        try:
+            model, spec = sample.load_model(path, trust=args.trust_checkpoint)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise SystemExit(f"perplexity.py: error: {e}") from None
         tokenizer = checkpoint_tokenizer(spec, data, args.tiktoken_file)
         block_sizes.append(model.config.block_size)
         results += evaluate(model.to(device), tokenizer, data, ctxs or [model.config.block_size], args.stride,

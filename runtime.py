@@ -7,6 +7,8 @@
 - Precision: `resolve_dtype("auto", ...)` is bf16 on CUDA GPUs that have it, fp16 on those that do not
   (with a GradScaler in training), fp32 on CPU and MPS. `autocast(device, dtype)` is the one autocast
   context of the repo; float32 (or None) means no autocast.
+- RNG: `rng_state()` / `set_rng_state()` carry every generator of a process (torch, CUDA, NumPy, Python) as
+  tensors and plain types, so checkpoints that hold them load with weights_only=True.
 - Peaks and MFU: dense bf16 tensor-core peaks per GPU (TF32 = half for fp32 runs), a rough estimate on CPU.
 """
 from __future__ import annotations
@@ -14,9 +16,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -109,6 +115,55 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+class StopSignal:
+    """SIGTERM/SIGINT set a flag (the loop finishes the step, saves, exits); a second SIGINT aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\nreceived {signal.Signals(signum).name}: finishing this step, saving a checkpoint, exiting",
+              flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# ----------------------------------------------------------------------------- random number generators
+
+def rng_state() -> dict:
+    """This process's RNG states (torch CPU/CUDA, numpy, python) as tensors and plain types (weights_only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        n = (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    np.random.set_state(n)  # older checkpoints (--trust_checkpoint) hold np.random.get_state() itself
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 # ----------------------------------------------------------------------------- precision

@@ -34,27 +34,28 @@ from model import GPT
 # loading (shared by sample.py, hellaswag.py and perplexity.py)
 
 
-def load_model(ckpt: str | None = None, init_from: str | None = None) -> tuple[GPT, dict | None]:
+def load_model(ckpt: str | None = None, init_from: str | None = None, trust: bool = False) -> tuple[GPT, dict | None]:
     """(model in eval mode on the CPU, tokenizer spec or None) from a checkpoint file or run directory
-    (`ckpt`), or from `init_from`: an export_hf.py directory or OpenAI GPT-2 weights by name."""
+    (`ckpt`, loaded with weights_only unless trust), or from `init_from`: an export_hf.py directory or
+    OpenAI GPT-2 weights by name."""
     if (ckpt is None) == (init_from is None):
         raise ValueError("give exactly one of --ckpt or --init-from")
     if init_from is not None:
         return export_hf.load_pretrained(init_from).eval(), None
     path = checkpoint.resolve_checkpoint(ckpt)  # FileNotFoundError naming the path and the fix
+    loaded = checkpoint.load_checkpoint(path, trust=trust)  # read once: weights and tokenizer spec
     try:
-        loaded = checkpoint.load_checkpoint(path)  # read once: weights and tokenizer spec
         model = checkpoint.model_from_checkpoint(loaded)
-    except Exception as e:  # unpickling errors, truncated files, wrong keys: one clear message
+    except Exception as e:  # wrong keys or shapes: one clear message
         raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
     return model, loaded.get("tokenizer")
 
 
 def load_model_and_tokenizer(ckpt: str | None = None, init_from: str | None = None, device="cpu",
-                             tiktoken_file: str | None = None):
+                             tiktoken_file: str | None = None, trust: bool = False):
     """(model in eval mode on `device`, tokenizer): load_model, then the checkpoint's own tokenizer (GPT-2's
     for OpenAI weights and for old checkpoints without a spec)."""
-    model, spec = load_model(ckpt, init_from)
+    model, spec = load_model(ckpt, init_from, trust)
     if spec is not None:
         tokenizer = data.tokenizer_from_spec(spec, tiktoken_file)
     elif init_from is not None or model.config.vocab_size == data.GPT2_VOCAB:
@@ -268,6 +269,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--tiktoken-file", default=None,
                    help="local GPT-2 ranks file (default: env TIKTOKEN_GPT2_FILE, else tiktoken's download)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a checkpoint that needs full unpickling (older versions; can run code: only files "
+                        "you trust). Without it checkpoints load with weights_only=True")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -305,7 +309,7 @@ def main(argv=None, out: TextIO | None = None) -> list[Sample]:
     cfg = config_from_args(args)
     try:
         model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
-                                                    tiktoken_file=args.tiktoken_file)
+                                                    tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)
         text = read_prompt(args.prompt, args.prompt_file)
         prompt_ids, dropped = encode_prompt(tokenizer, text, prompt_window(model))
         autocast_dtype = runtime.autocast_dtype(device, args.dtype)

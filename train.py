@@ -15,11 +15,8 @@ import json
 import math
 import os
 import platform
-import random
-import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -144,6 +141,19 @@ def check_model_config(cfg: TrainConfig, ckpt: dict, path: Path) -> None:
                           f"settings (--{diff[0].split('=')[0]}=...) or a new out_dir without --resume")
 
 
+def claim_out_dir(cfg: TrainConfig, info: DistInfo) -> None:
+    """A fresh run never mixes with another run's files: stop, or with overwrite=True move them aside."""
+    out_dir = Path(cfg.run.out_dir)
+    old = checkpoint.run_files(out_dir)
+    if old and not cfg.run.overwrite:
+        names = ", ".join(p.name for p in old[:4]) + (", ..." if len(old) > 4 else "")
+        raise ConfigError(f"out_dir {out_dir} holds another run ({names}); continue it with --resume, choose a new "
+                          f"--out_dir, or pass --overwrite=True to move its files into {out_dir}/replaced_<time>/")
+    if old and info.is_master:
+        print(f"moved the previous run's files into {checkpoint.move_aside(out_dir, old)}", flush=True)
+    runtime.barrier()
+
+
 def check_optimizer_available(cfg: TrainConfig) -> None:
     if cfg.optim.optimizer == "adamw8bit":
         try:
@@ -217,22 +227,6 @@ def wrap_model(raw: GPT, cfg: TrainConfig, device: str, ddp: bool) -> tuple[nn.M
     return model, DDP(model, device_ids=[dev.index or 0] if dev.type == "cuda" else None)
 
 
-def rng_state() -> dict:
-    """This process's RNG states (torch CPU/CUDA, numpy, python)."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
@@ -240,31 +234,6 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-class StopSignal:
-    """SIGTERM/SIGINT set a flag (the loop finishes the step, saves, exits); a second SIGINT aborts."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\nreceived {signal.Signals(signum).name}: finishing this step, saving a checkpoint, exiting",
-              flush=True)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class MetricsLog:
@@ -390,18 +359,34 @@ class Stepper:
         return norm, finite
 
 
-def load_resume_checkpoint(cfg: TrainConfig, path: Path | None) -> dict | None:
+def load_resume_checkpoint(cfg: TrainConfig, is_master: bool = True) -> tuple[Path | None, dict | None]:
+    """(path, checkpoint dict) to resume from, or (None, None). With --resume (latest), a corrupt newest
+    checkpoint is named and the previous good one is used instead."""
+    path = find_resume(cfg)
     if path is None:
-        return None
-    if parallel.is_sharded_checkpoint(path):  # weights/optimizer are loaded later, sharded
-        ckpt = torch.load(path / parallel.META, map_location="cpu", weights_only=False)
-    else:
-        ckpt = checkpoint.load_checkpoint(path)
-        if ckpt.get("optimizer") is None:
-            raise ConfigError(f"{path} holds weights only (a consolidated checkpoint); resume from "
+        return None, None
+    sharded = parallel.is_sharded_checkpoint(path)
+    candidates = [path]
+    if cfg.run.resume == "latest" and not sharded:
+        candidates = checkpoint.list_checkpoints(cfg.run.out_dir)[::-1]
+    for i, candidate in enumerate(candidates):
+        try:
+            if sharded:  # weights/optimizer are loaded later, sharded
+                ckpt = checkpoint.load_file(candidate / parallel.META, cfg.run.trust_checkpoint)
+            else:
+                ckpt = checkpoint.load_checkpoint(candidate, trust=cfg.run.trust_checkpoint)
+        except checkpoint.CheckpointError as e:
+            if isinstance(e, checkpoint.UntrustedCheckpoint) or i + 1 == len(candidates):
+                raise ConfigError(f"--resume: {e}") from None
+            if is_master:
+                print(f"warning: {e}; resuming from the previous checkpoint {candidates[i + 1]} instead",
+                      file=sys.stderr, flush=True)
+            continue
+        if not sharded and ckpt.get("optimizer") is None:
+            raise ConfigError(f"{candidate} holds weights only (a consolidated checkpoint); resume from "
                               f"its sharded directory {ckpt.get('consolidated_from', '')}")
-    check_model_config(cfg, ckpt, path)
-    return ckpt
+        check_model_config(cfg, ckpt, candidate)
+        return candidate, ckpt
 
 
 class Trainer(Stepper):
@@ -414,8 +399,9 @@ class Trainer(Stepper):
                                            cfg.model.block_size, info.world_size)
         check_optimizer_available(cfg)
         self.tokenizer = check_data(cfg)
-        self.resume_path = find_resume(cfg)
-        ckpt = load_resume_checkpoint(cfg, self.resume_path)
+        self.resume_path, ckpt = load_resume_checkpoint(cfg, info.is_master)
+        if ckpt is None:
+            claim_out_dir(cfg, info)
         # --- build
         super().__init__(cfg, info)
         self.loader, self.val_data = build_data(cfg, info)
@@ -430,7 +416,7 @@ class Trainer(Stepper):
     def restore(self, ckpt: dict) -> None:
         """Model, optimizer, scaler, step, data position and RNG from a checkpoint."""
         if parallel.is_sharded_checkpoint(self.resume_path):  # resharded onto this world size
-            parallel.load_sharded(self.resume_path, self.raw_model, self.optimizers)
+            parallel.load_sharded(self.resume_path, self.raw_model, self.optimizers, self.cfg.run.trust_checkpoint)
         else:
             self.raw_model.load_state_dict(checkpoint.strip_prefix(ckpt["model"]))
             for opt, state in zip(self.optimizers, ckpt["optimizer"]):
@@ -443,7 +429,7 @@ class Trainer(Stepper):
         old_world, rank = len(ckpt["rng"]), self.info.rank
         self.loader.load_state_dict(ckpt["loader"][0])  # a position in the global stream, same on all ranks
         if old_world == self.info.world_size:
-            set_rng_state(ckpt["rng"][rank])
+            runtime.set_rng_state(ckpt["rng"][rank])
             note = "data order and RNG continue exactly"
         else:
             torch.manual_seed(self.cfg.run.seed + rank + self.step)
@@ -460,7 +446,7 @@ class Trainer(Stepper):
         stats = runtime.all_reduce_sum(torch.stack([loss.float(), torch.tensor(float(stop), device=self.device)]))
         return stats[0].item() / self.info.world_size, stats[1].item() > 0
 
-    def train_step(self, stop: StopSignal) -> StepResult:
+    def train_step(self, stop: runtime.StopSignal) -> StepResult:
         """One optimizer step; also agrees across ranks whether a stop signal has arrived (by the step's end)."""
         cfg = self.cfg
         runtime.synchronize(self.device)
@@ -534,7 +520,7 @@ class Trainer(Stepper):
     def save_checkpoint(self) -> None:
         """Gather every rank's RNG and loader state; rank 0 writes ckpt_{step}.pt (and best.pt), keeps last K.
         parallelism=fsdp: every rank writes its shard of ckpt_{step}/ instead (see save_sharded)."""
-        rngs = runtime.gather_object(rng_state())
+        rngs = runtime.gather_object(runtime.rng_state())
         loaders = runtime.gather_object(self.loader.state_dict())
         is_best = self.val_step == self.step and self.last_val < self.best_val
         if is_best:
@@ -623,7 +609,7 @@ class Trainer(Stepper):
         self.bar = self.progress_bar()
         start, nonfinite, ema_s, result, reason = self.step, 0, None, None, "done"
         try:
-            with StopSignal() as stop:
+            with runtime.StopSignal() as stop:
                 while True:
                     if self.due(cfg.run.eval_interval) and not (self.step == start and start > 0):
                         self.run_evals()

@@ -109,9 +109,26 @@ def legacy():
     return FIXTURES / "legacy_ckpt_0000003.pt", json.loads((FIXTURES / "legacy_expected.json").read_text())
 
 
+def legacy_args(data_dir, out_dir, **over) -> list[str]:
+    """The settings the legacy run was trained with."""
+    args = dict(data_dir=data_dir, out_dir=out_dir, vocab_size=65, block_size=32, n_layer=1, n_head=2, n_embd=32,
+                batch_size=4, total_batch_size=0, max_iters=6, warmup_iters=2, learning_rate=3e-3, eval_interval=3,
+                eval_iters=2, log_interval=1, sample_tokens=0, device="cpu", keep_last=5, dropout=0.1)
+    return [f"--{k}={v}" for k, v in {**args, **over}.items()]
+
+
+def test_legacy_checkpoint_needs_the_trust_opt_in(legacy, char_data, tmp_path):
+    """It pickles NumPy's RNG state, so it only loads with full unpickling: asked for explicitly."""
+    path, _ = legacy
+    with pytest.raises(checkpoint.UntrustedCheckpoint, match="numpy.*--trust-checkpoint"):
+        checkpoint.load_checkpoint(path)
+    with pytest.raises(config.ConfigError, match="--trust_checkpoint=True"):
+        train.train(config.load_config(None, legacy_args(char_data, tmp_path, resume=path)))
+
+
 def test_legacy_checkpoint_loads_and_samples_as_before(legacy):
     path, want = legacy
-    model, tok = sample.load_model_and_tokenizer(str(path))
+    model, tok = sample.load_model_and_tokenizer(str(path), trust=True)
     x = torch.tensor([tok.encode(want["prompt"])])
     with torch.no_grad():
         logits = model(x)[0][0, -1]
@@ -119,18 +136,14 @@ def test_legacy_checkpoint_loads_and_samples_as_before(legacy):
     out = sample.sample(model, tok, tok.encode(want["prompt"]), sample.SampleConfig(max_new_tokens=20,
                                                                                      temperature=0.0))
     assert out[0].text == want["greedy_20"]
-    assert checkpoint.load_model(path).config == model.config
+    assert checkpoint.load_model(path, trust=True).config == model.config
 
 
 def test_legacy_checkpoint_resumes_to_the_same_losses(legacy, char_data, tmp_path):
     """The char data of conftest is the data the checkpoint was trained on (same text, same tokenizer)."""
     path, want = legacy
     shutil.copy(path, tmp_path / "ckpt_0000003.pt")
-    args = dict(data_dir=char_data, out_dir=tmp_path, vocab_size=65, block_size=32, n_layer=1, n_head=2,
-                n_embd=32, batch_size=4, total_batch_size=0, max_iters=6, warmup_iters=2, learning_rate=3e-3,
-                eval_interval=3, eval_iters=2, log_interval=1, sample_tokens=0, device="cpu", keep_last=5,
-                dropout=0.1)
-    res = train.train(config.load_config(None, [f"--{k}={v}" for k, v in args.items()] + ["--resume"]))
+    res = train.train(config.load_config(None, legacy_args(char_data, tmp_path, trust_checkpoint=True) + ["--resume"]))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = {str(r["step"]): r["loss"] for r in rows if r["type"] == "train"}
     assert losses == pytest.approx(want["resume_losses"], rel=0, abs=1e-6)

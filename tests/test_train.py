@@ -411,3 +411,26 @@ def test_compiled_run_matches_eager_and_saves_plain_names(char_data, tmp_path):
     state = weights(resolve_checkpoint(tmp_path / "compiled"))
     assert not [k for k in state if "_orig_mod" in k]
     assert state.keys() == weights(resolve_checkpoint(tmp_path / "eager")).keys()
+
+
+# ----------------------------------------------------------------------------- never lose a run
+
+def test_second_fresh_run_into_an_out_dir_stops_before_touching_it(char_data, tmp_path):
+    train.train(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(config.ConfigError, match=r"holds another run \(ckpt_0000003.pt.*--resume.*--out_dir.*"
+                                                 r"--overwrite=True"):
+        train.train(tiny(char_data, tmp_path, max_iters=2, learning_rate=1.0))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before   # nothing touched
+
+
+def test_overwrite_moves_the_old_run_aside(char_data, tmp_path):
+    train.train(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
+    old_best = (tmp_path / "best.pt").read_bytes()
+    train.train(tiny(char_data, tmp_path, max_iters=2, eval_interval=2, overwrite=True))
+    (aside,) = tmp_path.glob("replaced_*")
+    assert (aside / "best.pt").read_bytes() == old_best and (aside / "ckpt_0000003.pt").exists()
+    assert [r["step"] for r in rows(aside)] == [1, 2, 3]                  # the old history, whole
+    assert [r["step"] for r in rows(tmp_path)] == [1, 2]                  # the new one, alone
+    assert [p.name for p in tmp_path.glob("ckpt_*.pt")] == ["ckpt_0000002.pt"]
+    assert resolve_checkpoint(tmp_path).name == "ckpt_0000002.pt"
