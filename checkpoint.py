@@ -8,6 +8,7 @@ and plain Python types only and load with `weights_only=True`: a downloaded chec
 from __future__ import annotations
 
 import dataclasses
+import errno
 import pickle
 import re
 import shutil
@@ -76,6 +77,14 @@ def move_aside(out_dir: str | Path, files: list[Path]) -> Path:
     return aside
 
 
+def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
+    """Delete the hidden temporaries (.NAME.tmpPID, data.atomic_path) that a killed save left in out_dir."""
+    stale = [p for p in Path(out_dir).glob(".*.tmp*") if re.fullmatch(r"\..+\.tmp\d+", p.name)]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return stale
+
+
 def strip_prefix(state: dict) -> dict:
     """State-dict keys without the wrappers' prefixes (`_orig_mod.` of torch.compile, `module.` of DDP)."""
     out = {}
@@ -86,10 +95,24 @@ def strip_prefix(state: dict) -> dict:
     return out
 
 
+def weights_only(ckpt: dict) -> dict:
+    """The part of a checkpoint that sampling, evaluation and export read (best.pt, consolidated files): no
+    optimizer, scaler, RNG or loader state, so it is a fraction of the size and cannot be resumed."""
+    return {k: v for k, v in ckpt.items() if k not in ("rng", "loader", "scaler")} | {"optimizer": None}
+
+
 def atomic_save(obj, path: str | Path) -> None:
-    """torch.save to a hidden temporary file renamed over `path` (data.atomic_path)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save to a hidden temporary file renamed over `path` (data.atomic_path). A failed write (a full
+    disk) raises CheckpointError saying so; the file that was at `path` is intact."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except (RuntimeError, OSError) as e:
+        full = getattr(e, "errno", None) == errno.ENOSPC or shutil.disk_usage(path.parent).free < 64 * 2**20
+        why = "no space left on device" if full else _first_line(e)
+        raise CheckpointError(f"{why} while writing {path}; the previous checkpoint is intact"
+                              + ("; free some space, then --resume" if full else "")) from e
 
 
 class CheckpointError(ValueError):

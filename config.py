@@ -22,6 +22,9 @@ import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
+import data as datalib
 from model import GPTConfig
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -236,7 +239,7 @@ def build_config(values: dict) -> TrainConfig:
 # ----------------------------------------------------------------------------- validation
 
 def validate(cfg: TrainConfig) -> None:
-    """Every check on config values in one place (inputs on disk are checked by train.py at start-up)."""
+    """Every check on config values in one place (inputs on disk: check_data, at start-up)."""
     flat = cfg.flat()
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
@@ -251,6 +254,9 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("warmup_start_ratio", "lr_hold_frac", "min_lr_ratio", "cooldown_frac", "seq_len_warmup_frac"):
         if not 0.0 <= flat[key] <= 1.0:
             raise ConfigError(f"{key}={flat[key]} must be a fraction in [0, 1]")
+    for key in ("learning_rate", "muon_lr", "eps"):
+        if flat[key] <= 0:
+            raise ConfigError(f"{key}={flat[key]} must be > 0")
     if cfg.min_lr > cfg.optim.learning_rate:
         raise ConfigError(f"min_lr={cfg.min_lr} is above learning_rate={cfg.optim.learning_rate}")
     bad = [s for s in cfg.data.seq_len_warmup if not 0 < s <= cfg.model.block_size]
@@ -281,6 +287,39 @@ def validate_fsdp(cfg: TrainConfig) -> None:
     if cfg.run.hellaswag_interval:
         raise ConfigError("hellaswag_interval is not available with parallelism=fsdp; set --hellaswag_interval=0 "
                           "and score the consolidated checkpoint with hellaswag.py")
+
+
+def check_data(cfg: TrainConfig):
+    """Shards exist and the tokenizer in meta.json matches vocab_size; returns the tokenizer (or None)."""
+    d = Path(cfg.data.data_dir)
+    fix = f"run `python prepare_data.py ... --out {d}` or set --data_dir"
+    if not d.is_dir():
+        raise ConfigError(f"data_dir {d} does not exist; {fix}")
+    for split in ("train",) + (("val",) if cfg.run.eval_iters else ()):
+        try:
+            found = datalib.list_shards(d, split)
+        except (FileNotFoundError, RuntimeError) as e:
+            raise ConfigError(f"{e}; {fix}") from None
+        if not found:
+            raise ConfigError(f"data_dir {d} has no {split} shards; {fix}")
+    tokenizer = datalib.load_tokenizer_for(d)
+    if tokenizer.vocab_size != cfg.model.vocab_size:
+        raise ConfigError(
+            f"the shards in {d} use a {tokenizer.kind} tokenizer with vocab_size={tokenizer.vocab_size} (meta.json) "
+            f"but the model has vocab_size={cfg.model.vocab_size}; set --vocab_size={tokenizer.vocab_size} "
+            f"(embedding padding is pad_vocab_multiple's job) or point data_dir at matching shards")
+    return tokenizer
+
+
+def check_optimizer_available(cfg: TrainConfig) -> None:
+    if cfg.optim.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ConfigError("optimizer=adamw8bit needs bitsandbytes (a CUDA machine): `pip install "
+                              "bitsandbytes`, or use --optimizer=adamw") from None
+    if cfg.optim.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
+        raise ConfigError(f"optimizer=muon needs torch.optim.Muon (torch >= 2.9); torch is {torch.__version__}")
 
 
 def grad_accum_steps(total_batch_size: int, batch_size: int, block_size: int, world_size: int) -> int:

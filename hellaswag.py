@@ -371,9 +371,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    info = runtime.setup_distributed(args.device)  # torchrun: one process group per rank
-    rank, world_size, device = info.rank, info.world_size, info.device
     try:
+        info = runtime.setup_distributed(args.device)  # torchrun: one process group per rank
+        rank, world_size, device = info.rank, info.world_size, info.device
         examples = load_examples(args.data, args.limit)
         model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
                                                     tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)

@@ -195,8 +195,7 @@ def consolidate(sharded_dir: str | Path, out_file: str | Path, trust: bool = Fal
     state = {"model": model.state_dict()}
     with _single_process_ok():
         dcp.load(state, checkpoint_id=src, no_dist=True)
-    ckpt = {k: v for k, v in meta.items() if k not in ("rng", "loader", "scaler")}
-    ckpt.update(model=state["model"], optimizer=None, consolidated_from=str(src))
+    ckpt = checkpoint.weights_only(meta) | {"model": state["model"], "consolidated_from": str(src)}
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_save(ckpt, out_file)

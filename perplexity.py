@@ -232,7 +232,10 @@ def main(argv=None) -> list[Result]:
     if not data.exists():
         raise SystemExit(f"error: --data {data} does not exist")
     results, block_sizes = [], []
-    device = runtime.pick_device(args.device)
+    try:
+        device = runtime.pick_device(args.device)
+    except ValueError as e:
+        raise SystemExit(f"perplexity.py: error: {e}") from None
     for path in args.checkpoints:
         try:
             model, spec = sample.load_model(path, trust=args.trust_checkpoint)

@@ -57,7 +57,15 @@ def device_type(device: str | torch.device) -> str:
 
 
 def pick_device(name: str | None = "auto") -> str:
+    """auto: cuda, else mps, else cpu. An explicit device this torch cannot use is a ValueError naming the fix."""
     if name not in (None, "auto"):
+        kind = device_type(name)
+        if kind == "cuda" and not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build, but no GPU is visible"
+            raise ValueError(f"device={name}: torch {torch.__version__} is {build}; use --device=cpu (or auto), "
+                             f"or install a CUDA build of torch on a machine with a GPU")
+        if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device={name}: MPS (Apple GPU) is not available here; use --device=cpu (or auto)")
         return name
     if torch.cuda.is_available():
         return "cuda"

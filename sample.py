@@ -305,9 +305,9 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
 def main(argv=None, out: TextIO | None = None) -> list[Sample]:
     args = parse_args(argv)
     out = sys.stdout if out is None else out
-    device = runtime.pick_device(args.device)
     cfg = config_from_args(args)
     try:
+        device = runtime.pick_device(args.device)
         model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
                                                     tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)
         text = read_prompt(args.prompt, args.prompt_file)

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import checkpoint
+import config
 import data as datalib
 import export_hf
 import hellaswag
@@ -98,28 +99,6 @@ def seq_len_at(step: int, max_iters: int, block_size: int, stages: tuple[int, ..
 
 # ----------------------------------------------------------------------------- startup checks
 
-def check_data(cfg: TrainConfig):
-    """Shards exist and the tokenizer in meta.json matches vocab_size; returns the tokenizer (or None)."""
-    d = Path(cfg.data.data_dir)
-    fix = f"run `python prepare_data.py ... --out {d}` or set --data_dir"
-    if not d.is_dir():
-        raise ConfigError(f"data_dir {d} does not exist; {fix}")
-    for split in ("train",) + (("val",) if cfg.run.eval_iters else ()):
-        try:
-            found = datalib.list_shards(d, split)
-        except (FileNotFoundError, RuntimeError) as e:
-            raise ConfigError(f"{e}; {fix}") from None
-        if not found:
-            raise ConfigError(f"data_dir {d} has no {split} shards; {fix}")
-    tokenizer = datalib.load_tokenizer_for(d)
-    if tokenizer.vocab_size != cfg.model.vocab_size:
-        raise ConfigError(
-            f"the shards in {d} use a {tokenizer.kind} tokenizer with vocab_size={tokenizer.vocab_size} (meta.json) "
-            f"but the model has vocab_size={cfg.model.vocab_size}; set --vocab_size={tokenizer.vocab_size} "
-            f"(embedding padding is pad_vocab_multiple's job) or point data_dir at matching shards")
-    return tokenizer
-
-
 def find_resume(cfg: TrainConfig) -> Path | None:
     """The checkpoint to resume from, or None; clear error if --resume finds nothing."""
     if not cfg.run.resume:
@@ -154,17 +133,6 @@ def claim_out_dir(cfg: TrainConfig, info: DistInfo) -> None:
     runtime.barrier()
 
 
-def check_optimizer_available(cfg: TrainConfig) -> None:
-    if cfg.optim.optimizer == "adamw8bit":
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise ConfigError("optimizer=adamw8bit needs bitsandbytes (a CUDA machine): `pip install "
-                              "bitsandbytes`, or use --optimizer=adamw") from None
-    if cfg.optim.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
-        raise ConfigError(f"optimizer=muon needs torch.optim.Muon (torch >= 2.9); torch is {torch.__version__}")
-
-
 # ----------------------------------------------------------------------------- building
 
 def build_optimizers(raw: GPT, cfg: TrainConfig, device_type: str) -> list[torch.optim.Optimizer]:
@@ -193,6 +161,8 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> tuple:
                                     world_size=info.world_size, seed=cfg.run.seed)
         val = (datalib.val_batches(d.data_dir, d.batch_size, cfg.model.block_size, cfg.run.eval_iters,
                                    rank=info.rank, world_size=info.world_size) if cfg.run.eval_iters else [])
+    except datalib.ShardFormatError as e:  # damaged, truncated or foreign file
+        raise ConfigError(f"{e}; re-run prepare_data.py for {d.data_dir} (or remove the file)") from None
     except ValueError as e:  # too little data for one batch
         raise ConfigError(f"{e}; lower batch_size or block_size, or prepare more data") from None
     return loader, val
@@ -239,20 +209,31 @@ def git_commit() -> str:
 class MetricsLog:
     """Rows to out_dir/metrics.jsonl (rank 0) and to wandb when enabled."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: Path, enabled: bool):
+    def __init__(self, cfg: TrainConfig, out_dir: Path, enabled: bool, resumed_at: int | None = None):
         self.enabled = enabled
         self.path = out_dir / "metrics.jsonl"
+        if enabled and resumed_at is not None and self.path.exists():
+            self.drop_rows_after(resumed_at)
         self.wandb = init_wandb(cfg, out_dir) if enabled and cfg.run.wandb_log else None
+
+    def drop_rows_after(self, step: int) -> None:
+        """After a crash and resume the steps past the checkpoint run again: keep one history."""
+        lines = self.path.read_text().splitlines()
+        keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(keep) != len(lines):
+            with datalib.atomic_path(self.path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in keep))
 
     def write(self, row: dict) -> None:
         if not self.enabled:
             return
+        row = {k: v if not (isinstance(v, float) and not math.isfinite(v)) else None for k, v in row.items()}
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(row, allow_nan=False) + "\n")  # NaN/inf as null: strict JSON readers
         if self.wandb is not None:
             prefix = "val" if row["type"] == "eval" else "train"
             self.wandb.log({f"{prefix}/{k}": v for k, v in row.items() if isinstance(v, (int, float))
-                            and k != "step"}, step=row["step"])
+                            and k != "step"}, step=row["step"])  # (None, i.e. NaN, is left out)
 
     def close(self) -> None:
         if self.wandb is not None:
@@ -383,8 +364,9 @@ def load_resume_checkpoint(cfg: TrainConfig, is_master: bool = True) -> tuple[Pa
                       file=sys.stderr, flush=True)
             continue
         if not sharded and ckpt.get("optimizer") is None:
-            raise ConfigError(f"{candidate} holds weights only (a consolidated checkpoint); resume from "
-                              f"its sharded directory {ckpt.get('consolidated_from', '')}")
+            origin = ckpt.get("consolidated_from") or f"a ckpt_*.pt in {candidate.parent}"
+            raise ConfigError(f"{candidate} holds weights only (best.pt or a consolidated checkpoint), no optimizer "
+                              f"or data state to resume; resume from {origin}")
         check_model_config(cfg, ckpt, candidate)
         return candidate, ckpt
 
@@ -397,8 +379,8 @@ class Trainer(Stepper):
         # --- bad input, before any work
         self.grad_accum = grad_accum_steps(cfg.data.total_batch_size, cfg.data.batch_size,
                                            cfg.model.block_size, info.world_size)
-        check_optimizer_available(cfg)
-        self.tokenizer = check_data(cfg)
+        config.check_optimizer_available(cfg)
+        self.tokenizer = config.check_data(cfg)
         self.resume_path, ckpt = load_resume_checkpoint(cfg, info.is_master)
         if ckpt is None:
             claim_out_dir(cfg, info)
@@ -427,7 +409,12 @@ class Trainer(Stepper):
         self.best_val = ckpt.get("best_val_loss", float("inf"))
         self.last_val = ckpt.get("val_loss")
         old_world, rank = len(ckpt["rng"]), self.info.rank
-        self.loader.load_state_dict(ckpt["loader"][0])  # a position in the global stream, same on all ranks
+        try:
+            self.loader.load_state_dict(ckpt["loader"][0])  # a position in the global stream, same on all ranks
+        except ValueError as e:
+            raise ConfigError(f"--resume from {self.resume_path}: {e}. The data order follows the run's seed, "
+                              f"block_size and shards: resume with the settings it was trained with (config.json "
+                              f"in its out_dir), or start a new run in a new --out_dir") from None
         if old_world == self.info.world_size:
             runtime.set_rng_state(ckpt["rng"][rank])
             note = "data order and RNG continue exactly"
@@ -510,6 +497,7 @@ class Trainer(Stepper):
         prompt = [start] if start is not None else tok.encode("\n")
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.run.seed)  # never touches global RNG
         idx = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        self.raw_model.eval()  # no dropout: the training RNG streams are not drawn from
         with self.autocast():
             out = self.raw_model.generate(idx, n, temperature=0.8, top_k=200, generator=gen)
         self.raw_model.train()
@@ -537,8 +525,8 @@ class Trainer(Stepper):
         ckpt.update(model=self.raw_model.state_dict(), optimizer=[opt.state_dict() for opt in self.optimizers])
         path = checkpoint.checkpoint_path(self.out_dir, self.step)
         checkpoint.atomic_save(ckpt, path)
-        if is_best:
-            checkpoint.atomic_save(ckpt, self.out_dir / "best.pt")
+        if is_best:  # weights only: sampling, evaluation and export read it; resuming uses ckpt_*.pt
+            checkpoint.atomic_save(checkpoint.weights_only(ckpt), self.out_dir / "best.pt")
         checkpoint.prune_checkpoints(self.out_dir, self.cfg.run.keep_last)
         self.print(f"saved {path}" + (" (best)" if is_best else ""))
 
@@ -596,6 +584,13 @@ class Trainer(Stepper):
 
     # -- the loop
 
+    def nonfinite_message(self, count: int) -> str:
+        saved = checkpoint.list_checkpoints(self.out_dir) or checkpoint.list_checkpoints(self.out_dir, sharded=True)
+        where = (f"the last good checkpoint {saved[-1]} is intact: lower learning_rate or check the data, then "
+                 f"--resume" if saved else "no checkpoint was saved yet: lower learning_rate or check the data and "
+                 "start again")
+        return f"{count} non-finite losses in a row, the last at step {self.step}; stopping. {where}"
+
     def due(self, interval: int) -> bool:
         return self.step % interval == 0 or self.step >= self.cfg.schedule.max_iters
 
@@ -603,8 +598,10 @@ class Trainer(Stepper):
         cfg = self.cfg
         if self.info.is_master:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.remove_stale_temp_files(self.out_dir)  # left by a save that was killed
             (self.out_dir / "config.json").write_text(json.dumps(cfg.flat(), indent=1))
-        self.metrics = MetricsLog(cfg, self.out_dir, self.info.is_master)
+        self.metrics = MetricsLog(cfg, self.out_dir, self.info.is_master,
+                                  resumed_at=self.step if self.resume_path is not None else None)
         self.header()
         self.bar = self.progress_bar()
         start, nonfinite, ema_s, result, reason = self.step, 0, None, None, "done"
@@ -621,10 +618,7 @@ class Trainer(Stepper):
                     self.step += 1
                     nonfinite = 0 if result.finite else nonfinite + 1
                     if nonfinite >= cfg.run.max_nonfinite:
-                        raise NonFiniteLoss(
-                            f"{nonfinite} non-finite losses in a row, the last at step {self.step}; stopping. "
-                            f"The last good checkpoint in {self.out_dir} is intact: lower learning_rate or "
-                            f"check the data, then --resume")
+                        raise NonFiniteLoss(self.nonfinite_message(nonfinite))
                     if self.step > start + 1:  # the first step (compilation, allocator warmup) is not typical
                         ema_s = result.seconds if ema_s is None else 0.9 * ema_s + 0.1 * result.seconds
                     self.log_step(result, ema_s)
@@ -644,7 +638,10 @@ class Trainer(Stepper):
 
 def train(cfg: TrainConfig) -> dict:
     """Train per cfg (single process or under torchrun); returns final metrics."""
-    info = runtime.setup_distributed(cfg.run.device)
+    try:
+        info = runtime.setup_distributed(cfg.run.device)
+    except ValueError as e:  # a device this torch cannot use
+        raise ConfigError(str(e)) from None
     try:
         return Trainer(cfg, info).fit()
     finally:
@@ -667,7 +664,7 @@ def main(argv: list[str] | None = None) -> None:
         if is_master:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except NonFiniteLoss as e:
+    except (NonFiniteLoss, checkpoint.CheckpointError) as e:  # stopped mid-run; checkpoints on disk are intact
         if is_master:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoint
 import config
 import data as datalib
 import train
@@ -194,9 +196,18 @@ def test_short_run_lowers_val_loss(char_data, tmp_path):
     assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
 
 
+def test_samples_never_change_training(char_data, tmp_path):
+    """In-training samples (dropout on) use their own generator in eval mode: the loss curve is the same."""
+    common = dict(max_iters=6, dropout=0.1, eval_interval=2)
+    train.train(tiny(char_data, tmp_path / "quiet", sample_tokens=0, **common))
+    train.train(tiny(char_data, tmp_path / "samples", sample_tokens=8, **common))
+    assert [r["loss"] for r in rows(tmp_path / "quiet")] == [r["loss"] for r in rows(tmp_path / "samples")]
+
+
 def test_resume_is_bit_identical(char_data, tmp_path):
-    """6 steps + resume + 4 steps == 10 steps: same losses and weights, bit for bit (dropout on)."""
-    common = dict(max_iters=10, lr_decay_iters=10, dropout=0.1, eval_interval=5)
+    """6 steps + resume + 4 steps == 10 steps: same losses and weights, bit for bit (dropout on, and samples
+    at every evaluation, including the extra one at the end of the first leg)."""
+    common = dict(max_iters=10, lr_decay_iters=10, dropout=0.1, eval_interval=5, sample_tokens=8)
     train.train(tiny(char_data, tmp_path / "full", **common))
     train.train(tiny(char_data, tmp_path / "split", **{**common, "max_iters": 6}))
     assert resolve_checkpoint(tmp_path / "split").name == "ckpt_0000006.pt"
@@ -211,7 +222,8 @@ def test_resume_is_bit_identical(char_data, tmp_path):
 
 def test_sigterm_saves_and_resumes(char_data, tmp_path):
     out = tmp_path / "run"
-    args = tiny_args(char_data, out, max_iters=100000, lr_schedule="constant", eval_interval=100000)
+    args = tiny_args(char_data, out, max_iters=100000, lr_schedule="constant", eval_interval=100000, dropout=0.1,
+                     sample_tokens=8)
     proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -228,11 +240,12 @@ def test_sigterm_saves_and_resumes(char_data, tmp_path):
     step = ckpt["step"]
     assert step >= 3 and rows(out)[-1]["step"] == step
     res = train.train(tiny(char_data, out, max_iters=step + 2, lr_schedule="constant", eval_interval=100000,
-                           resume="latest"))
+                           dropout=0.1, sample_tokens=8, resume="latest"))
     assert res["step"] == step + 2 and [r["step"] for r in rows(out)][-3:] == [step, step + 1, step + 2]
     # same numbers as never stopping
     ref = tmp_path / "ref"
-    train.train(tiny(char_data, ref, max_iters=step + 2, lr_schedule="constant", eval_interval=100000))
+    train.train(tiny(char_data, ref, max_iters=step + 2, lr_schedule="constant", eval_interval=100000, dropout=0.1,
+                     sample_tokens=8))
     assert [r["loss"] for r in rows(ref)] == pytest.approx([r["loss"] for r in rows(out)], rel=1e-5)
 
 
@@ -434,3 +447,80 @@ def test_overwrite_moves_the_old_run_aside(char_data, tmp_path):
     assert [r["step"] for r in rows(tmp_path)] == [1, 2]                  # the new one, alone
     assert [p.name for p in tmp_path.glob("ckpt_*.pt")] == ["ckpt_0000002.pt"]
     assert resolve_checkpoint(tmp_path).name == "ckpt_0000002.pt"
+
+
+def test_crash_leftovers_are_cleaned_and_history_stays_single(char_data, tmp_path):
+    """A killed save's temp file goes at the next start; after a crash the replayed steps are logged once."""
+    train.train(tiny(char_data, tmp_path, max_iters=6, eval_interval=3))       # checkpoints at 3 and 6
+    (tmp_path / "ckpt_0000006.pt").unlink()                                   # as if killed before saving 6:
+    (tmp_path / ".ckpt_0000006.pt.tmp4242").write_bytes(b"half a checkpoint")  # metrics hold steps 4-6 already
+    train.train(tiny(char_data, tmp_path, max_iters=6, eval_interval=3, resume="latest"))
+    assert not list(tmp_path.glob(".*.tmp*"))
+    steps = [r["step"] for r in rows(tmp_path)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows(tmp_path, "eval")] == [0, 3, 6]
+
+
+def test_best_pt_is_weights_only(char_data, tmp_path):
+    train.train(tiny(char_data, tmp_path, max_iters=3, eval_interval=3, n_embd=64))
+    best, full = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "ckpt_0000003.pt")
+    assert best["optimizer"] is None and "rng" not in best and "loader" not in best
+    assert all(torch.equal(best["model"][k], full["model"][k]) for k in full["model"])
+    assert (tmp_path / "best.pt").stat().st_size < 0.5 * (tmp_path / "ckpt_0000003.pt").stat().st_size
+    with pytest.raises(config.ConfigError, match="weights only.*resume from a ckpt_"):
+        train.train(tiny(char_data, tmp_path / "new", n_embd=64, resume=tmp_path / "best.pt"))
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(char_data, tmp_path, capsys):
+    train.train(tiny(char_data, tmp_path, max_iters=6, eval_interval=3))
+    (tmp_path / "ckpt_0000006.pt").write_bytes(b"\0" * 100)
+    res = train.train(tiny(char_data, tmp_path, max_iters=6, eval_interval=3, resume="latest"))
+    err = capsys.readouterr().err
+    assert "ckpt_0000006.pt" in err and "resuming from the previous checkpoint" in err and "ckpt_0000003" in err
+    assert res["step"] == 6 and load_checkpoint(tmp_path)["step"] == 6
+
+
+def test_full_disk_says_so_and_keeps_the_previous_checkpoint(char_data, tmp_path, monkeypatch):
+    train.train(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
+
+    def no_space(obj, f, *a, **k):
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 0))
+    with pytest.raises(checkpoint.CheckpointError, match="no space left on device while writing .*ckpt_0000006.pt; "
+                                                         "the previous checkpoint is intact"):
+        train.train(tiny(char_data, tmp_path, max_iters=6, eval_interval=3, resume="latest"))
+    monkeypatch.undo()
+    assert resolve_checkpoint(tmp_path).name == "ckpt_0000003.pt" and load_checkpoint(tmp_path)["step"] == 3
+    assert not list(tmp_path.glob(".*.tmp*"))
+
+
+def test_messages_name_the_problem_and_the_fix(char_data, tmp_path):
+    def fails(match, **over):
+        with pytest.raises(config.ConfigError, match=match):
+            train.train(tiny(char_data, tmp_path / "x", **over))
+    fails(r"learning_rate=-1.0 must be > 0", learning_rate=-1)
+    if not torch.cuda.is_available():
+        fails(r"device=cuda: torch .* use --device=cpu", device="cuda")
+    train.train(tiny(char_data, tmp_path / "run", max_iters=3, eval_interval=3))
+    with pytest.raises(config.ConfigError, match=r"seed was 1337, now 42.*resume with the settings it was trained"):
+        train.train(tiny(char_data, tmp_path / "run", max_iters=6, seed=42, resume="latest"))
+    bad = tmp_path / "bad_shards"
+    shutil.copytree(char_data, bad)
+    train_shard = next(bad.glob("*_train_*.bin"))
+    train_shard.write_bytes(train_shard.read_bytes()[:5000])                    # truncated
+    with pytest.raises(config.ConfigError, match=r"truncated or corrupt shard\); re-run prepare_data.py") as e:
+        train.train(tiny(bad, tmp_path / "y"))
+    assert "lower batch_size" not in str(e.value)
+
+
+def test_nonfinite_before_any_checkpoint_says_so_and_logs_null(char_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train.Trainer, "all_reduce_stats", lambda self, loss, stop: (float("nan"), False))
+    with pytest.raises(train.NonFiniteLoss, match="no checkpoint was saved yet") as e:
+        train.train(tiny(char_data, tmp_path, max_iters=10, max_nonfinite=3, eval_interval=100))
+    assert "is intact" not in str(e.value)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl")) for line in lines)
+    assert rows(tmp_path)[0]["loss"] is None
