@@ -90,6 +90,8 @@ def setup_distributed(device: str | None = "auto") -> DistInfo:
 
 
 def cleanup_distributed() -> None:
+    global _control_group
+    _control_group = None
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -107,6 +109,21 @@ def barrier() -> None:
     """Wait for every rank (no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+_control_group = None  # a Gloo group for small control messages (a flag), made on first use
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether flag is set on any rank. Through Gloo on the CPU, so it never waits for queued GPU work."""
+    global _control_group
+    if not is_distributed():
+        return flag
+    if _control_group is None:
+        _control_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    t = torch.tensor([float(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_control_group)
+    return t.item() > 0
 
 
 def gather_object(obj) -> list:

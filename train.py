@@ -303,12 +303,16 @@ class Stepper:
             for group, peak in zip(opt.param_groups, peaks):
                 group["lr"] = peak * scale
 
-    def forward_backward(self, next_batch, grad_accum: int) -> tuple[torch.Tensor, int]:
-        """grad_accum micro-steps on next_batch() batches, gradients synced on the last only.
-        Returns (mean loss, tokens on this rank)."""
+    def forward_backward(self, next_batch, grad_accum: int, interrupted=None) -> tuple[torch.Tensor, int] | None:
+        """grad_accum micro-steps on next_batch() batches, gradients synced on the last only. Returns (mean loss,
+        tokens on this rank), or None when interrupted() turned true between two micro-steps (grads zeroed)."""
         loss_sum = torch.zeros((), device=self.device)
         tokens = 0
         for micro in range(grad_accum):
+            if micro and interrupted is not None and interrupted():
+                for opt in self.optimizers:
+                    opt.zero_grad(set_to_none=True)
+                return None
             x, y = next_batch()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             tokens += x.numel()
@@ -389,6 +393,8 @@ class Trainer(Stepper):
         self.loader, self.val_data = build_data(cfg, info)
         torch.manual_seed(cfg.run.seed + info.rank)  # dropout differs per rank
         self.step, self.best_val, self.last_val, self.val_step = 0, float("inf"), None, -1
+        # a stop signal is heeded between micro-steps too (schedulers wait ~30-120 s); FSDP: at the step's end
+        self.can_interrupt = self.grad_accum > 1 and not self.fsdp
         if ckpt is not None:
             self.restore(ckpt)
         self.metrics = None
@@ -433,9 +439,11 @@ class Trainer(Stepper):
         stats = runtime.all_reduce_sum(torch.stack([loss.float(), torch.tensor(float(stop), device=self.device)]))
         return stats[0].item() / self.info.world_size, stats[1].item() > 0
 
-    def train_step(self, stop: runtime.StopSignal) -> StepResult:
-        """One optimizer step; also agrees across ranks whether a stop signal has arrived (by the step's end)."""
+    def train_step(self, stop: runtime.StopSignal) -> StepResult | None:
+        """One optimizer step; also agrees across ranks whether a stop signal has arrived (by the step's end).
+        None: a signal arrived between micro-steps; the step is undone (data position and RNG as before it)."""
         cfg = self.cfg
+        before = (self.loader.state_dict(), runtime.rng_state()) if self.can_interrupt else None
         runtime.synchronize(self.device)
         t0 = time.perf_counter()
         lr = get_lr(self.step, cfg)
@@ -443,7 +451,13 @@ class Trainer(Stepper):
         seq_len = seq_len_at(self.step, cfg.schedule.max_iters, cfg.model.block_size,
                              cfg.data.seq_len_warmup, cfg.data.seq_len_warmup_frac)
         self.ddp_model.train()
-        loss, tokens = self.forward_backward(lambda: self.loader.next_batch(seq_len=seq_len), self.grad_accum)
+        out = self.forward_backward(lambda: self.loader.next_batch(seq_len=seq_len), self.grad_accum,
+                                    (lambda: runtime.any_rank(stop.requested)) if self.can_interrupt else None)
+        if out is None:
+            self.loader.load_state_dict(before[0])
+            runtime.set_rng_state(before[1])
+            return None
+        loss, tokens = out
         loss, stopping = self.all_reduce_stats(loss, stop.requested)
         norm, finite = self.optimizer_step(math.isfinite(loss))
         runtime.synchronize(self.device)
@@ -615,6 +629,12 @@ class Trainer(Stepper):
                     if self.step >= cfg.schedule.max_iters:
                         break
                     result = self.train_step(stop)
+                    if result is None:  # stopped between micro-steps: save the last completed step
+                        self.save_checkpoint()
+                        reason = "signal"
+                        self.print(f"stopped by signal during step {self.step + 1}; saved step {self.step}; "
+                                   f"resume with --resume")
+                        break
                     self.step += 1
                     nonfinite = 0 if result.finite else nonfinite + 1
                     if nonfinite >= cfg.run.max_nonfinite:
