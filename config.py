@@ -302,7 +302,10 @@ def check_data(cfg: TrainConfig):
             raise ConfigError(f"{e}; {fix}") from None
         if not found:
             raise ConfigError(f"data_dir {d} has no {split} shards; {fix}")
-    tokenizer = datalib.load_tokenizer_for(d)
+    try:
+        tokenizer = datalib.load_tokenizer_for(d)
+    except (OSError, RuntimeError, ValueError) as e:  # ranks file missing or offline, wrong ranks, bad model
+        raise ConfigError(str(e)) from None
     if tokenizer.vocab_size != cfg.model.vocab_size:
         raise ConfigError(
             f"the shards in {d} use a {tokenizer.kind} tokenizer with vocab_size={tokenizer.vocab_size} (meta.json) "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import os
@@ -91,9 +92,18 @@ class GPT2Tokenizer:
         """The BPE merge ranks (token bytes -> id), e.g. for writing HF vocab.json / merges.txt."""
         return self.enc._mergeable_ranks
 
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Hash of the ranks in the .tiktoken file format (base64 token, rank): the same wherever they came from."""
+        lines = (base64.b64encode(tok) + b" " + str(rank).encode() for tok, rank in
+                 sorted(self.ranks.items(), key=lambda kv: kv[1]))
+        return hashlib.sha256(b"\n".join(lines) + b"\n").hexdigest()
+
     def spec(self) -> dict:
-        return {"kind": "gpt2", "name": "gpt2", "vocab_size": self.vocab_size,
-                "bos_id": self.bos_id, "eos_id": self.eos_id, "eot_id": self.eot_id}
+        """ranks_file: where the ranks were read (later scripts find them there offline); sha256: their identity."""
+        return {"kind": "gpt2", "name": "gpt2", "vocab_size": self.vocab_size, "bos_id": self.bos_id,
+                "eos_id": self.eos_id, "eot_id": self.eot_id, "ranks_file": self.tiktoken_file,
+                "sha256": self.sha256}
 
 
 @functools.lru_cache(maxsize=4)
@@ -103,9 +113,10 @@ def _tiktoken_encoding(tiktoken_file: str | None):
         try:
             return tiktoken.get_encoding("gpt2")  # downloads, or uses TIKTOKEN_CACHE_DIR
         except Exception as e:  # network errors come in many types (requests, urllib3, OSError)
-            raise RuntimeError(f"could not load the GPT-2 tokenizer through tiktoken ({type(e).__name__}). "
-                               "Offline, point to a local ranks file with --tiktoken-file / env "
-                               "TIKTOKEN_GPT2_FILE=path/to/gpt2.tiktoken, or fill TIKTOKEN_CACHE_DIR") from e
+            raise RuntimeError(f"could not load the GPT-2 tokenizer: tiktoken could not download its ranks "
+                               f"({type(e).__name__}; offline?). Set TIKTOKEN_GPT2_FILE=path/to/gpt2.tiktoken (e.g. "
+                               f"../shared/data/gpt2.tiktoken; the scripts also take --tiktoken-file), or prepare "
+                               f"the data with --tiktoken-file so meta.json records where the ranks are") from None
     from tiktoken.load import load_tiktoken_bpe
     try:
         from tiktoken_ext.openai_public import r50k_pat_str as pat
@@ -119,10 +130,12 @@ def _tiktoken_encoding(tiktoken_file: str | None):
                              special_tokens={"<|endoftext|>": GPT2_EOT}, explicit_n_vocab=GPT2_VOCAB)
 
 
-def gpt2_tokenizer(tiktoken_file: str | os.PathLike | None = None) -> GPT2Tokenizer:
-    """GPT-2 tokenizer. Ranks file: the argument, else env TIKTOKEN_GPT2_FILE, else
-    tiktoken.get_encoding("gpt2") (downloads, or reads the cache in TIKTOKEN_CACHE_DIR)."""
-    path = tiktoken_file or os.environ.get("TIKTOKEN_GPT2_FILE") or None
+def gpt2_tokenizer(tiktoken_file: str | os.PathLike | None = None, recorded: str | None = None) -> GPT2Tokenizer:
+    """GPT-2 tokenizer. Ranks file: the argument, else env TIKTOKEN_GPT2_FILE, else the file a spec recorded
+    (meta.json, a checkpoint) if it is there, else tiktoken.get_encoding("gpt2") (downloads, or reads the
+    cache in TIKTOKEN_CACHE_DIR)."""
+    found = recorded if recorded and Path(recorded).is_file() else None
+    path = tiktoken_file or os.environ.get("TIKTOKEN_GPT2_FILE") or found
     path = str(Path(path).expanduser().resolve()) if path else None
     return GPT2Tokenizer(_tiktoken_encoding(path), path)
 
@@ -180,9 +193,13 @@ class SentencePieceTokenizer:
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_bytes(path, self.proto)
 
+    @functools.cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.proto).hexdigest()
+
     def spec(self) -> dict:
         return {"kind": "sentencepiece", "model_file": SP_MODEL_FILE, "vocab_size": self.vocab_size,
-                "bos_id": self.bos_id, "eos_id": self.eos_id, "eot_id": self.eot_id,
+                "bos_id": self.bos_id, "eos_id": self.eos_id, "eot_id": self.eot_id, "sha256": self.sha256,
                 "model_proto_b64": base64.b64encode(self.proto).decode("ascii")}
 
 
@@ -254,13 +271,37 @@ def tokenizer_from_spec(spec: dict, tiktoken_file: str | None = None,
                         base_dir: str | os.PathLike | None = None) -> Tokenizer:
     """Rebuild a tokenizer from spec() (as stored in meta.json and in checkpoints)."""
     if tokenizer_kind(spec) == "gpt2":
-        return gpt2_tokenizer(tiktoken_file)
+        tok = gpt2_tokenizer(tiktoken_file, recorded=spec.get("ranks_file"))
+    elif spec.get("model_proto_b64"):
+        tok = SentencePieceTokenizer(base64.b64decode(spec["model_proto_b64"]))
+    else:
+        model_file = Path(spec.get("model_file") or spec.get("path") or SP_MODEL_FILE)
+        tok = load_sentencepiece(Path(base_dir) / model_file if base_dir is not None else model_file)
+    if spec.get("sha256") and spec["sha256"] != tok.sha256:
+        raise ValueError(f"the {tok.kind} tokenizer loaded here (sha256 {tok.sha256[:12]}) is not the one the spec "
+                         f"was written with (sha256 {spec['sha256'][:12]}); point --tiktoken-file / "
+                         f"TIKTOKEN_GPT2_FILE at the right ranks file")
+    return tok
+
+
+def tokenizer_identity(spec: dict) -> str:
+    """kind:sha256 of a tokenizer spec (older specs without a hash: computed from what they hold)."""
+    kind = tokenizer_kind(spec)
+    if spec.get("sha256"):
+        return f"{kind}:{spec['sha256']}"
     if spec.get("model_proto_b64"):
-        return SentencePieceTokenizer(base64.b64decode(spec["model_proto_b64"]))
-    model_file = Path(spec.get("model_file") or spec.get("path") or SP_MODEL_FILE)
-    if base_dir is not None and not model_file.is_absolute():
-        model_file = Path(base_dir) / model_file
-    return load_sentencepiece(model_file)
+        return f"{kind}:{hashlib.sha256(base64.b64decode(spec['model_proto_b64'])).hexdigest()}"
+    return f"{kind}:unknown"  # a GPT-2 spec from before hashes: the one public GPT-2 BPE
+
+
+def check_same_tokenizer(a: dict, b: dict, what_a: str, what_b: str) -> None:
+    """ValueError unless two specs name the same tokenizer (kind and model/ranks hash, where both are known)."""
+    ia, ib = tokenizer_identity(a), tokenizer_identity(b)
+    known = not (ia.endswith(":unknown") or ib.endswith(":unknown"))
+    if ia.split(":")[0] != ib.split(":")[0] or (known and ia != ib):
+        raise ValueError(f"{what_a} uses tokenizer {ia[:24]} but {what_b} uses {ib[:24]} (vocab "
+                         f"{a.get('vocab_size')} vs {b.get('vocab_size')}): token ids mean different things; "
+                         f"use data prepared with the model's tokenizer")
 
 
 def check_vocab_fits(tok: Tokenizer) -> None:

@@ -167,6 +167,8 @@ def evaluate(model: GPT, tokenizer, data: Path, ctxs: list[int], stride: int | N
     data = Path(data)
     if data.is_dir():
         meta_tok = datalib.load_tokenizer_for(data, tiktoken_file)
+        if tokenizer is not None:  # the checkpoint's own: kind and model/ranks hash must match the shards'
+            datalib.check_same_tokenizer(tokenizer.spec(), meta_tok.spec(), name or "the checkpoint", str(data))
         if meta_tok.vocab_size != model.config.vocab_size:
             raise ValueError(f"{data} holds {meta_tok.kind} tokens (vocab {meta_tok.vocab_size}) but the model's "
                              f"vocab is {model.config.vocab_size}; score a text file to compare tokenizers")
@@ -241,12 +243,15 @@ def main(argv=None) -> list[Result]:
             model, spec = sample.load_model(path, trust=args.trust_checkpoint)
         except (OSError, ValueError, RuntimeError) as e:
             raise SystemExit(f"perplexity.py: error: {e}") from None
-        tokenizer = checkpoint_tokenizer(spec, data, args.tiktoken_file)
         block_sizes.append(model.config.block_size)
-        results += evaluate(model.to(device), tokenizer, data, ctxs or [model.config.block_size], args.stride,
-                            args.stride_frac, args.split, args.max_tokens, args.batch_tokens, device,
-                            runtime.autocast_dtype(device, args.dtype), str(path), args.tiktoken_file,
-                            progress=not args.quiet)
+        try:
+            tokenizer = checkpoint_tokenizer(spec, data, args.tiktoken_file)
+            results += evaluate(model.to(device), tokenizer, data, ctxs or [model.config.block_size], args.stride,
+                                args.stride_frac, args.split, args.max_tokens, args.batch_tokens, device,
+                                runtime.autocast_dtype(device, args.dtype), str(path), args.tiktoken_file,
+                                progress=not args.quiet)
+        except (OSError, ValueError, RuntimeError) as e:  # tokenizer mismatch or missing, bad data
+            raise SystemExit(f"perplexity.py: error: {e}") from None
     if not results:  # only learned positions skip, and only an explicit --ctx past block_size
         raise SystemExit(f"perplexity.py: error: nothing to score: every --ctx ({args.ctx}) is past the learned "
                          f"positions' block_size ({', '.join(map(str, block_sizes))}); pass --ctx "

@@ -386,6 +386,12 @@ class Trainer(Stepper):
         config.check_optimizer_available(cfg)
         self.tokenizer = config.check_data(cfg)
         self.resume_path, ckpt = load_resume_checkpoint(cfg, info.is_master)
+        if ckpt is not None and ckpt.get("tokenizer") and self.tokenizer is not None:
+            try:
+                datalib.check_same_tokenizer(ckpt["tokenizer"], self.tokenizer.spec(), str(self.resume_path),
+                                             f"data_dir {cfg.data.data_dir}")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         if ckpt is None:
             claim_out_dir(cfg, info)
         # --- build

@@ -181,3 +181,18 @@ def test_cli_every_ctx_skipped_is_an_error(tmp_path, gpt2_tok, capsys):
         perplexity.main([str(a), "--data", str(path), "--ctx", "64,128", "--quiet"])
     assert isinstance(e.value.code, str) and "\n" not in e.value.code     # one line, exit status 1
     assert "checkpoint" not in capsys.readouterr().out                      # no empty table
+
+
+def test_tokenizer_identity_not_just_vocab_size_must_match(tmp_path, shared_data):
+    """A unigram checkpoint scoring BPE shards of the same vocabulary size is an error, not a wrong number."""
+    text = (shared_data / "tinyshakespeare.txt").read_text()[:60_000]
+    uni = datalib.train_sentencepiece([text], vocab_size=512, model_type="unigram")
+    bpe = datalib.train_sentencepiece([text], vocab_size=512, model_type="bpe")
+    assert uni.vocab_size == bpe.vocab_size
+    ids = bpe.encode(text)
+    shards = write_dir(tmp_path / "bpe", ids[:5000], ids[5000:], bpe.spec())
+    ckpt = save_tiny(tmp_path / "uni.pt", uni, vocab_size=uni.vocab_size)
+    with pytest.raises(SystemExit, match="token ids mean different things"):
+        perplexity.main([str(ckpt), "--data", str(shards), "--quiet"])
+    perplexity.main([str(save_tiny(tmp_path / "bpe.pt", bpe, vocab_size=bpe.vocab_size)), "--data", str(shards),
+                     "--quiet"])                                            # the right tokenizer scores

@@ -14,9 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+
+from conftest import write_token_dataset
 
 import checkpoint
 import config
@@ -385,7 +388,9 @@ def test_readme_quickstart_runs(shared_data, tmp_path):
         argv = shlex.split(cmd)
         assert argv[0] == "python", cmd
         argv = [sys.executable, *argv[1:], *extra.get(argv[1], [])]
-        proc = subprocess.run(argv, cwd=work, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        offline = {k: v for k, v in subprocess_env().items() if k != "TIKTOKEN_GPT2_FILE"}  # as written: no env var
+        offline.update(TIKTOKEN_CACHE_DIR=str(tmp_path / "empty_cache"))                     # and no tiktoken cache
+        proc = subprocess.run(argv, cwd=work, env=offline, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         ran.append(argv[1])
     assert ran == ["prepare_data.py", "train.py", "sample.py"]
@@ -548,3 +553,25 @@ def test_sigterm_between_micro_steps_saves_the_last_completed_step(char_data, tm
     monkeypatch.undo()
     train.train(tiny(char_data, tmp_path / "run", **common, resume="latest"))
     assert [r["loss"] for r in rows(tmp_path / "run")] == [r["loss"] for r in rows(tmp_path / "ref")]
+
+
+def test_tokenizer_mismatch_and_missing_ranks_are_one_line_errors(char_data, shared_data, tmp_path, monkeypatch):
+    """Resuming onto shards of another tokenizer with the same vocabulary size stops; so does a GPT-2 data dir
+    whose ranks cannot be found offline, with one short paragraph instead of a network traceback."""
+    train.train(tiny(char_data, tmp_path / "run", max_iters=3, eval_interval=3))
+    text = (shared_data / "tinyshakespeare.txt").read_text()[-300_000:]   # the same 65 characters, other ids
+    other = datalib.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
+    assert other.vocab_size == 65 and other.sha256 != datalib.load_tokenizer_for(char_data).sha256
+    ids = other.encode(text)
+    reversed_dir = write_token_dataset(tmp_path / "other", other, ids[:30_000], ids[30_000:], prefix="char")
+    with pytest.raises(config.ConfigError, match="token ids mean different things"):
+        train.train(tiny(reversed_dir, tmp_path / "run", max_iters=6, resume="latest"))
+    spec = {k: v for k, v in datalib.gpt2_tokenizer().spec().items() if k not in ("ranks_file", "sha256")}  # as of old
+    gpt2_dir = write_token_dataset(tmp_path / "gpt2", SimpleNamespace(spec=lambda: spec), [1] * 5000, [1] * 50_000)
+    monkeypatch.delenv("TIKTOKEN_GPT2_FILE")
+    monkeypatch.setattr(datalib, "_tiktoken_encoding", datalib._tiktoken_encoding.__wrapped__)   # no cached result
+    monkeypatch.setattr("tiktoken.get_encoding", lambda name: (_ for _ in ()).throw(ConnectionError("offline")))
+    with pytest.raises(config.ConfigError) as e:
+        train.train(config.load_config(None, tiny_args(char_data, tmp_path / "g", vocab_size=50257) +
+                                       [f"--data_dir={gpt2_dir}"]))
+    assert "TIKTOKEN_GPT2_FILE" in str(e.value) and "--tiktoken-file" in str(e.value) and "\n" not in str(e.value)
