@@ -172,7 +172,7 @@ def bench_speed(cfg: config.TrainConfig, steps: int = 10, warmup: int = 3, real_
 
 
 def format_speed(r: SpeedResult) -> str:
-    return (f"device {r.device} | dtype {r.dtype} | compile {r.compile} | params {r.params:,} | batch {r.batch}\n"
+    return (f"device {r.device} | dtype {r.dtype} | compile {r.compile} | params {r.params:,} total | batch {r.batch}\n"
             f"train: {r.ms_per_step:.1f} ms/step | {r.tokens_per_s:,.0f} tokens/s | MFU {r.mfu:.1%} of "
             f"{r.peak_flops / 1e12:.2f} TFLOP/s ({r.peak_flops_source}) | peak memory {r.peak_memory_mb:,.0f} MiB "
             f"({r.memory_kind})\n"

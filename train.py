@@ -584,7 +584,8 @@ class Trainer(Stepper):
             f"git {git_commit()} | python {platform.python_version()} torch {torch.__version__} numpy {np.__version__}\n"
             f"device {self.device} x{info.world_size} ranks | dtype {self.dtype} | compile {cfg.run.compile} | "
             f"peak {peak / 1e12:.2f} TFLOP/s per device ({peak_src})\n"
-            f"params {self.raw_model.num_params():,} (non-embedding) | tokens/step {tokens:,} = {cfg.data.batch_size} "
+            f"params {self.raw_model.num_params(non_embedding=False):,} total, {self.raw_model.num_params():,} "
+            f"non-embedding | tokens/step {tokens:,} = {cfg.data.batch_size} "
             f"x {cfg.model.block_size} x {info.world_size} ranks x {self.grad_accum} accum | "
             f"steps {self.step} -> {cfg.schedule.max_iters} | out_dir {self.out_dir}")
 

@@ -47,9 +47,9 @@ def test_mfu_uses_the_shared_peak_table():
     for gpu in ("A100", "H100", "H200", "L4", "T4", "4090"):
         assert gpu in names
     flops, source = runtime.peak_flops("cpu", "float32")
-    assert flops > 0 and "CPU" in source
-    bf16, _ = runtime.peak_flops("cpu", "bfloat16")        # AVX512_BF16 / AMX double the matmul rate
-    assert bf16 == (2 * flops if runtime.cpu_has_bf16_dot() else flops)
+    assert "CPU" in source and "measured float32" in source
+    assert 1e9 < flops < 1e13                             # one to two cores: tens to hundreds of GFLOP/s
+    assert runtime.peak_flops("cpu", "float32")[0] == flops   # measured once per process
 
 
 def test_cli_profile_and_json(tmp_path, capsys, shards):

@@ -575,3 +575,11 @@ def test_tokenizer_mismatch_and_missing_ranks_are_one_line_errors(char_data, sha
         train.train(config.load_config(None, tiny_args(char_data, tmp_path / "g", vocab_size=50257) +
                                        [f"--data_dir={gpt2_dir}"]))
     assert "TIKTOKEN_GPT2_FILE" in str(e.value) and "--tiktoken-file" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_header_names_both_parameter_counts_and_cpu_mfu_is_against_a_measured_peak(char_data, tmp_path, capsys):
+    train.train(tiny(char_data, tmp_path, max_iters=2, eval_interval=2))
+    out = capsys.readouterr().out
+    assert re.search(r"params [\d,]+ total, [\d,]+ non-embedding", out)
+    assert "measured float32 1024^3 matmul rate" in out
+    assert all(0 < r["mfu"] < 1 for r in rows(tmp_path))
