@@ -583,3 +583,26 @@ def test_header_names_both_parameter_counts_and_cpu_mfu_is_against_a_measured_pe
     assert re.search(r"params [\d,]+ total, [\d,]+ non-embedding", out)
     assert "measured float32 1024^3 matmul rate" in out
     assert all(0 < r["mfu"] < 1 for r in rows(tmp_path))
+
+
+def test_quickstart_script_runs_and_is_idempotent(shared_data, tmp_path):
+    """bash scripts/quickstart.sh in a scratch copy of the repo: prepares, trains, samples; run again it keeps
+    the data and the finished run (resume is a no-op) and samples again. (Fresh-venv installs: see the note.)"""
+    work = tmp_path / "repo"
+    work.mkdir()
+    for item in REPO.iterdir():
+        if item.suffix in (".py", ".txt") or item.name in ("configs", "scripts"):
+            (work / item.name).symlink_to(item)
+    env = {**subprocess_env(), "PYTHON": sys.executable, "SHARED_DATA": str(shared_data)}
+    env.pop("TIKTOKEN_GPT2_FILE")
+    small = ["--max_iters=4", "--eval_interval=4", "--eval_iters=1", "--batch_size=2", "--block_size=32",
+             "--n_layer=1", "--n_embd=32", "--n_head=2", "--log_interval=2"]
+    outputs = []
+    for _ in range(2):
+        proc = subprocess.run(["bash", "scripts/quickstart.sh", *small], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outputs.append(proc.stdout)
+    assert "wrote" in outputs[0] or (work / "data" / "shakespeare" / "meta.json").exists()
+    assert "resumed from" in outputs[1] and "---------------" in outputs[1]        # a sample, both times
+    assert [r["step"] for r in rows(work / "out" / "shakespeare_tiny")] == [2, 4]   # one history
