@@ -318,7 +318,8 @@ class KVCache:
         self.shape = (config.n_layer, batch, config.kv_heads, max_len, config.head_dim)
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
-        self.pos = 0
+        self.pos = 0     # tokens cached
+        self.start = 0   # index (in the full sequence) of the first cached token
 
     @property
     def max_len(self) -> int:
@@ -521,23 +522,27 @@ class GPT(nn.Module):
             max_len = min(max_len, self.config.block_size)
         return KVCache(self.config, batch, max_len)
 
-    @torch.no_grad()
-    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, vocab) for the token after idx. With a cache: prefill once, then feed only new tokens.
-
-        Learned positions see at most the last block_size tokens: once the window slides every position
-        shifts, so the cache is refilled from the cropped window (same result as a full forward).
-        """
+    def context_start(self, start: int, length: int) -> int:
+        """Where the context of the next token starts, given the last start and the tokens so far. Learned
+        positions see at most block_size tokens: once the window is full it drops its oldest half at once, so
+        a KV cache is refilled once every block_size/2 tokens instead of every token (the context then holds
+        block_size/2 to block_size tokens). Other positions keep everything."""
         window = self.config.block_size if self.config.pos_emb == "learned" else None
+        if window is None or length - start <= window:
+            return start
+        return length - window // 2
+
+    @torch.no_grad()
+    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+        """Logits (B, vocab) for the token after idx[:, start:]. With a cache: prefill once, then feed only
+        the new tokens; a new start (the window slid) or a shorter idx refills it."""
+        ctx = idx[:, start:]
         with variable_shape_attention():
             if cache is None:
-                return self(idx if window is None else idx[:, -window:])[0][:, -1]
-            if window is not None and idx.size(1) > window:
-                cache.pos = 0
-                return self.forward_cached(idx[:, -window:], cache)
-            if cache.pos >= idx.size(1):
-                cache.pos = 0
-            return self.forward_cached(idx[:, cache.pos:], cache)
+                return self(ctx)[0][:, -1]
+            if cache.start != start or cache.pos >= ctx.size(1):
+                cache.start, cache.pos = start, 0
+            return self.forward_cached(ctx[:, cache.pos:], cache)
 
     @staticmethod
     def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -563,8 +568,10 @@ class GPT(nn.Module):
         """Yield each new token (B, 1). Rows that emitted stop_token keep emitting it; stops when all have."""
         cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens) if use_cache else None
         done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
+        start = 0
         for _ in range(max_new_tokens):
-            tok = self.sample(self.next_token_logits(idx, cache), temperature, top_k, top_p, generator)
+            start = self.context_start(start, idx.size(1))
+            tok = self.sample(self.next_token_logits(idx, cache, start), temperature, top_k, top_p, generator)
             if stop_token is not None:
                 tok = tok.masked_fill(done, stop_token)
                 done |= tok == stop_token

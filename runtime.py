@@ -207,6 +207,31 @@ def resolve_dtype(dtype: str | None, device_type: str) -> str:
     return "float32"
 
 
+@functools.cache
+def cpu_has_bf16_dot() -> bool:
+    """AVX512_BF16 / AMX: this CPU multiplies bf16 natively."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def decode_dtype(device: str | torch.device, dtype: str | None = None) -> str:
+    """The dtype to generate in: resolve_dtype's, except bf16 on CPUs with native bf16 (decoding reads every
+    weight once per token, so half the bytes is up to twice the tokens/s)."""
+    if dtype in (None, "auto") and device_type(device) == "cpu" and cpu_has_bf16_dot():
+        return "bfloat16"
+    return resolve_dtype(dtype, device_type(device))
+
+
+def decode_threads(requested: int | None = None) -> int:
+    """Threads for token-by-token decoding: per-token matmuls are small and memory-bound, so more than 4
+    threads mostly spin (and hurt on a busy machine)."""
+    return requested or min(torch.get_num_threads(), 4)
+
+
 def autocast_dtype(device: str | torch.device, dtype: str | None = None) -> torch.dtype | None:
     """The torch dtype autocast runs in for a dtype setting (None = auto); None for float32 (no autocast)."""
     name = resolve_dtype(dtype, device_type(device))
@@ -250,7 +275,8 @@ PEAK_FLOPS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H
 def measured_cpu_flops(dtype: str, threads: int, n: int = 1024) -> float:
     """FLOP/s of an n^3 matmul in `dtype` on this CPU with `threads` threads (the best of ~0.1 s of repeats):
     what dense matmuls reach here, the CPU's practical peak. Measured once per process."""
-    a, b = (torch.randn(n, n).to(getattr(torch, dtype)) for _ in range(2))
+    g = torch.Generator().manual_seed(0)  # never the global RNG: a resumed run must draw what it would have
+    a, b = (torch.randn(n, n, generator=g).to(getattr(torch, dtype)) for _ in range(2))
     with torch.no_grad():
         a @ b  # warm-up (thread pool, caches)
         best, spent = float("inf"), 0.0

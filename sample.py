@@ -265,7 +265,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--init-from", help="an export_hf.py directory, or OpenAI GPT-2 weights: gpt2, gpt2-medium, ...")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda, else mps, else cpu)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="autocast dtype (default: bfloat16 on CUDA when supported, else float32)")
+                   help="compute dtype (default: bfloat16 on CUDA when supported, for sample.py also on CPUs "
+                        "with native bf16 (AVX512_BF16/AMX); else float32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--tiktoken-file", default=None,
                    help="local GPT-2 ranks file (default: env TIKTOKEN_GPT2_FILE, else tiktoken's download)")
@@ -292,6 +293,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stop-at-eot", action="store_true", help="stop a sample at the end-of-text token")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
     p.add_argument("--verbose", action="store_true", help="print generation speed (tokens/s)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: at most 4; token-by-token "
+                                                             "decoding is memory-bound)")
     return p.parse_args(argv)
 
 
@@ -312,9 +315,14 @@ def main(argv=None, out: TextIO | None = None) -> list[Sample]:
                                                     tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)
         text = read_prompt(args.prompt, args.prompt_file)
         prompt_ids, dropped = encode_prompt(tokenizer, text, prompt_window(model))
-        autocast_dtype = runtime.autocast_dtype(device, args.dtype)
+        dtype = runtime.decode_dtype(device, args.dtype)
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"sample.py: error: {e}")
+    torch.set_num_threads(runtime.decode_threads(args.threads))
+    autocast_dtype = runtime.autocast_dtype(device, dtype)
+    if runtime.device_type(device) == "cpu" and autocast_dtype is not None:
+        model.to(autocast_dtype)  # CPU: weights in bf16 themselves (half the bytes read per token), no autocast
+        autocast_dtype = None
     if dropped:
         print(f"note: prompt has {len(prompt_ids) + dropped} tokens, more than the model window "
               f"({len(prompt_ids)}); dropped the first {dropped}", file=sys.stderr)
@@ -326,7 +334,7 @@ def main(argv=None, out: TextIO | None = None) -> list[Sample]:
         secs = sum(s.seconds for s in samples)
         print(f"generated {n_tok} tokens in {secs:.2f}s: {n_tok / max(secs, 1e-9):.1f} tokens/s "
               f"({'' if cfg.use_cache else 'no '}KV cache, device {device}, "
-              f"dtype {autocast_dtype or torch.float32})", file=sys.stderr)
+              f"dtype {dtype}, {torch.get_num_threads()} threads)", file=sys.stderr)
     return samples
 
 

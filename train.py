@@ -112,12 +112,18 @@ def find_resume(cfg: TrainConfig) -> Path | None:
         raise ConfigError(f"--resume: {e}. Drop --resume to start a new run, or pass --resume=PATH") from None
 
 
-def check_model_config(cfg: TrainConfig, ckpt: dict, path: Path) -> None:
+def check_resumable(cfg: TrainConfig, ckpt: dict, path: Path, tokenizer) -> None:
+    """The checkpoint's model settings and tokenizer are the run's."""
     diff = [f"{k}={v!r} (config says {getattr(cfg.model, k)!r})" for k, v in ckpt["model_config"].items()
             if hasattr(cfg.model, k) and getattr(cfg.model, k) != v]
     if diff:
         raise ConfigError(f"checkpoint {path} was trained with {', '.join(diff)}; use the checkpoint's model "
                           f"settings (--{diff[0].split('=')[0]}=...) or a new out_dir without --resume")
+    if ckpt.get("tokenizer") and tokenizer is not None:
+        try:
+            datalib.check_same_tokenizer(ckpt["tokenizer"], tokenizer.spec(), str(path), f"data_dir {cfg.data.data_dir}")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def claim_out_dir(cfg: TrainConfig, info: DistInfo) -> None:
@@ -344,7 +350,7 @@ class Stepper:
         return norm, finite
 
 
-def load_resume_checkpoint(cfg: TrainConfig, is_master: bool = True) -> tuple[Path | None, dict | None]:
+def load_resume_checkpoint(cfg: TrainConfig, tokenizer, is_master: bool = True) -> tuple[Path | None, dict | None]:
     """(path, checkpoint dict) to resume from, or (None, None). With --resume (latest), a corrupt newest
     checkpoint is named and the previous good one is used instead."""
     path = find_resume(cfg)
@@ -355,11 +361,8 @@ def load_resume_checkpoint(cfg: TrainConfig, is_master: bool = True) -> tuple[Pa
     if cfg.run.resume == "latest" and not sharded:
         candidates = checkpoint.list_checkpoints(cfg.run.out_dir)[::-1]
     for i, candidate in enumerate(candidates):
-        try:
-            if sharded:  # weights/optimizer are loaded later, sharded
-                ckpt = checkpoint.load_file(candidate / parallel.META, cfg.run.trust_checkpoint)
-            else:
-                ckpt = checkpoint.load_checkpoint(candidate, trust=cfg.run.trust_checkpoint)
+        try:  # sharded: only meta.pt now, the weights/optimizer shards after the model is built
+            ckpt = checkpoint.load_file(candidate / parallel.META if sharded else candidate, cfg.run.trust_checkpoint)
         except checkpoint.CheckpointError as e:
             if isinstance(e, checkpoint.UntrustedCheckpoint) or i + 1 == len(candidates):
                 raise ConfigError(f"--resume: {e}") from None
@@ -371,7 +374,7 @@ def load_resume_checkpoint(cfg: TrainConfig, is_master: bool = True) -> tuple[Pa
             origin = ckpt.get("consolidated_from") or f"a ckpt_*.pt in {candidate.parent}"
             raise ConfigError(f"{candidate} holds weights only (best.pt or a consolidated checkpoint), no optimizer "
                               f"or data state to resume; resume from {origin}")
-        check_model_config(cfg, ckpt, candidate)
+        check_resumable(cfg, ckpt, candidate, tokenizer)
         return candidate, ckpt
 
 
@@ -385,13 +388,7 @@ class Trainer(Stepper):
                                            cfg.model.block_size, info.world_size)
         config.check_optimizer_available(cfg)
         self.tokenizer = config.check_data(cfg)
-        self.resume_path, ckpt = load_resume_checkpoint(cfg, info.is_master)
-        if ckpt is not None and ckpt.get("tokenizer") and self.tokenizer is not None:
-            try:
-                datalib.check_same_tokenizer(ckpt["tokenizer"], self.tokenizer.spec(), str(self.resume_path),
-                                             f"data_dir {cfg.data.data_dir}")
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
+        self.resume_path, ckpt = load_resume_checkpoint(cfg, self.tokenizer, info.is_master)
         if ckpt is None:
             claim_out_dir(cfg, info)
         # --- build

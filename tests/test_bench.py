@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import write_token_dataset
 
 import bench
@@ -50,6 +51,11 @@ def test_mfu_uses_the_shared_peak_table():
     assert "CPU" in source and "measured float32" in source
     assert 1e9 < flops < 1e13                             # one to two cores: tens to hundreds of GFLOP/s
     assert runtime.peak_flops("cpu", "float32")[0] == flops   # measured once per process
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    runtime.measured_cpu_flops.__wrapped__("float32", 1, n=64)  # a resumed run measures again: no global RNG
+    assert torch.equal(torch.rand(3), want)
 
 
 def test_cli_profile_and_json(tmp_path, capsys, shards):

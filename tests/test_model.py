@@ -265,14 +265,27 @@ def test_kv_cache_logits_equal_full_forward_every_step(pos_emb, n_kv_head):
     m = build(pos_emb=pos_emb, n_kv_head=n_kv_head, n_layer=2, block_size=12)
     idx = tokens(T=5)
     cache = m.new_cache(2, 5 + 14)
-    for _ in range(14):  # runs past block_size: slides for learned, extrapolates otherwise
-        got = m.next_token_logits(idx, cache)
-        ctx = idx[:, -12:] if pos_emb == "learned" else idx
+    start, starts = 0, []
+    for _ in range(14):  # runs past block_size: slides for learned (half a window at once), extrapolates otherwise
+        start = m.context_start(start, idx.size(1))
+        starts.append(start)
+        got = m.next_token_logits(idx, cache, start)
         with torch.no_grad():
-            want = m(ctx)[0][:, -1]
+            want = m(idx[:, start:])[0][:, -1]
         torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
         idx = torch.cat([idx, got.argmax(-1, keepdim=True)], dim=1)
     assert idx.size(1) == 19
+    # learned: lengths 5..12 fit; at 13 the oldest half (6) goes, and 13..18 fit again after it
+    assert starts == ([0] * 8 + [7] * 6 if pos_emb == "learned" else [0] * 14)
+
+
+def test_learned_positions_past_block_size_keep_half_a_window_at_least():
+    m = build(pos_emb="learned", block_size=8)
+    start, contexts = 0, []
+    for length in range(1, 60):
+        start = m.context_start(start, length)
+        contexts.append(length - start)
+    assert max(contexts) == 8 and min(contexts[8:]) == 4 and contexts[:8] == list(range(1, 9))
 
 
 @pytest.mark.parametrize("pos_emb", model_mod.POS_EMBS)

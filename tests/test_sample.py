@@ -239,3 +239,18 @@ def test_autocast_dtype_follows_trains_auto_rule():
     assert runtime.autocast_dtype("cpu", "float32") is None
     assert runtime.autocast_dtype("cpu", "bfloat16") is torch.bfloat16
     assert runtime.autocast_dtype("cpu", "float16") is torch.float16
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_cpu_decodes_in_bf16_where_the_cpu_has_it(sp_run, capsys, monkeypatch, native_bf16):
+    """Decoding reads every weight once per token: on CPUs with native bf16 the weights are cast (half the bytes);
+    elsewhere float32. --dtype float32 keeps float32; threads default to at most 4."""
+    monkeypatch.setattr(runtime, "cpu_has_bf16_dot", lambda: native_bf16)
+    torch.set_num_threads(1)
+    samples, _ = run(["--ckpt", sp_run, "--prompt", PROMPT, "--max-new-tokens", 6, "--verbose", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert f"dtype {'bfloat16' if native_bf16 else 'float32'}, 1 threads" in err and len(samples[0].new_ids) == 6
+    run(["--ckpt", sp_run, "--prompt", PROMPT, "--max-new-tokens", 2, "--verbose", "--dtype", "float32",
+         "--threads", "1"])
+    assert "dtype float32" in capsys.readouterr().err
+    assert runtime.decode_threads(None) == min(torch.get_num_threads(), 4) and runtime.decode_threads(3) == 3
