@@ -551,15 +551,17 @@ class GPT(nn.Module):
         if temperature == 0:
             return logits.argmax(dim=-1, keepdim=True)
         logits = logits.float() / temperature
-        if top_k is not None:
-            kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
+        candidates = None
+        if top_k is not None and top_k < logits.size(-1):
+            # draw among the k best only: the softmax and the draw run over k values, not the vocabulary
+            logits, candidates = torch.topk(logits, top_k)
         if top_p is not None and top_p < 1.0:
             sorted_logits, order = torch.sort(logits, descending=True)
             cum = sorted_logits.softmax(-1).cumsum(-1)
             drop = cum - sorted_logits.softmax(-1) >= top_p         # keep the smallest set reaching top_p
             logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
-        return torch.multinomial(logits.softmax(-1), 1, generator=generator)
+        choice = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+        return choice if candidates is None else candidates.gather(-1, choice)
 
     @torch.no_grad()
     def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

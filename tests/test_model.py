@@ -567,3 +567,21 @@ def test_resolve_checkpoint_errors(tmp_path):
         resolve_checkpoint(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_checkpoint(tmp_path / "nope")
+
+
+def test_top_k_draws_follow_the_renormalised_top_k_distribution():
+    """Sampling among the k best only (no softmax over the vocabulary) is the same distribution as masking
+    the rest to -inf: 40,000 draws of a 20-token vocabulary, k=5 (and top-p on top of it)."""
+    logits = torch.randn(1, 20, generator=torch.Generator().manual_seed(3)) * 2
+    batch = logits.expand(40_000, -1)
+    for top_p, kept in ((None, 5), (0.6, None)):
+        draws = GPT.sample(batch, temperature=0.7, top_k=5, top_p=top_p, generator=torch.Generator().manual_seed(0))
+        ref = (logits[0] / 0.7).masked_fill(logits[0] < logits[0].topk(5).values[-1], float("-inf")).softmax(-1)
+        if top_p is not None:   # reference top-p over the top-5: the smallest set of sorted ids reaching p
+            order = ref.argsort(descending=True)
+            keep = (ref[order].cumsum(0) - ref[order]) < top_p
+            ref = torch.zeros_like(ref).scatter(0, order[keep], ref[order][keep])
+            ref = ref / ref.sum()
+        freq = torch.bincount(draws.view(-1), minlength=20).float() / draws.numel()
+        torch.testing.assert_close(freq, ref, atol=0.01, rtol=0)
+        assert kept is None or int((freq > 0).sum()) == kept
