@@ -306,7 +306,8 @@ def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
            ("swiglu", ["--mlp=swiglu"]),
            ("relu2", ["--mlp=relu2"]),
            ("rmsnorm", ["--norm=rmsnorm"]),
-           ("parallel residual", ["--parallel_residual=True"])]
+           ("parallel residual", ["--parallel_residual=True"]),
+           ("logit softcap 15", ["--logit_softcap=15"])]
     for kv in sorted({n_head // 2, 1}, reverse=True):
         if 0 < kv < n_head and n_head % kv == 0:
             out.append((f"gqa {n_head // kv} (n_kv_head={kv})", [f"--n_kv_head={kv}"]))
@@ -314,7 +315,7 @@ def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
 
 
 BASELINE_KEYS = ["--pos_emb=learned", "--mlp=gelu", "--norm=layernorm", "--parallel_residual=False",
-                 "--n_kv_head=None", "--mlp_hidden=None"]
+                 "--n_kv_head=None", "--mlp_hidden=None", "--logit_softcap=0"]
 
 
 @dataclass

@@ -12,6 +12,7 @@ The directory loads with `AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTo
     rope, layernorm, gelu|relu2, sequential (GQA/MQA ok)              -> Starcoder2ForCausalLM
     rope, layernorm, gelu|relu2, parallel residual (one shared norm)  -> PhiForCausalLM
     anything else (alibi, nope, learned+swiglu, qk_norm elsewhere...) -> NanoGPTForCausalLM (remote code)
+    logit_softcap > 0 (whatever the block)                            -> NanoGPTForCausalLM (remote code)
 
 Falcon's ALiBi is not used for ALiBi models: FalconModel adds alibi / sqrt(head_dim) (ours and the paper's
 bias is unscaled) and rounds slope * position to bfloat16, so its logits differ from ours. ALiBi models
@@ -50,6 +51,8 @@ def family_of(c: GPTConfig) -> str:
     """The transformers architecture that computes exactly what GPT(c) computes, or REMOTE_FAMILY."""
     seq, mha = not c.parallel_residual, c.kv_heads == c.n_head
     plain_mlp = c.mlp in ("gelu", "relu2")
+    if c.logit_softcap:  # Gemma 2 caps logits but differs everywhere else: remote code runs model.py exactly
+        return REMOTE_FAMILY
     if c.pos_emb == "learned" and plain_mlp and c.norm == "layernorm" and seq and mha and not c.qk_norm:
         return "gpt2"
     if c.pos_emb == "rope" and c.norm == "rmsnorm" and c.mlp == "swiglu" and seq:
@@ -64,6 +67,8 @@ def family_of(c: GPTConfig) -> str:
 
 def why_remote(c: GPTConfig) -> str:
     """One line on why no native class matches (for the CLI's report)."""
+    if c.logit_softcap:
+        return f"logit soft-capping (logit_softcap={c.logit_softcap}) with this block has no native class"
     if c.pos_emb == "alibi":
         return ("ALiBi: Falcon scales the bias by 1/sqrt(head_dim) and rounds it to bfloat16; "
                 "no native class adds the paper's unscaled bias with this block")
@@ -690,7 +695,7 @@ def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
         raise FileNotFoundError(f"{path / 'config.json'} not found; pass a directory written by export_hf.py")
     hc = json.loads((path / "config.json").read_text())
     if "nanogpt_config" in hc:
-        c = checkpoint.model_config(hc["nanogpt_config"])
+        c = checkpoint.model_config(hc["nanogpt_config"], fill_defaults=True)  # older exports lack newer toggles
     else:
         c = _config_from_hf(hc)
     if pad_vocab_multiple is not None:

@@ -19,6 +19,8 @@ weights), LayerNorm, tied input/output embeddings, init std 0.02 with residual p
 - parallel_residual: GPT-J (Wang & Komatsuzaki 2021) / GPT-NeoX (Black et al. 2022, arXiv:2204.06745):
                     x + attn(ln(x)) + mlp(ln(x)) with one shared norm per block.
 - qk_norm:          RMSNorm on queries and keys per head (Dehghani et al. 2023, arXiv:2302.05442).
+- logit_softcap:    cap * tanh(logits / cap) on the output (Gemma 2, Gemma Team 2024, arXiv:2408.00118;
+                    modded-nanogpt), also inside the fused loss.
 - flops_per_token:  PaLM appendix B (Chowdhery et al. 2022, arXiv:2204.02311).
 
 Attention runs through F.scaled_dot_product_attention. Sequences longer than block_size are allowed
@@ -63,6 +65,7 @@ class GPTConfig:
     bias: bool = True                 # biases in Linear layers and LayerNorms
     dropout: float = 0.0
     qk_norm: bool = False             # RMSNorm on queries and keys per head
+    logit_softcap: float = 0.0        # > 0: logits = cap * tanh(logits / cap) (Gemma 2, modded-nanogpt); 0 = off
 
     def __post_init__(self) -> None:
         for name, valid in (("pos_emb", POS_EMBS), ("mlp", MLPS), ("norm", NORMS)):
@@ -85,6 +88,8 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.mlp_hidden={self.mlp_hidden} must be positive (or None for the default)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout={self.dropout} must be in [0, 1)")
+        if self.logit_softcap < 0:
+            raise ValueError(f"GPTConfig.logit_softcap={self.logit_softcap} must be >= 0 (0 = off)")
         if self.rope_theta <= 0 or self.norm_eps <= 0:
             raise ValueError("GPTConfig.rope_theta and GPTConfig.norm_eps must be positive")
 
@@ -355,7 +360,8 @@ class LinearCrossEntropy(torch.autograd.Function):
     GROUP_ELEMENTS = 2 ** 26
 
     @staticmethod
-    def forward(ctx, x, weight, targets, vocab_size: int, chunk: int, compute_dtype: torch.dtype, need_grad: bool):
+    def forward(ctx, x, weight, targets, vocab_size: int, chunk: int, compute_dtype: torch.dtype, need_grad: bool,
+                softcap: float = 0.0):
         N, V = x.size(0), vocab_size
         grad_x_needed = need_grad and ctx.needs_input_grad[0]
         grad_w_needed = need_grad and ctx.needs_input_grad[1]
@@ -379,6 +385,10 @@ class LinearCrossEntropy(torch.autograd.Function):
             tc, vc = safe_targets[s:e], valid[s:e]
             probs = probs_buf[:e - s]
             probs.copy_(x[s:e].to(compute_dtype) @ w.t())            # logits
+            if softcap:                                               # cap * tanh(logits / cap); its slope for backward
+                probs.div_(softcap).tanh_()
+                slope = 1 - probs.square() if dlogits_buf is not None else None
+                probs.mul_(softcap)
             target_logit = probs.gather(1, tc).squeeze(1)
             row_max = probs.amax(dim=1, keepdim=True)
             probs.sub_(row_max).exp_()                                # unnormalised probabilities
@@ -389,6 +399,8 @@ class LinearCrossEntropy(torch.autograd.Function):
             weight_row = vc.to(acc_dtype) / n                         # d loss / d row-loss (0 if ignored)
             probs.mul_((weight_row / z)[:, None])
             probs.scatter_add_(1, tc, -weight_row[:, None])           # (softmax - one_hot) / n
+            if softcap:
+                probs.mul_(slope)                                     # through the cap, to the raw logits
             g0 = s // group * group                                   # first row of this group
             dlogits = dlogits_buf[s - g0:e - g0]
             dlogits.copy_(probs)
@@ -409,15 +421,16 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_x, grad_w = ctx.saved_tensors
         if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:  # the usual case: skip two passes
-            return grad_x, grad_w, None, None, None, None, None
+            return grad_x, grad_w, None, None, None, None, None, None
         gx = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
         gw = grad_w * grad_loss.to(grad_w.dtype) if grad_w is not None else None
-        return gx, gw, None, None, None, None, None
+        return gx, gw, None, None, None, None, None, None
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int,
-                         chunk: int = 128) -> torch.Tensor:
-    """F.cross_entropy(x @ weight[:vocab_size].T, targets, ignore_index=-1) without materialising the logits.
+                         chunk: int = 128, softcap: float = 0.0) -> torch.Tensor:
+    """F.cross_entropy(x @ weight[:vocab_size].T, targets, ignore_index=-1) without materialising the logits
+    (softcap > 0: of softcap * tanh(logits / softcap)).
 
     x (..., C), weight (V_padded, C), targets (...). Under autocast the matmuls use the autocast dtype.
     """
@@ -426,7 +439,18 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     with torch.autocast(dev, enabled=False):
         return LinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), vocab_size,
-                                        chunk, compute_dtype, need_grad)
+                                        chunk, compute_dtype, need_grad, softcap)
+
+
+class SoftCap(nn.Module):
+    """cap * tanh(x / cap): logits stay in (-cap, cap), smoothly."""
+
+    def __init__(self, cap: float):
+        super().__init__()
+        self.cap = cap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cap * torch.tanh(x / self.cap)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -449,6 +473,7 @@ class GPT(nn.Module):
                        if config.pos_emb == "rope" else None)
         self.alibi = ALiBi(config.n_head) if config.pos_emb == "alibi" else None
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self.softcap = SoftCap(config.logit_softcap) if config.logit_softcap else nn.Identity()
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
@@ -495,8 +520,8 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         V = self.config.vocab_size
         if targets is not None and not return_logits:
-            return None, linear_cross_entropy(x, self.lm_head.weight, targets, V)
-        logits = self.lm_head(x)                             # the padded (aligned) matmul is the fast one
+            return None, linear_cross_entropy(x, self.lm_head.weight, targets, V, softcap=self.config.logit_softcap)
+        logits = self.softcap(self.lm_head(x))               # the padded (aligned) matmul is the fast one
         if V < logits.size(-1):
             logits[..., V:] = float("-inf")  # padded ids get zero probability (cheaper than a strided CE)
         loss = None
@@ -513,7 +538,7 @@ class GPT(nn.Module):
             x = block(x, rope, bias, cache)
         cache.pos += idx.size(1)
         x = self.transformer.ln_f(x[:, -1])
-        return self.lm_head(x)[:, :self.config.vocab_size]
+        return self.softcap(self.lm_head(x))[:, :self.config.vocab_size]
 
     # -- generation
 

@@ -31,6 +31,8 @@ CASES = [
     ("remote_learned_relu2_qk_norm", dict(mlp="relu2", qk_norm=True, bias=False), "NanoGPTForCausalLM"),
     ("remote_rope_rmsnorm_gelu", dict(pos_emb="rope", norm="rmsnorm", n_kv_head=1), "NanoGPTForCausalLM"),
     ("remote_nope_untied", dict(pos_emb="none", tie_embeddings=False, mlp="swiglu"), "NanoGPTForCausalLM"),
+    ("remote_llama_softcap", dict(pos_emb="rope", norm="rmsnorm", mlp="swiglu", bias=False, logit_softcap=0.5),
+     "NanoGPTForCausalLM"),                              # a Llama block, but no native class caps the logits
 ]
 
 

@@ -420,12 +420,16 @@ def ce_problem(dtype, N=45, C=16, V=70, V_padded=80, seed=0):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("chunk,group_chunks", [(8, 1), (8, 2), (16, 100), (1000, 1)])  # ragged chunks/groups
-def test_linear_cross_entropy_equals_reference(dtype, tol, chunk, group_chunks, monkeypatch):
+@pytest.mark.parametrize("softcap", [0.0, 3.0])  # 3.0: the logits (std ~4) are well into tanh's bend
+def test_linear_cross_entropy_equals_reference(dtype, tol, chunk, group_chunks, softcap, monkeypatch):
     x, w, t, V = ce_problem(dtype)
     monkeypatch.setattr(model_mod.LinearCrossEntropy, "GROUP_ELEMENTS", V * chunk * group_chunks)
-    ref = F.cross_entropy(x @ w[:V].t(), t, ignore_index=-1)
+    logits = x @ w[:V].t()
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    ref = F.cross_entropy(logits, t, ignore_index=-1)
     ref_gx, ref_gw = torch.autograd.grad(ref * 1.7, (x, w))
-    got = model_mod.linear_cross_entropy(x, w, t, V, chunk=chunk)
+    got = model_mod.linear_cross_entropy(x, w, t, V, chunk=chunk, softcap=softcap)
     gx, gw = torch.autograd.grad(got * 1.7, (x, w))
     assert got.dtype == dtype
     torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
@@ -585,3 +589,25 @@ def test_top_k_draws_follow_the_renormalised_top_k_distribution():
         freq = torch.bincount(draws.view(-1), minlength=20).float() / draws.numel()
         torch.testing.assert_close(freq, ref, atol=0.01, rtol=0)
         assert kept is None or int((freq > 0).sum()) == kept
+
+
+def test_logit_softcap_bounds_the_logits_in_every_path():
+    """cap * tanh(logits / cap): full forward, fused loss, KV-cache decoding agree; off (0) changes nothing."""
+    plain, capped = build(pos_emb="rope"), build(pos_emb="rope", logit_softcap=2.0)
+    capped.load_state_dict(plain.state_dict())
+    for p in capped.lm_head.parameters():
+        p.data.mul_(50)                                        # raw logits far beyond the cap
+    x = tokens(T=10)
+    with torch.no_grad():
+        logits, loss = capped(x, x)
+        raw = capped.lm_head(capped.transformer.ln_f(capped.transformer.h[0](capped.transformer.wte(x),
+                                                                              *capped._positions(
+                                                                                  capped.transformer.wte(x), 0, 10))))
+        torch.testing.assert_close(logits, 2.0 * torch.tanh(raw[..., :VOCAB] / 2.0), atol=1e-5, rtol=1e-5)
+        assert logits.abs().max() <= 2.0 and raw.abs().max() > 20
+        _, fused = capped(x, x, return_logits=False)
+        torch.testing.assert_close(fused, loss, atol=1e-5, rtol=1e-5)
+        cache = capped.new_cache(2, 10)
+        torch.testing.assert_close(capped.next_token_logits(x, cache), logits[:, -1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="logit_softcap"):
+        GPTConfig(logit_softcap=-1.0)
