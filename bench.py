@@ -307,7 +307,8 @@ def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
            ("relu2", ["--mlp=relu2"]),
            ("rmsnorm", ["--norm=rmsnorm"]),
            ("parallel residual", ["--parallel_residual=True"]),
-           ("logit softcap 15", ["--logit_softcap=15"])]
+           ("logit softcap 15", ["--logit_softcap=15"]),
+           ("zero-init projections", ["--zero_init_proj=True"])]
     for kv in sorted({n_head // 2, 1}, reverse=True):
         if 0 < kv < n_head and n_head % kv == 0:
             out.append((f"gqa {n_head // kv} (n_kv_head={kv})", [f"--n_kv_head={kv}"]))
@@ -315,7 +316,8 @@ def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
 
 
 BASELINE_KEYS = ["--pos_emb=learned", "--mlp=gelu", "--norm=layernorm", "--parallel_residual=False",
-                 "--n_kv_head=None", "--mlp_hidden=None", "--logit_softcap=0"]
+                 "--n_kv_head=None", "--mlp_hidden=None", "--logit_softcap=0",
+                 "--zero_init_proj=False"]
 
 
 @dataclass
@@ -517,7 +519,10 @@ def main(argv: list[str] | None = None):
         return out
     if args.ablate:
         args.config = args.config or DEFAULT_ABLATE_CONFIG
-        return ablate(args, overrides)
+        try:
+            return ablate(args, overrides)
+        except config.ConfigError as e:  # e.g. the ablation data is not prepared yet
+            raise SystemExit(f"error: {e}") from None
     if not args.config:
         raise SystemExit("error: give a config file (e.g. configs/gpt2_124m.py), --ablate or --plot")
     try:

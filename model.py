@@ -66,6 +66,7 @@ class GPTConfig:
     dropout: float = 0.0
     qk_norm: bool = False             # RMSNorm on queries and keys per head
     logit_softcap: float = 0.0        # > 0: logits = cap * tanh(logits / cap) (Gemma 2, modded-nanogpt); 0 = off
+    zero_init_proj: bool = False      # attention and MLP c_proj start at zero: each block starts as the identity
 
     def __post_init__(self) -> None:
         for name, valid in (("pos_emb", POS_EMBS), ("mlp", MLPS), ("norm", NORMS)):
@@ -478,7 +479,9 @@ class GPT(nn.Module):
             self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 n_layer)
-            if name.endswith("c_proj.weight"):
+            if name.endswith("c_proj.weight") and config.zero_init_proj:
+                nn.init.zeros_(p)                    # every block starts as the identity (modded-nanogpt)
+            elif name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @staticmethod

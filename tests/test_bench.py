@@ -162,3 +162,9 @@ def test_memory_mode_rejects_impossible_variants(shards):
     with pytest.raises(SystemExit, match="fsdp"):
         bench.main(["configs/gpt2_124m_tiny.py", "--memory", "--variants", "fsdp:none", "--optimizer=adamw8bit",
                     f"--vocab_size={vocab}", f"--data_dir={data_dir}"] + TINY)
+
+
+def test_ablate_without_data_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="data_dir .* does not exist; run `python prepare_data.py"):
+        bench.main(["--ablate", "--tokens", "1000", "--out-dir", str(tmp_path / "abl"),
+                    f"--data_dir={tmp_path / 'missing'}"])

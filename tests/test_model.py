@@ -611,3 +611,17 @@ def test_logit_softcap_bounds_the_logits_in_every_path():
         torch.testing.assert_close(capped.next_token_logits(x, cache), logits[:, -1], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="logit_softcap"):
         GPTConfig(logit_softcap=-1.0)
+
+
+def test_zero_init_proj_starts_every_block_as_the_identity_and_still_learns():
+    m = build(n_layer=2, zero_init_proj=True, pos_emb="rope").train()
+    projections = [p for n, p in m.named_parameters() if n.endswith("c_proj.weight")]
+    assert len(projections) == 4 and all(p.abs().max() == 0 for p in projections)
+    x = tokens(T=10)
+    with torch.no_grad():   # blocks add nothing: logits come straight from the embedding through ln_f
+        want = m.lm_head(m.transformer.ln_f(m.transformer.wte(x)))[..., :VOCAB]
+        torch.testing.assert_close(m(x)[0], want)
+    _, loss = m(x, x)
+    loss.backward()
+    assert all(p.grad.abs().max() > 0 for p in projections)       # the projections get gradient at once
+    assert build(n_layer=2).transformer.h[0].attn.c_proj.weight.abs().max() > 0   # off by default
