@@ -132,7 +132,9 @@ def load_file(path: str | Path, trust: bool = False, map_location: str | torch.d
     """torch.load with weights_only=True: tensors and plain Python types only, no code can run. trust=True
     is the documented opt-in for older checkpoints (full unpickling) from a source you trust."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trust)
+        if trust:  # the explicit opt-in: full unpickling, which can run code
+            return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         culprit = next((line.strip() for line in str(e).splitlines() if "global" in line.lower()), None)
         if culprit and not trust:  # torch refused a pickled class or function: this is what could run code

@@ -28,13 +28,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import checkpoint
-import config
 import data as datalib
 import export_hf
 import hellaswag
 import parallel
 import runtime
-from config import SECTIONS, ConfigError, TrainConfig, grad_accum_steps, help_text, load_config
+from config import (SECTIONS, ConfigError, TrainConfig, check_data, check_optimizer_available, grad_accum_steps,
+                    help_text, load_config)
 from model import GPT
 from runtime import DistInfo
 
@@ -298,6 +298,7 @@ class Stepper:
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == "float16")
         self.model, self.ddp_model = wrap_model(self.raw_model, cfg, self.device,
                                                 ddp=info.distributed and not self.fsdp)
+        self.is_ddp = isinstance(self.ddp_model, DDP)
 
     def autocast(self):
         return runtime.autocast(self.device, self.dtype)
@@ -324,8 +325,7 @@ class Stepper:
             tokens += x.numel()
             last = micro == grad_accum - 1
             parallel.set_micro_step(self.raw_model, last)  # FSDP: communicate on the last micro-step only
-            ddp = isinstance(self.ddp_model, DDP)
-            with contextlib.nullcontext() if last or not ddp else self.ddp_model.no_sync():
+            with contextlib.nullcontext() if last or not self.is_ddp else self.ddp_model.no_sync():
                 with self.autocast():
                     _, loss = self.ddp_model(x, y, return_logits=not self.fused_loss)
                 loss = loss / grad_accum
@@ -386,8 +386,8 @@ class Trainer(Stepper):
         # --- bad input, before any work
         self.grad_accum = grad_accum_steps(cfg.data.total_batch_size, cfg.data.batch_size,
                                            cfg.model.block_size, info.world_size)
-        config.check_optimizer_available(cfg)
-        self.tokenizer = config.check_data(cfg)
+        check_optimizer_available(cfg)
+        self.tokenizer = check_data(cfg)
         self.resume_path, ckpt = load_resume_checkpoint(cfg, self.tokenizer, info.is_master)
         if ckpt is None:
             claim_out_dir(cfg, info)

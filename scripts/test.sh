@@ -8,5 +8,5 @@ PY="${PYTHON:-$(command -v python || command -v python3)}"
 bash scripts/setup.sh --dev
 export SHARED_DATA="${SHARED_DATA:-$(cd .. && pwd)/shared/data}"
 export WANDB_MODE=offline WANDB_SILENT=true HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-"$PY" scripts/lint_imports.py
+lint-imports --no-cache
 "$PY" -m pytest -q tests "$@"
