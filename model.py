@@ -510,17 +510,26 @@ class GPT(nn.Module):
         bias = self.alibi(start, length, dtype) if self.alibi is not None else None
         return rope, bias
 
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) -> final hidden states (B, T, n_embd): everything but the output layer. Scoring calls
+        this and output_logits on just the positions it needs; logits for every position are (B, T, vocab)."""
+        x = self._embed(idx, 0)
+        rope, bias = self._positions(x, 0, idx.size(1))
+        for block in self.transformer.h:
+            x = block(x, rope, bias)
+        return self.transformer.ln_f(x)
+
+    def output_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., n_embd) -> logits over the real vocabulary (..., vocab_size)."""
+        return self.softcap(self.lm_head(x))[..., :self.config.vocab_size]
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_logits: bool = True):
         """idx (B, T) -> logits (B, T, vocab_size) and mean cross-entropy over real ids (or None).
 
         With targets and return_logits=False the output layer and the loss are fused (see
         linear_cross_entropy): much faster and leaner for large vocabularies; returns (None, loss).
         """
-        x = self._embed(idx, 0)
-        rope, bias = self._positions(x, 0, idx.size(1))
-        for block in self.transformer.h:
-            x = block(x, rope, bias)
-        x = self.transformer.ln_f(x)
+        x = self.hidden_states(idx)
         V = self.config.vocab_size
         if targets is not None and not return_logits:
             return None, linear_cross_entropy(x, self.lm_head.weight, targets, V, softcap=self.config.logit_softcap)
@@ -540,8 +549,7 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x, rope, bias, cache)
         cache.pos += idx.size(1)
-        x = self.transformer.ln_f(x[:, -1])
-        return self.softcap(self.lm_head(x))[:, :self.config.vocab_size]
+        return self.output_logits(self.transformer.ln_f(x[:, -1]))
 
     # -- generation
 

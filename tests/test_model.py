@@ -333,6 +333,18 @@ def test_padded_ids_never_predicted_nor_targets():
     assert out.max() < VOCAB
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(logit_softcap=2.0, pos_emb="rope", tie_embeddings=False)])
+def test_hidden_states_then_output_logits_equal_forward(kw):
+    m = build(**kw).eval()
+    x = tokens()
+    with torch.no_grad():
+        want = m(x)[0]
+        h = m.hidden_states(x)
+        assert h.shape == (*x.shape, m.config.n_embd)
+        torch.testing.assert_close(m.output_logits(h), want, rtol=0, atol=0)
+        torch.testing.assert_close(m.output_logits(h[:, [3, 7]]), want[:, [3, 7]], rtol=0, atol=1e-6)
+
+
 def test_sampling_options():
     m = build()
     x = tokens()
