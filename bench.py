@@ -247,7 +247,7 @@ def bench_memory(cfg: config.TrainConfig, world_size: int, variants: str = MEMOR
     results = []
     for variant in variants.split(","):
         parallelism, _, ac = variant.partition(":")
-        vcfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, parallelism=parallelism, hellaswag_interval=0,
+        vcfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, parallelism=parallelism, tasks_interval=0,
                                                                 activation_checkpointing=ac or "none"))
         try:
             config.validate(vcfg)
@@ -353,7 +353,7 @@ def run_ablation(config_file: str, overrides: list[str], tokens: int, out_dir: P
         shutil.rmtree(run_dir, ignore_errors=True)                # a fresh run, never a resume
         cfg = load_config(config_file, BASELINE_KEYS + overrides + extra + [
             f"--max_iters={steps}", f"--out_dir={run_dir}", f"--eval_interval={max(1, steps // 4)}",
-            f"--log_interval={max(1, steps // 20)}", "--sample_tokens=0", "--hellaswag_interval=0",
+            f"--log_interval={max(1, steps // 20)}", "--sample_tokens=0", "--tasks_interval=0",
             "--wandb_log=False", "--keep_last=1", "--resume="])
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():

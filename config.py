@@ -73,7 +73,7 @@ class ScheduleConfig:
 class RunConfig:
     """Everything about running: output, evaluation, checkpoints, precision, logging."""
     out_dir: str = "out"                   # checkpoints, config.json, metrics.jsonl, wandb/
-    eval_interval: int = 250               # val loss (+ sample, + HellaSwag if due) every N steps and at the end
+    eval_interval: int = 250               # val loss (+ sample, + downstream tasks if due) every N steps and at the end
     eval_iters: int = 20                   # fixed validation batches per rank (0 = no validation)
     log_interval: int = 10                 # one log line / metrics.jsonl row every N steps
     ckpt_interval: int = 0                 # checkpoint every N steps (0 = every eval_interval) and at the end
@@ -93,9 +93,11 @@ class RunConfig:
     seed: int = 1337
     max_nonfinite: int = 5                 # stop after this many non-finite losses in a row
     sample_tokens: int = 64                # print a sample of this many tokens at each eval (0 = off)
-    hellaswag_interval: int = 0            # HellaSwag every N steps, a multiple of eval_interval (0 = off)
-    hellaswag_limit: int = 0               # examples scored (0 = all 10,042)
-    hellaswag_data: str = ""               # hellaswag_val.jsonl ("" = $HELLASWAG_FILE or download)
+    tasks: str = "quick"                   # downstream tasks (evaluate.py): a suite (quick, core), names, or both
+    tasks_interval: int = 0                # score them every N steps, a multiple of eval_interval (0 = off)
+    tasks_limit: int = 0                   # examples per task (0 = the suite's own: quick 200, else all)
+    tasks_style: str = "harness"           # harness | completion (evaluate.py explains both)
+    tasks_dir: str = ""                    # the tasks' jsonl files ("" = $EVALS_DIR / $HELLASWAG_FILE, else the hub)
     parallelism: str = "ddp"               # ddp | fsdp (FSDP2: weights/grads/optimizer sharded; parallel.py)
     activation_checkpointing: str = "none"  # none | block (recompute each block's activations in backward)
 
@@ -103,10 +105,12 @@ class RunConfig:
 SECTIONS = {"model": GPTConfig, "data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
             "run": RunConfig}
 PARALLELISMS = ("ddp", "fsdp")
+RENAMED = {"hellaswag_interval": "--tasks=hellaswag --tasks_interval=N",
+           "hellaswag_limit": "--tasks_limit=N", "hellaswag_data": "--tasks_dir=DIR (holding hellaswag_val.jsonl)"}
 ACTIVATION_CHECKPOINTING = ("none", "block")
 CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "lr_schedule": ("cosine", "wsd", "constant"),
            "cooldown_shape": ("linear", "1-sqrt"), "dtype": ("auto", "float32", "bfloat16", "float16"),
-           "fused_loss": ("auto", "on", "off"),
+           "fused_loss": ("auto", "on", "off"), "tasks_style": ("harness", "completion"),
            "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
            "parallelism": PARALLELISMS, "activation_checkpointing": ACTIVATION_CHECKPOINTING}
 SIMPLE_TYPES = (bool, int, float, str, tuple, list, type(None))
@@ -225,6 +229,7 @@ def build_config(values: dict) -> TrainConfig:
         if key not in types_:
             near = difflib.get_close_matches(key, types_, n=1, cutoff=0.6)
             hint = f"; did you mean '{near[0]}'?" if near else ""
+            hint = f"; renamed: use {RENAMED[key]}" if key in RENAMED else hint
             raise ConfigError(f"unknown config key '{key}'{hint} (python train.py --help lists every key)")
         section, tp = types_[key]
         if value is True and tp is str and key == "resume":
@@ -248,7 +253,7 @@ def validate(cfg: TrainConfig) -> None:
         if flat[key] < (0 if key == "max_iters" else 1):
             raise ConfigError(f"{key}={flat[key]} must be positive")
     for key in ("total_batch_size", "warmup_iters", "eval_iters", "ckpt_interval", "sample_tokens",
-                "hellaswag_interval", "hellaswag_limit", "grad_clip"):
+                "tasks_interval", "tasks_limit", "grad_clip"):
         if flat[key] < 0:
             raise ConfigError(f"{key}={flat[key]} must be >= 0")
     for key in ("warmup_start_ratio", "lr_hold_frac", "min_lr_ratio", "cooldown_frac", "seq_len_warmup_frac"):
@@ -264,9 +269,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"seq_len_warmup stages {bad} must be in 1..block_size={cfg.model.block_size}")
     if cfg.data.seq_len_warmup and cfg.data.seq_len_warmup_frac == 0:
         raise ConfigError("seq_len_warmup is set but seq_len_warmup_frac=0; set e.g. --seq_len_warmup_frac=0.3")
-    if cfg.run.hellaswag_interval % cfg.run.eval_interval:
-        raise ConfigError(f"hellaswag_interval={cfg.run.hellaswag_interval} must be a multiple of "
-                          f"eval_interval={cfg.run.eval_interval} (HellaSwag runs at evaluations)")
+    if cfg.run.tasks_interval % cfg.run.eval_interval:
+        raise ConfigError(f"tasks_interval={cfg.run.tasks_interval} must be a multiple of "
+                          f"eval_interval={cfg.run.eval_interval} (the tasks are scored at evaluations)")
     if cfg.run.parallelism == "fsdp":
         validate_fsdp(cfg)
     init = cfg.run.init_from
@@ -284,9 +289,9 @@ def validate_fsdp(cfg: TrainConfig) -> None:
     if cfg.run.dtype == "float16":
         raise ConfigError("parallelism=fsdp supports dtype bfloat16 or float32 (float16 needs a GradScaler that "
                           "handles sharded gradients); use --dtype=bfloat16")
-    if cfg.run.hellaswag_interval:
-        raise ConfigError("hellaswag_interval is not available with parallelism=fsdp; set --hellaswag_interval=0 "
-                          "and score the consolidated checkpoint with hellaswag.py")
+    if cfg.run.tasks_interval:
+        raise ConfigError("tasks_interval is not available with parallelism=fsdp; set --tasks_interval=0 "
+                          "and score the consolidated checkpoint with evaluate.py")
 
 
 def check_data(cfg: TrainConfig):

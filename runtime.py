@@ -193,6 +193,12 @@ def set_rng_state(state: dict) -> None:
 
 # ----------------------------------------------------------------------------- precision
 
+def use_fused_loss(setting: str, device_type: str) -> bool:
+    """fused_loss=auto: the chunked output layer + loss on CPU (memory-bound there); on accelerators the
+    (compiled) full-logits path, which is the well-trodden fast one."""
+    return setting == "on" or (setting == "auto" and device_type == "cpu")
+
+
 def resolve_dtype(dtype: str | None, device_type: str) -> str:
     """auto (or None): bf16 on CUDA that supports it, else fp16 on CUDA, fp32 on CPU/MPS. An explicit
     bfloat16 on a CUDA GPU without it is an error that names the fix."""

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 import checkpoint
 import data as datalib
+import evaluate
 import export_hf
-import hellaswag
 import parallel
 import runtime
 from config import (SECTIONS, ConfigError, TrainConfig, check_data, check_optimizer_available, grad_accum_steps,
@@ -270,12 +270,6 @@ class StepResult:
     finite: bool
 
 
-def use_fused_loss(setting: str, device_type: str) -> bool:
-    """fused_loss=auto: the chunked output layer + loss on CPU (memory-bound there); on accelerators the
-    (compiled) full-logits path, which is the well-trodden fast one."""
-    return setting == "on" or (setting == "auto" and device_type == "cpu")
-
-
 class Stepper:
     """The model, optimizers and precision of a run, and one optimizer step over them. Trainer is a Stepper
     with data, evaluation, checkpoints and logging; bench.py times a bare Stepper."""
@@ -288,7 +282,7 @@ class Stepper:
         if self.sharded and self.dtype == "float16":
             raise ConfigError("parallelism=fsdp needs bfloat16 or float32 and this GPU has no bf16 (dtype=auto "
                               "picked float16); use --parallelism=ddp or --dtype=float32")
-        self.fused_loss = use_fused_loss(cfg.run.fused_loss, self.device_type)
+        self.fused_loss = runtime.use_fused_loss(cfg.run.fused_loss, self.device_type)
         runtime.enable_tf32(self.device)
         torch.manual_seed(cfg.run.seed)  # identical init on every rank
         self.raw_model = build_model(cfg)
@@ -388,6 +382,10 @@ class Trainer(Stepper):
                                            cfg.model.block_size, info.world_size)
         check_optimizer_available(cfg)
         self.tokenizer = check_data(cfg)
+        try:  # the downstream tasks' files, read now: a bad name or a missing file stops the run before it trains
+            self.tasks = evaluate.load_tasks(cfg.run.tasks, cfg.run.tasks_dir or None) if cfg.run.tasks_interval else []
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--tasks={cfg.run.tasks}: {e}") from None
         self.resume_path, ckpt = load_resume_checkpoint(cfg, self.tokenizer, info.is_master)
         if ckpt is None:
             claim_out_dir(cfg, info)
@@ -483,27 +481,28 @@ class Trainer(Stepper):
         return runtime.all_reduce_sum(total).item() / self.info.world_size
 
     def run_evals(self) -> None:
-        """Val loss, optional HellaSwag and a sample; logged as one eval row."""
+        """Val loss, the downstream tasks when due, and a sample; logged as one eval row."""
         row = {"type": "eval", "step": self.step}
         if self.val_data:
             row["val_loss"] = self.last_val = self.evaluate()
             self.val_step = self.step
             self.print(f"step {self.step}: val loss {self.last_val:.4f}")
-        row.update(self.score_hellaswag())
+        row.update(self.score_tasks())
         self.metrics.write(row)
         self.print_sample()
 
-    def score_hellaswag(self) -> dict:
-        n = self.cfg.run.hellaswag_interval
-        if not n or self.step % n or self.tokenizer is None:
+    def score_tasks(self) -> dict:
+        """The downstream tasks (evaluate.py) when due: printed, and returned for metrics.jsonl / wandb."""
+        n, run = self.cfg.run.tasks_interval, self.cfg.run
+        if not n or self.step % n:
             return {}
-        res = hellaswag.evaluate(self.raw_model, self.tokenizer, limit=self.cfg.run.hellaswag_limit or None,
-                                 device=self.device, rank=self.info.rank, world_size=self.info.world_size,
-                                 data=self.cfg.run.hellaswag_data or None,
-                                 autocast_dtype=runtime.autocast_dtype(self.device, self.dtype))
-        self.print(f"step {self.step}: hellaswag acc {res['acc']:.4f} acc_norm {res['acc_norm']:.4f} "
-                   f"({res['num_examples']} examples, {res['style']} style)")
-        return {"hellaswag_acc": res["acc"], "hellaswag_acc_norm": res["acc_norm"]}
+        res = evaluate.evaluate_suite(self.raw_model, self.tokenizer, self.tasks, run.tasks_style, 0,
+                                      run.tasks_limit or evaluate.default_limit(run.tasks), device=self.device,
+                                      autocast_dtype=runtime.autocast_dtype(self.device, self.dtype),
+                                      rank=self.info.rank, world_size=self.info.world_size)
+        each = ", ".join(f"{k} {t[t['metric']]:.4f}" for k, t in res["tasks"].items())
+        self.print(f"step {self.step}: tasks score {res['score']:.4f} ({run.tasks_style} style: {each})")
+        return evaluate.metrics_row(res)
 
     def print_sample(self) -> None:
         n = self.cfg.run.sample_tokens
@@ -609,6 +608,11 @@ class Trainer(Stepper):
                  "start again")
         return f"{count} non-finite losses in a row, the last at step {self.step}; stopping. {where}"
 
+    def stop_on_signal(self, where: str) -> str:
+        self.save_checkpoint()
+        self.print(f"stopped by signal {where}; resume with --resume")
+        return "signal"
+
     def due(self, interval: int) -> bool:
         return self.step % interval == 0 or self.step >= self.cfg.schedule.max_iters
 
@@ -634,10 +638,7 @@ class Trainer(Stepper):
                         break
                     result = self.train_step(stop)
                     if result is None:  # stopped between micro-steps: save the last completed step
-                        self.save_checkpoint()
-                        reason = "signal"
-                        self.print(f"stopped by signal during step {self.step + 1}; saved step {self.step}; "
-                                   f"resume with --resume")
+                        reason = self.stop_on_signal(f"during step {self.step + 1}; saved step {self.step}")
                         break
                     self.step += 1
                     nonfinite = 0 if result.finite else nonfinite + 1
@@ -649,9 +650,7 @@ class Trainer(Stepper):
                     self.bar.update(1)
                     self.bar.set_postfix(loss=f"{result.loss:.4f}", refresh=False)
                     if result.stop:
-                        self.save_checkpoint()
-                        reason = "signal"
-                        self.print(f"stopped by signal at step {self.step}; resume with --resume")
+                        reason = self.stop_on_signal(f"at step {self.step}")
                         break
         finally:
             self.bar.close()

@@ -27,5 +27,5 @@ eval_iters = 4
 log_interval = 10
 ckpt_interval = 0
 keep_last = 1
-hellaswag_interval = 0
+tasks_interval = 0
 sample_tokens = 0

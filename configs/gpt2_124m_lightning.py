@@ -16,4 +16,4 @@ dropout = 0.0
 weight_decay = 0.3
 grad_clip = 1.0
 dtype = "auto"                 # bf16 where the GPU has it
-hellaswag_interval = 0         # the workflow did not evaluate HellaSwag during training
+tasks_interval = 0             # the workflow did not evaluate HellaSwag during training

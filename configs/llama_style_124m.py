@@ -30,5 +30,6 @@ max_iters = 19073
 weight_decay = 0.1
 
 compile = True
-hellaswag_interval = 250
+tasks = "hellaswag"            # all 10,042, lm-evaluation-harness style (how the seed reported it)
+tasks_interval = 250
 ckpt_interval = 2000

@@ -6,6 +6,7 @@ import torch
 
 import checkpoint
 import config
+import evaluate
 import export_hf
 import hellaswag
 import perplexity
@@ -54,6 +55,8 @@ def test_malicious_pickle_runs_nowhere(evil, char_data, shared_data, tmp_path):
         sample.main(["--ckpt", str(run), "--prompt", "x"])
     with pytest.raises(SystemExit, match="--trust-checkpoint"):
         hellaswag.main(["--ckpt", str(run), "--data", str(shared_data / "hellaswag_val.jsonl"), "--limit", "1"])
+    with pytest.raises(SystemExit, match="--trust-checkpoint"):
+        evaluate.main(["--ckpt", str(run), "--tasks", "copa", "--data-dir", str(shared_data / "evals")])
     with pytest.raises(SystemExit, match="--trust-checkpoint"):
         perplexity.main([str(run), "--data", str(char_data), "--quiet"])
     with pytest.raises(SystemExit, match="--trust-checkpoint"):

@@ -250,28 +250,7 @@ def test_missing_tokenizer_files(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- lm-evaluation-harness
-
-def test_lm_eval_hflm_loglikelihood_matches_hellaswag_harness(gpt2_export, shared_data):
-    """lm_eval's HFLM on the export scores harness-style HellaSwag requests as hellaswag.py does."""
-    pytest.importorskip("lm_eval")
-    pytest.importorskip("accelerate")
-    H = pytest.importorskip("hellaswag")
-    from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
-
-    model, tok, out = gpt2_export
-    examples = H.load_examples(shared_data / "hellaswag_val.jsonl", limit=3)
-    ours, requests = [], []
-    for ex in examples:
-        ours += [-nll for nll in H.score_rows(model, H.build_rows(ex, tok, style="harness"))]
-        query = H.harness_query(ex)
-        requests += [Instance(request_type="loglikelihood", doc=ex, arguments=(query, " " + choice), idx=i)
-                     for i, choice in enumerate(H.harness_choices(ex))]
-    lm = HFLM(pretrained=str(out), device="cpu", batch_size=4, dtype="float32")
-    theirs = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
-    assert len(theirs) == len(ours) == 12
-    assert max(abs(a - b) for a, b in zip(ours, theirs)) < ATOL * 10  # float32 sums of ~30 token log-probs
-
+# (the task-level cross-check of evaluate.py against lm_eval is in test_evaluate.py)
 
 def test_lm_eval_hflm_remote_code(tmp_path, shakespeare):
     """HFLM also runs a trust_remote_code export with the exact sentencepiece tokenizer (right-padded

@@ -1,71 +1,17 @@
-"""hellaswag.py: scoring rules, tie rule, batching, preprocessing, DDP split, bad data."""
+"""hellaswag.py: HellaSwag's rows, tie rule, batching, preprocessing, DDP, data file, bad data (the engine
+under it is evaluate.py; see test_evaluate.py)."""
 import json
 import math
 
 import pytest
 import torch
-import torch.nn as nn
+from stubs import ByteTokenizer, CausalMixModel, OracleModel, UniformModel
 
+import evaluate as ev
 import hellaswag as hs
 
 
 # --- fixtures: byte tokenizer, stub models, tiny data file -------------------------------------
-
-
-class ByteTokenizer:
-    """1 token per UTF-8 byte: token counts are easy to work out by hand."""
-    kind, vocab_size, bos_id, eos_id, eot_id = "bytes", 256, None, None, None
-
-    def encode(self, text):
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids):
-        return bytes(ids).decode("utf-8", errors="replace")
-
-
-class UniformModel(nn.Module):
-    """Same logits everywhere: every token costs exactly log V."""
-
-    def __init__(self, vocab=256):
-        super().__init__()
-        self.vocab = vocab
-
-    def forward(self, idx, targets=None):
-        return torch.zeros(*idx.shape, self.vocab), None
-
-
-class OracleModel(nn.Module):
-    """Certain of the next token while the input is a prefix of a known sequence, uniform otherwise."""
-
-    def __init__(self, sequences, vocab=256):
-        super().__init__()
-        self.sequences, self.vocab = [list(s) for s in sequences], vocab
-
-    def forward(self, idx, targets=None):
-        logits = torch.zeros(*idx.shape, self.vocab)
-        for b, row in enumerate(idx.tolist()):
-            for t in range(len(row)):
-                for seq in self.sequences:
-                    if len(seq) > t + 1 and seq[:t + 1] == row[:t + 1]:
-                        logits[b, t, seq[t + 1]] = 100.0
-                        break
-        return logits, None
-
-
-class CausalMixModel(nn.Module):
-    """Deterministic causal stub: logits at t = running mean of a random table over idx[:t+1].
-
-    Pure elementwise maths (no matmul), so any difference between batched and unbatched scores
-    can only come from padding or alignment mistakes."""
-
-    def __init__(self, vocab=256, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.table = torch.randn(vocab, vocab, generator=g)
-
-    def forward(self, idx, targets=None):
-        x = self.table[idx].cumsum(dim=1)
-        return x / torch.arange(1, idx.size(1) + 1).view(1, -1, 1), None
 
 
 EXAMPLES = [
@@ -91,9 +37,13 @@ def write_jsonl(path, examples):
     return path
 
 
+def requests(ex, style, max_len=None):
+    """The 4 scored requests of one example, in ending order."""
+    return ev.make_requests([hs.TASK.build(ex, style)], ByteTokenizer(), style, max_len)[0]
+
+
 def correct_sequences(examples, style):
-    tok = ByteTokenizer()
-    return [hs.build_rows(ex, tok, style)[ex["label"]].tokens for ex in examples]
+    return [requests(ex, style)[ex["label"]].tokens for ex in examples]
 
 
 # --- scoring rules ------------------------------------------------------------------------------
@@ -102,7 +52,7 @@ def correct_sequences(examples, style):
 @pytest.mark.parametrize("style", hs.STYLES)
 def test_oracle_model_scores_100_percent(style):
     model = OracleModel(correct_sequences(EXAMPLES, style))
-    res = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, batch_size=2)
+    res = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, token_budget=100)
     assert res["acc"] == 1.0 and res["acc_norm"] == 1.0
     assert res["num_examples"] == len(EXAMPLES) and res["style"] == style
     assert res["reference_gpt2_124m"] == dict(hs.REFERENCE[style])
@@ -112,7 +62,7 @@ def test_uniform_model_follows_documented_tie_rule():
     """Uniform logits: acc -> fewest ending tokens (first if tied); completion acc_norm -> ending 0;
     harness acc_norm -> highest chars/token, i.e. with 1 byte per char the longest ending (first if tied)."""
     tok = ByteTokenizer()
-    res = hs.evaluate(UniformModel(), tok, EXAMPLES, style="completion", batch_size=3)
+    res = hs.evaluate(UniformModel(), tok, EXAMPLES, style="completion", token_budget=150)
     for ex, p in zip(EXAMPLES, res["predictions"]):
         n_tokens = [len(tok.encode(" " + e)) for e in ex["endings"]]
         assert p["pred"] == n_tokens.index(min(n_tokens))
@@ -122,7 +72,7 @@ def test_uniform_model_follows_documented_tie_rule():
     assert [p["pred"] for p in res["predictions"]] == [2, 1, 0, 3, 0]
     assert res["predictions"][4]["losses"][0] == res["predictions"][4]["losses"][1]  # exact tie
     assert res["num_correct_norm"] == 1  # every pred_norm is 0; labels are [3, 0, 1, 2, 2]
-    res = hs.evaluate(UniformModel(), tok, EXAMPLES, style="harness", batch_size=3)
+    res = hs.evaluate(UniformModel(), tok, EXAMPLES, style="harness", token_budget=150)
     assert [p["pred"] for p in res["predictions"]] == [2, 1, 0, 3, 0]
     # tokens / chars per ending (harness continuation = " " + preprocessed ending); lowest ratio wins:
     # 28/27 vs 37/36 -> 0; 27/26 -> 3; 27/26 -> 1; " wait." 7/6, 15/14, 14/13, 2/1 -> 1; 20/19 -> 2
@@ -131,34 +81,14 @@ def test_uniform_model_follows_documented_tie_rule():
     assert res["predictions"][4]["losses"][0] == pytest.approx(5 * logv)  # " jogs" = 5 tokens
 
 
-def test_first_argmin_tie_rule():
-    assert hs.first_argmin([2.0, 1.0, 1.0, 3.0]) == 1
-    assert hs.first_argmin([1.0, 1.0, 1.0, 1.0]) == 0
-    assert hs.first_argmin([3.0, 2.0, 1.0, 0.5]) == 3
-
-
 @pytest.mark.parametrize("style", hs.STYLES)
 def test_batched_equals_unbatched_exactly(style):
     model = CausalMixModel()
-    one = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, batch_size=1)
-    many = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, batch_size=len(EXAMPLES))
-    odd = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, batch_size=3)
+    one = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, token_budget=1)  # a row per forward
+    many = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, token_budget=10**6)
+    odd = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, token_budget=150)
     assert one["predictions"] == many["predictions"] == odd["predictions"]  # losses compared with ==
     assert one["acc"] == many["acc"] and one["acc_norm"] == many["acc_norm"]
-
-
-def test_scores_match_a_direct_computation():
-    """Summed loss of a row = sum of -log softmax over the ending tokens, computed by hand."""
-    model, tok = CausalMixModel(), ByteTokenizer()
-    rows = hs.build_rows(EXAMPLES[1], tok, "completion")
-    losses = hs.score_rows(model, rows)
-    for row, loss in zip(rows, losses):
-        x = torch.tensor([row.tokens[:-1]])
-        logp = torch.log_softmax(model(x)[0][0], dim=-1)
-        n = row.n_cont
-        want = -sum(logp[len(row.tokens) - 1 - n + k, row.tokens[len(row.tokens) - n + k]].item()
-                    for k in range(n))
-        assert loss == pytest.approx(want, rel=1e-5)
 
 
 def test_long_context_truncated_from_the_left():
@@ -166,8 +96,8 @@ def test_long_context_truncated_from_the_left():
     ex = dict(EXAMPLES[0], ctx="word " * 200)
     res = hs.evaluate(model, tok, [ex], max_len=64)
     assert res["num_truncated_rows"] == 4
-    row, cut = hs.truncate_row(hs.build_rows(ex, tok)[1], 64)
-    assert cut and len(row.tokens) == 65 and row.tokens[-row.n_cont:] == tok.encode(" " + ex["endings"][1])
+    row = requests(ex, "completion", max_len=64)[1]
+    assert len(row.tokens) == 65 and row.tokens[-row.n_cont:] == tok.encode(" " + ex["endings"][1])
 
 
 def test_real_gpt_batched_matches_unbatched():
@@ -176,8 +106,8 @@ def test_real_gpt_batched_matches_unbatched():
     cfg = model_mod.GPTConfig(block_size=64, vocab_size=256, pad_vocab_multiple=1, n_layer=1, n_head=2,
                               n_embd=32)
     model = model_mod.GPT(cfg)
-    one = hs.evaluate(model, ByteTokenizer(), EXAMPLES, batch_size=1)
-    many = hs.evaluate(model, ByteTokenizer(), EXAMPLES, batch_size=5)
+    one = hs.evaluate(model, ByteTokenizer(), EXAMPLES, token_budget=1)
+    many = hs.evaluate(model, ByteTokenizer(), EXAMPLES, token_budget=10**6)
     assert [p["pred"] for p in one["predictions"]] == [p["pred"] for p in many["predictions"]]
     assert [p["pred_norm"] for p in one["predictions"]] == [p["pred_norm"] for p in many["predictions"]]
     for a, b in zip(one["predictions"], many["predictions"]):
@@ -198,16 +128,22 @@ def test_preprocessing_matches_hand_worked_real_examples(shared_data):
     # completion style: ctx as is, endings with a leading space
     assert roof["ctx"] == "A man is sitting on a roof. he"
     # harness style: "activity_label: ctx_a Ctx_b", WikiHow brackets removed, double spaces collapsed
-    assert hs.harness_query(roof) == "Roof shingle removal: A man is sitting on a roof. He"
-    assert hs.harness_query(lady) == ("Clean and jerk: A lady walks to a barbell. She bends down and grabs "
+    def harness_query(ex):
+        return hs.TASK.build(ex, "harness").contexts[0]
+
+    def harness_choices(ex):
+        return [c[1:] for c in hs.TASK.build(ex, "harness").continuations]  # without the delimiter space
+
+    assert harness_query(roof) == "Roof shingle removal: A man is sitting on a roof. He"
+    assert harness_query(lady) == ("Clean and jerk: A lady walks to a barbell. She bends down and grabs "
                                       "the pole. The lady")
-    assert hs.harness_choices(lady)[3] == "stands and lifts the weight over her head."
-    assert hs.harness_query(fashion) == (
+    assert harness_choices(lady)[3] == "stands and lifts the weight over her head."
+    assert harness_query(fashion) == (
         "Personal Care and Style: How to become a fashion consultant. Obtain your high school diploma or "
         "ged. This job requires a high school diploma or equivalent, so make sure to apply yourself and "
         "finish school. If your high school offers these classes, take art, design, and sewing to "
         "familiarize yourself with foundational concepts in fashion.")
-    choices = hs.harness_choices(fashion)
+    choices = harness_choices(fashion)
     # strip happens before bracket removal, so a leading "[substeps]" leaves a leading space,
     # and " [title]" after a full stop becomes ".."
     assert choices[0] == (" Many high schools have classes offered for their students who do not have a "
@@ -220,14 +156,14 @@ def test_preprocessing_matches_hand_worked_real_examples(shared_data):
 def test_harness_rows_use_joint_tokenization(shared_data):
     tok = ByteTokenizer()
     (roof,) = real_lines(shared_data, [1])
-    rows = hs.build_rows(roof, tok, "harness")
+    rows = requests(roof, "harness")
     q = "Roof shingle removal: A man is sitting on a roof. He"
     assert rows[3].tokens == tok.encode(q + " starts pulling up roofing on a roof.")
     assert rows[3].n_cont == len(" starts pulling up roofing on a roof.")
-    assert rows[3].norm == len("starts pulling up roofing on a roof.")  # characters, no leading space
-    crow = hs.build_rows(roof, tok, "completion")[3]
+    assert hs.TASK.build(roof, "harness").chars[3] == len("starts pulling up roofing on a roof.")  # no space
+    crow = requests(roof, "completion")[3]
     assert crow.tokens == tok.encode("A man is sitting on a roof. he starts pulling up roofing on a roof.")
-    assert crow.norm == crow.n_cont == len(" starts pulling up roofing on a roof.")
+    assert crow.n_cont == len(" starts pulling up roofing on a roof.")
 
 
 def test_real_file_loads_completely(shared_data):
@@ -236,22 +172,13 @@ def test_real_file_loads_completely(shared_data):
     assert examples[0]["label"] == 3 and examples[-1]["endings"][0]
 
 
-# --- DDP split ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7])
-def test_ddp_split_covers_every_example_once(world_size):
-    n = 10042
-    seen = [i for r in range(world_size) for i in hs.shard_indices(n, r, world_size)]
-    assert sorted(seen) == list(range(n))
-    sizes = [len(hs.shard_indices(n, r, world_size)) for r in range(world_size)]
-    assert max(sizes) - min(sizes) <= 1
+# --- DDP ------------------------------------------------------------------------------------
 
 
 def test_ranks_together_equal_one_process():
     model, tok = CausalMixModel(), ByteTokenizer()
-    full = hs.evaluate(model, tok, EXAMPLES, batch_size=2)
-    parts = [hs.evaluate(model, tok, EXAMPLES, batch_size=2, rank=r, world_size=3) for r in range(3)]
+    full = hs.evaluate(model, tok, EXAMPLES, token_budget=150)
+    parts = [hs.evaluate(model, tok, EXAMPLES, token_budget=150, rank=r, world_size=3) for r in range(3)]
     merged = sorted((p for part in parts for p in part["predictions"]), key=lambda p: p["index"])
     assert merged == full["predictions"]
     assert sum(p["num_correct_norm"] for p in parts) == full["num_correct_norm"]
@@ -261,7 +188,7 @@ def _ddp_worker(rank, world_size, port, out_dir):
     import torch.distributed as dist
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    res = hs.evaluate(CausalMixModel(), ByteTokenizer(), EXAMPLES, batch_size=2, rank=rank,
+    res = hs.evaluate(CausalMixModel(), ByteTokenizer(), EXAMPLES, token_budget=150, rank=rank,
                       world_size=world_size)
     (out_dir / f"rank{rank}.json").write_text(json.dumps(res))
     dist.destroy_process_group()
@@ -275,7 +202,7 @@ def test_ddp_all_reduce_with_gloo(tmp_path):
         port = s.getsockname()[1]
     # fork: the workers skip re-importing torch (spawn costs seconds per process on 2 busy cores)
     mp.start_processes(_ddp_worker, args=(2, port, tmp_path), nprocs=2, join=True, start_method="fork")
-    full = hs.evaluate(CausalMixModel(), ByteTokenizer(), EXAMPLES, batch_size=2)
+    full = hs.evaluate(CausalMixModel(), ByteTokenizer(), EXAMPLES, token_budget=150)
     for r in range(2):
         res = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert res["num_examples"] == len(EXAMPLES)
@@ -295,8 +222,9 @@ def test_data_file_from_env_and_limit(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("bad, why", [("{not json", "invalid JSON"),
                                       (json.dumps({"ctx": "x"}), "missing"),
-                                      (json.dumps(dict(EXAMPLES[0], label=7)), "label"),
-                                      (json.dumps(dict(EXAMPLES[0], endings=["a", "b"])), "endings")])
+                                      (json.dumps(dict(EXAMPLES[0], label=7)), "answer index 7"),
+                                      (json.dumps(dict(EXAMPLES[0], endings=["a", "b"])), "answer index 3"),
+                                      (json.dumps(dict(EXAMPLES[0], endings=[1, 2, 3, 4])), "Error: .int.")])
 def test_malformed_line_reports_line_number(tmp_path, bad, why):
     lines = [json.dumps(EXAMPLES[0]), json.dumps(EXAMPLES[1]), bad, json.dumps(EXAMPLES[2])]
     path = tmp_path / "bad.jsonl"

@@ -314,8 +314,8 @@ def test_generation_and_scoring_avoid_per_shape_cudnn_attention():
     m.generate(tokens(T=3), 2, temperature=0, use_cache=False)
     assert seen == [False] * 5
     assert torch.backends.cuda.cudnn_sdp_enabled()          # restored afterwards
-    import hellaswag
-    hellaswag.score_rows(m, [hellaswag.Row(tokens=[1, 2, 3, 4], n_cont=2, norm=2.0)])
+    import evaluate
+    evaluate.score_requests(m, [evaluate.Request(tokens=[1, 2, 3, 4], n_cont=2)])
     assert seen[-1] is False
 
 

@@ -406,12 +406,28 @@ def test_mixed_precision_paths_run(char_data, tmp_path, dtype):
     assert bool(scaler) == (dtype == "float16")
 
 
-def test_hellaswag_and_sample_hooks(char_data, shared_data, tmp_path, capsys):
-    train.train(tiny(char_data, tmp_path, max_iters=2, eval_interval=2, hellaswag_interval=2, hellaswag_limit=4,
-                     hellaswag_data=shared_data / "hellaswag_val.jsonl", sample_tokens=8))
+def test_downstream_tasks_and_sample_hooks(char_data, shared_data, tmp_path, capsys):
+    """tasks_interval: the tasks are scored at evaluations, printed and logged next to the validation loss."""
+    train.train(tiny(char_data, tmp_path, max_iters=2, eval_interval=2, tasks="piqa,copa", tasks_interval=2,
+                     tasks_limit=4, tasks_dir=shared_data / "evals", sample_tokens=8))
     evals = rows(tmp_path, "eval")
-    assert [e["step"] for e in evals] == [0, 2] and all(0 <= e["hellaswag_acc"] <= 1 for e in evals)
-    assert "sample: " in capsys.readouterr().out
+    assert [e["step"] for e in evals] == [0, 2]
+    for e in evals:
+        assert 0 <= e["piqa_acc"] <= 1 and 0 <= e["copa_acc_norm"] <= 1 and "val_loss" in e
+        assert e["tasks_score"] == pytest.approx((e["piqa_centred"] + e["copa_centred"]) / 2)
+    out = capsys.readouterr().out
+    assert "sample: " in out and "step 2: tasks score" in out and "harness style: piqa" in out
+
+
+def test_bad_tasks_stop_the_run_at_start_up(char_data, shared_data, tmp_path):
+    with pytest.raises(config.ConfigError, match="unknown task 'pica'; known tasks: hellaswag"):
+        train.train(tiny(char_data, tmp_path / "a", tasks="pica", tasks_interval=2, eval_interval=2))
+    with pytest.raises(config.ConfigError, match="piqa_validation.jsonl is not in --data-dir"):
+        train.train(tiny(char_data, tmp_path / "b", tasks="piqa", tasks_interval=2, eval_interval=2,
+                         tasks_dir=tmp_path / "empty"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written
+    with pytest.raises(config.ConfigError, match="hellaswag_interval'; renamed: use --tasks=hellaswag --tasks_interval=N"):
+        config.build_config({"hellaswag_interval": 250})
 
 
 # ----------------------------------------------------------------------------- torch.compile
