@@ -308,7 +308,13 @@ def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
            ("rmsnorm", ["--norm=rmsnorm"]),
            ("parallel residual", ["--parallel_residual=True"]),
            ("logit softcap 15", ["--logit_softcap=15"]),
-           ("zero-init projections", ["--zero_init_proj=True"])]
+           ("zero-init projections", ["--zero_init_proj=True"]),
+           ("value embeddings 1", ["--value_embeds=1"]),
+           ("x0 mix", ["--x0_mix=True"]),
+           ("u-net skips", ["--unet_skips=True"]),
+           ("sliding windows SSSL 32", ["--window_pattern=SSSL", "--window_short=32"]),
+           # id 1 = sentencepiece BOS; a corpus prepared without boundaries (shakespeare) times the mask only
+           ("document mask (id 1)", ["--doc_mask_token=1"])]
     for kv in sorted({n_head // 2, 1}, reverse=True):
         if 0 < kv < n_head and n_head % kv == 0:
             out.append((f"gqa {n_head // kv} (n_kv_head={kv})", [f"--n_kv_head={kv}"]))
@@ -317,7 +323,8 @@ def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
 
 BASELINE_KEYS = ["--pos_emb=learned", "--mlp=gelu", "--norm=layernorm", "--parallel_residual=False",
                  "--n_kv_head=None", "--mlp_hidden=None", "--logit_softcap=0",
-                 "--zero_init_proj=False"]
+                 "--zero_init_proj=False", "--value_embeds=0", "--x0_mix=False", "--unet_skips=False",
+                 "--window_pattern=", "--doc_mask_token=None"]
 
 
 @dataclass

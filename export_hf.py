@@ -12,7 +12,8 @@ The directory loads with `AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTo
     rope, layernorm, gelu|relu2, sequential (GQA/MQA ok)              -> Starcoder2ForCausalLM
     rope, layernorm, gelu|relu2, parallel residual (one shared norm)  -> PhiForCausalLM
     anything else (alibi, nope, learned+swiglu, qk_norm elsewhere...) -> NanoGPTForCausalLM (remote code)
-    logit_softcap > 0 (whatever the block)                            -> NanoGPTForCausalLM (remote code)
+    logit_softcap > 0, value_embeds, x0_mix, unet_skips, window_pattern,
+    doc_mask_token (whatever the block)                               -> NanoGPTForCausalLM (remote code)
 
 Falcon's ALiBi is not used for ALiBi models: FalconModel adds alibi / sqrt(head_dim) (ours and the paper's
 bias is unscaled) and rounds slope * position to bfloat16, so its logits differ from ours. ALiBi models
@@ -47,11 +48,22 @@ PROBE_TEXT = ("Hello world! The quick brown fox, 1234567890.\n\n  Two  spaces\ta
 
 # ----------------------------------------------------------------------------- family selection
 
+def remote_only_toggles(c: GPTConfig) -> list[str]:
+    """The toggles no native class computes with our blocks, whatever the rest (remote code runs model.py exactly).
+    Gemma 2 caps logits and Mistral/Qwen windows attention, but they differ everywhere else."""
+    named = [("logit soft-capping", f"logit_softcap={c.logit_softcap}", c.logit_softcap),
+             ("value embeddings", f"value_embeds={c.value_embeds}", c.value_embeds),
+             ("x0 mixing", "x0_mix=True", c.x0_mix), ("U-net skips", "unet_skips=True", c.unet_skips),
+             ("per-layer attention windows", f"window_pattern={c.window_pattern!r}", c.window_pattern),
+             ("document masking", f"doc_mask_token={c.doc_mask_token}", c.doc_mask_token is not None)]
+    return [f"{what} ({setting})" for what, setting, on in named if on]
+
+
 def family_of(c: GPTConfig) -> str:
     """The transformers architecture that computes exactly what GPT(c) computes, or REMOTE_FAMILY."""
     seq, mha = not c.parallel_residual, c.kv_heads == c.n_head
     plain_mlp = c.mlp in ("gelu", "relu2")
-    if c.logit_softcap:  # Gemma 2 caps logits but differs everywhere else: remote code runs model.py exactly
+    if remote_only_toggles(c):
         return REMOTE_FAMILY
     if c.pos_emb == "learned" and plain_mlp and c.norm == "layernorm" and seq and mha and not c.qk_norm:
         return "gpt2"
@@ -67,8 +79,8 @@ def family_of(c: GPTConfig) -> str:
 
 def why_remote(c: GPTConfig) -> str:
     """One line on why no native class matches (for the CLI's report)."""
-    if c.logit_softcap:
-        return f"logit soft-capping (logit_softcap={c.logit_softcap}) with this block has no native class"
+    if remote_only_toggles(c):
+        return f"{', '.join(remote_only_toggles(c))} with this block has no native class"
     if c.pos_emb == "alibi":
         return ("ALiBi: Falcon scales the bias by 1/sqrt(head_dim) and rounds it to bfloat16; "
                 "no native class adds the paper's unscaled bias with this block")
@@ -320,7 +332,8 @@ class NanoGPTForCausalLM(PreTrainedModel, GenerationMixin):
         """Recompute non-persistent buffers (RoPE tables, ALiBi slopes): transformers loads on the meta
         device and leaves them uninitialised. They come from a 1-layer GPT with the same positions."""
         c = self.gpt.config
-        tiny = dataclasses.replace(c, n_layer=1, vocab_size=1, pad_vocab_multiple=1, mlp_hidden=1)
+        tiny = dataclasses.replace(c, n_layer=1, vocab_size=1, pad_vocab_multiple=1, mlp_hidden=1, value_embeds=0,
+                                   doc_mask_token=None)  # these two must fit n_layer and vocab_size
         ref = dict(GPT(tiny).named_buffers())
         for name, buf in self.gpt.named_buffers():
             key = re.sub(r"^transformer\.h\.\d+\.", "transformer.h.0.", name)

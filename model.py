@@ -21,10 +21,25 @@ weights), LayerNorm, tied input/output embeddings, init std 0.02 with residual p
 - qk_norm:          RMSNorm on queries and keys per head (Dehghani et al. 2023, arXiv:2302.05442).
 - logit_softcap:    cap * tanh(logits / cap) on the output (Gemma 2, Gemma Team 2024, arXiv:2408.00118;
                     modded-nanogpt), also inside the fused loss.
+- zero_init_proj:   attention and MLP output projections start at zero (modded-nanogpt).
+- value_embeds=k:   value embeddings (modded-nanogpt, Jordan et al. 2024, record of 2024-11; after value residual
+                    learning, Zhou et al. 2024, arXiv:2410.17897): k extra token tables; table j feeds layers j
+                    and n_layer-k+j, whose values become v = l0 * v + l1 * ve (l0, l1 learned, init 0.5, 0.5).
+- x0_mix:           before block i, x = a_i * x + b_i * x0, x0 the embedding (modded-nanogpt, nanochat);
+                    a_i = 1, b_i = 0 at init.
+- unet_skips:       U-net skips (modded-nanogpt; Ronneberger et al. 2015, arXiv:1505.04597): the output of
+                    block j < n_layer/2 is added, times a learned w_j (init 0), to the input of block n_layer-1-j.
+- window_pattern:   sliding-window attention per layer (Longformer, Beltagy et al. 2020, arXiv:2004.05150;
+                    alternating windows as in Gemma 2 and nanochat): "LLLS" tiled over the layers, L = window_long
+                    tokens, S = window_short; a query sees itself and the window - 1 tokens before it.
+- doc_mask_token:   document masking: a packed row splits into documents, each starting at this token id
+                    (BOS / EOT); no query attends across a document boundary (as in Llama 3, arXiv:2407.21783).
 - flops_per_token:  PaLM appendix B (Chowdhery et al. 2022, arXiv:2204.02311).
 
-Attention runs through F.scaled_dot_product_attention. Sequences longer than block_size are allowed
-for rope, alibi and none (length extrapolation); learned positions raise an error instead.
+Attention runs through F.scaled_dot_product_attention. Windows and documents add a boolean mask built
+once per forward (per distinct window, not per layer; combined with the ALiBi bias); in a torch.compile'd
+model on CUDA they use flex_attention's block-sparse masks instead. Sequences longer than block_size are
+allowed for rope, alibi and none (length extrapolation); learned positions raise an error instead.
 """
 from __future__ import annotations
 
@@ -38,6 +53,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+try:  # block-sparse attention masks (torch >= 2.5); without it windows and documents use SDPA masks
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+except ImportError:
+    create_block_mask = flex_attention = None
 
 POS_EMBS = ("learned", "rope", "alibi", "none")
 MLPS = ("gelu", "swiglu", "relu2")
@@ -67,6 +87,13 @@ class GPTConfig:
     qk_norm: bool = False             # RMSNorm on queries and keys per head
     logit_softcap: float = 0.0        # > 0: logits = cap * tanh(logits / cap) (Gemma 2, modded-nanogpt); 0 = off
     zero_init_proj: bool = False      # attention and MLP c_proj start at zero: each block starts as the identity
+    value_embeds: int = 0             # k > 0: k extra token tables mixed into the values of the first and last k layers
+    x0_mix: bool = False              # before block i: x = a_i * x + b_i * x0, x0 = the embedding (init a_i=1, b_i=0)
+    unet_skips: bool = False          # block j's output (first half) feeds block n_layer-1-j's input, weight init 0
+    window_pattern: str = ""          # per-layer attention windows tiled over layers, e.g. "LLLS"; "" = full causal
+    window_short: int = 256           # tokens an S layer's query sees (itself and the window_short - 1 before it)
+    window_long: int | None = None    # tokens an L layer's query sees; None = no limit
+    doc_mask_token: int | None = None  # documents start at this token id (BOS/EOT); no attention across them
 
     def __post_init__(self) -> None:
         for name, valid in (("pos_emb", POS_EMBS), ("mlp", MLPS), ("norm", NORMS)):
@@ -93,6 +120,21 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.logit_softcap={self.logit_softcap} must be >= 0 (0 = off)")
         if self.rope_theta <= 0 or self.norm_eps <= 0:
             raise ValueError("GPTConfig.rope_theta and GPTConfig.norm_eps must be positive")
+        self._check_speedrun_toggles()
+
+    def _check_speedrun_toggles(self) -> None:
+        if not 0 <= 2 * self.value_embeds <= self.n_layer:
+            raise ValueError(f"GPTConfig.value_embeds={self.value_embeds} needs 0 <= 2 * value_embeds <= n_layer="
+                             f"{self.n_layer} (tables feed the first and the last value_embeds layers); lower it")
+        if set(self.window_pattern) - {"L", "S"}:
+            raise ValueError(f"GPTConfig.window_pattern={self.window_pattern!r} may hold only L (window_long) and "
+                             f"S (window_short), e.g. 'LLLS'; '' = no windows")
+        if self.window_short < 1 or (self.window_long is not None and self.window_long < 1):
+            raise ValueError(f"GPTConfig.window_short={self.window_short} and window_long={self.window_long} must "
+                             f"be positive token counts (window_long=None: no limit)")
+        if self.doc_mask_token is not None and not 0 <= self.doc_mask_token < self.vocab_size:
+            raise ValueError(f"GPTConfig.doc_mask_token={self.doc_mask_token} is not a token id below vocab_size="
+                             f"{self.vocab_size}; use the BOS/EOT id, or None for no document masking")
 
     @property
     def padded_vocab_size(self) -> int:
@@ -115,6 +157,20 @@ class GPTConfig:
         if self.mlp == "swiglu":
             return (8 * self.n_embd // 3 + 63) // 64 * 64
         return 4 * self.n_embd
+
+    @property
+    def layer_windows(self) -> list[int | None]:
+        """Each layer's attention window in tokens (None: unlimited): window_pattern tiled over the layers."""
+        if not self.window_pattern:
+            return [None] * self.n_layer
+        size = {"L": self.window_long, "S": self.window_short}
+        return [size[self.window_pattern[i % len(self.window_pattern)]] for i in range(self.n_layer)]
+
+    @property
+    def value_embed_tables(self) -> list[int | None]:
+        """Each layer's value-embedding table (None: none): table j feeds layers j and n_layer - k + j."""
+        k, L = self.value_embeds, self.n_layer
+        return [i if i < k else i - (L - k) if i >= L - k else None for i in range(L)]
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -200,6 +256,24 @@ class ALiBi(nn.Module):
         return c[:, start:end, :end]
 
 
+class Passthrough(nn.Module):
+    """A toggle that is off: returns its first argument unchanged, so forward code is the same either way."""
+
+    def forward(self, x, *_):
+        return x
+
+
+class ValueMix(nn.Module):
+    """v = lambdas[0] * v + lambdas[1] * ve, ve from a value-embedding table; init (0.5, 0.5) (modded-nanogpt)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lambdas = nn.Parameter(torch.tensor([0.5, 0.5]))
+
+    def forward(self, v: torch.Tensor, ve: torch.Tensor) -> torch.Tensor:
+        return (self.lambdas[0] * v + self.lambdas[1] * ve).to(v.dtype)  # v's dtype: bf16 under autocast
+
+
 def variable_shape_attention():
     """SDPA without the cuDNN backend, for inference whose shapes change call to call (generation, scoring).
     Recent PyTorch prefers cuDNN attention on Hopper GPUs, which builds a plan for every new shape: right
@@ -221,14 +295,16 @@ class CausalSelfAttention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, config.norm_eps)
             self.k_norm = RMSNorm(self.head_dim, config.norm_eps)
         self.qk_norm = config.qk_norm
+        self.value_mix = ValueMix() if config.value_embed_tables[layer_idx] is not None else Passthrough()
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple | None, bias: torch.Tensor | None,
-                cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple | None, bias: torch.Tensor | FlexMask | None,
+                cache: KVCache | None = None, ve: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         hd = self.head_dim
         q, k, v = self.c_attn(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=-1)
+        v = self.value_mix(v, ve)                                    # + value embedding (value_embeds layers)
         q = q.view(B, T, self.n_head, hd).transpose(1, 2)            # (B, H, T, hd)
         k = k.view(B, T, self.n_kv_head, hd).transpose(1, 2)         # (B, Hkv, T, hd)
         v = v.view(B, T, self.n_kv_head, hd).transpose(1, 2)
@@ -244,10 +320,13 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
     def _sdpa(self, q, k, v, bias):
+        """bias: None (causal), an additive float bias or a boolean mask (True = attend), or a FlexMask."""
+        if isinstance(bias, FlexMask):
+            return bias(q, k, v, enable_gqa=self.n_kv_head != self.n_head)
         Tq, Tk = q.size(2), k.size(2)
         mask, causal = None, False
         if bias is not None:
-            mask = bias.to(q.dtype)                                  # no-op unless dtypes differ
+            mask = bias if bias.dtype == torch.bool else bias.to(q.dtype)  # no-op unless dtypes differ
         elif Tq == Tk:
             causal = True
         elif Tq > 1:                                                 # chunk of queries after a cached prefix
@@ -297,8 +376,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x, rope, bias, cache=None):
-        x = x + self.attn(self.ln_1(x), rope, bias, cache)
+    def forward(self, x, rope, bias, cache=None, ve=None):
+        x = x + self.attn(self.ln_1(x), rope, bias, cache, ve)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -311,9 +390,9 @@ class ParallelBlock(nn.Module):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x, rope, bias, cache=None):
+    def forward(self, x, rope, bias, cache=None, ve=None):
         h = self.ln_1(x)
-        return x + self.attn(h, rope, bias, cache) + self.mlp(h)
+        return x + self.attn(h, rope, bias, cache, ve) + self.mlp(h)
 
 
 class KVCache:
@@ -324,6 +403,7 @@ class KVCache:
         self.shape = (config.n_layer, batch, config.kv_heads, max_len, config.head_dim)
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
+        self.docs: torch.Tensor | None = None  # document id of every cached token (doc_mask_token)
         self.pos = 0     # tokens cached
         self.start = 0   # index (in the full sequence) of the first cached token
 
@@ -331,17 +411,152 @@ class KVCache:
     def max_len(self) -> int:
         return self.shape[3]
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, Hkv, T, hd) at positions pos..pos+T; return all cached keys/values so far."""
-        end = self.pos + k.size(2)
+    def _end(self, new: int) -> int:
+        end = self.pos + new
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} tokens, {end} needed; allocate a larger cache")
+        return end
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, Hkv, T, hd) at positions pos..pos+T; return all cached keys/values so far."""
+        end = self._end(k.size(2))
         if self.k is None:
             self.k = k.new_zeros(self.shape)
             self.v = v.new_zeros(self.shape)
         self.k[layer, :, :, self.pos:end] = k
         self.v[layer, :, :, self.pos:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def doc_ids(self, new: torch.Tensor) -> torch.Tensor:
+        """Document ids (B, pos + T) of the cached tokens and of new ones (B, T, numbered from 0 here)."""
+        end = self._end(new.size(1))
+        if self.docs is None:
+            self.docs = new.new_zeros(self.shape[1], self.max_len)
+        last = self.docs[:, self.pos - 1:self.pos] if self.pos else 0
+        self.docs[:, self.pos:end] = new + last
+        return self.docs[:, :end]
+
+
+# ----------------------------------------------------------------------------- residual-stream toggles
+
+class ValueEmbeddings(nn.Module):
+    """value_embeds token tables (rows: padded vocabulary, width: the K/V width); forward gives each
+    layer's table output, or None for layers without one (all of them when value_embeds=0)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        width = config.kv_heads * config.head_dim
+        self.tables = nn.ModuleList(nn.Embedding(config.padded_vocab_size, width) for _ in range(config.value_embeds))
+        self.layer_tables = config.value_embed_tables
+
+    def forward(self, idx: torch.Tensor) -> list[torch.Tensor | None]:
+        out = [table(idx) for table in self.tables]
+        return [None if j is None else out[j] for j in self.layer_tables]
+
+
+class X0Mix(nn.Module):
+    """Before block i: x = resid_lambdas[i] * x + x0_lambdas[i] * x0, x0 the embedding output; init 1 and 0,
+    so the model starts as the plain one (modded-nanogpt, nanochat)."""
+
+    def __init__(self, n_layer: int):
+        super().__init__()
+        self.resid_lambdas = nn.Parameter(torch.ones(n_layer))
+        self.x0_lambdas = nn.Parameter(torch.zeros(n_layer))
+
+    def forward(self, x: torch.Tensor, i: int, x0: torch.Tensor) -> torch.Tensor:
+        return self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+
+
+class UNetSkips(nn.Module):
+    """The input of block n_layer-1-j gets + skip_weights[j] * (output of block j), for j < n_layer // 2 (the
+    middle block of an odd stack gets none); weights init 0, so the model starts as the plain one."""
+
+    def __init__(self, n_layer: int):
+        super().__init__()
+        self.n_layer = n_layer
+        self.skip_weights = nn.Parameter(torch.zeros(n_layer // 2))
+
+    def forward(self, x: torch.Tensor, i: int, outputs: list[torch.Tensor]) -> torch.Tensor:
+        j = self.n_layer - 1 - i                                      # the mirrored block
+        return x + self.skip_weights[j] * outputs[j] if j < self.skip_weights.numel() else x
+
+
+# ----------------------------------------------------------------------------- attention masks
+
+def allowed_keys(start: int, end: int, window: int | None, docs: torch.Tensor | None,
+                 device: torch.device) -> torch.Tensor:
+    """Whether query start+i may attend to key j < end: causal, inside its window of `window` tokens (itself
+    and the window-1 before it), in its own document. (Tq, Tk), or (B, 1, Tq, Tk) with docs (B, end)."""
+    q = torch.arange(start, end, device=device)[:, None]
+    k = torch.arange(end, device=device)[None, :]
+    allowed = (k <= q) & (q - k < (window or end))
+    if docs is not None:
+        allowed = allowed & (docs[:, start:, None] == docs[:, None, :])[:, None]
+    return allowed
+
+
+def flex_applies(device: torch.device) -> bool:
+    """flex_attention for windows/documents: on CUDA inside torch.compile only (eager, it is an unfused
+    reference implementation, slower than SDPA with a mask)."""
+    return flex_attention is not None and device.type == "cuda" and torch.compiler.is_compiling()
+
+
+class FlexMask:
+    """flex_attention with a block-sparse mask (fully masked blocks are skipped) and ALiBi as a score_mod."""
+
+    def __init__(self, T: int, window: int | None, docs: torch.Tensor | None, slopes: torch.Tensor | None,
+                 device: torch.device):
+        w = window or T
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            ok = (kv_idx <= q_idx) & (q_idx - kv_idx < w)
+            return ok & (docs[b, q_idx] == docs[b, kv_idx]) if docs is not None else ok
+
+        def alibi(score, b, h, q_idx, kv_idx):
+            return score - slopes[h] * (q_idx - kv_idx)
+
+        batch = docs.size(0) if docs is not None else None
+        self.block_mask = create_block_mask(mask_mod, batch, None, T, T, device=device)
+        self.score_mod = alibi if slopes is not None else None
+
+    def __call__(self, q, k, v, enable_gqa: bool) -> torch.Tensor:
+        return flex_attention(q, k, v, score_mod=self.score_mod, block_mask=self.block_mask, enable_gqa=enable_gqa)
+
+
+class CausalMasks:
+    """The default: every layer attends causally (SDPA's is_causal, or the ALiBi bias); no mask is built."""
+
+    def __init__(self, config: GPTConfig, alibi: ALiBi | None):
+        self.n_layer = config.n_layer
+
+    def __call__(self, idx, start, bias, cache=None, flex=False) -> list:
+        return [bias] * self.n_layer
+
+
+class WindowDocMasks:
+    """Per-layer sliding windows and/or document masks: one mask per distinct window per forward (not per
+    layer), boolean, or the ALiBi bias with -inf where not allowed; FlexMasks when `flex` (full forwards)."""
+
+    def __init__(self, config: GPTConfig, alibi: ALiBi | None):
+        self.windows, self.doc_token, self.alibi = config.layer_windows, config.doc_mask_token, alibi
+
+    def __call__(self, idx, start, bias, cache=None, flex=False) -> list:
+        docs = self._doc_ids(idx, cache)
+        end, dev = start + idx.size(1), idx.device
+        if flex:
+            slopes = self.alibi.slopes if self.alibi is not None else None
+            masks = {w: FlexMask(end, w, docs, slopes, dev) for w in set(self.windows)}
+        else:
+            allowed = {w: allowed_keys(start, end, w, docs, dev) for w in set(self.windows)}
+            masks = {w: a if bias is None else torch.where(a, bias, float("-inf")) for w, a in allowed.items()}
+        return [masks[w] for w in self.windows]
+
+    def _doc_ids(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor | None:
+        """(B, end): tokens with equal ids are in one document; a document starts at doc_token."""
+        if self.doc_token is None:
+            return None
+        ids = (idx == self.doc_token).cumsum(1)
+        return ids if cache is None else cache.doc_ids(ids)
 
 
 # ----------------------------------------------------------------------------- fused output layer + loss
@@ -475,6 +690,11 @@ class GPT(nn.Module):
         self.alibi = ALiBi(config.n_head) if config.pos_emb == "alibi" else None
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.softcap = SoftCap(config.logit_softcap) if config.logit_softcap else nn.Identity()
+        self.value_embeds = ValueEmbeddings(config)              # no tables (and no parameters) when off
+        self.x0_mix = X0Mix(config.n_layer) if config.x0_mix else Passthrough()
+        self.unet = UNetSkips(config.n_layer) if config.unet_skips else Passthrough()
+        masked = config.window_pattern or config.doc_mask_token is not None
+        self.attn_masks = (WindowDocMasks if masked else CausalMasks)(config, self.alibi)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
@@ -510,13 +730,24 @@ class GPT(nn.Module):
         bias = self.alibi(start, length, dtype) if self.alibi is not None else None
         return rope, bias
 
+    def _blocks(self, x: torch.Tensor, idx: torch.Tensor, rope: tuple | None, masks: list,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """The blocks in turn. U-net skips and x0 mixing are Passthrough when off, value embeddings None."""
+        x0, outputs = x, []
+        for i, (block, mask, ve) in enumerate(zip(self.transformer.h, masks, self.value_embeds(idx))):
+            x = self.unet(x, i, outputs)                         # + w_j * output of the mirrored block j
+            x = self.x0_mix(x, i, x0)                            # a_i * x + b_i * x0
+            x = block(x, rope, mask, cache, ve)
+            outputs.append(x)
+        return x
+
     def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) -> final hidden states (B, T, n_embd): everything but the output layer. Scoring calls
         this and output_logits on just the positions it needs; logits for every position are (B, T, vocab)."""
         x = self._embed(idx, 0)
         rope, bias = self._positions(x, 0, idx.size(1))
-        for block in self.transformer.h:
-            x = block(x, rope, bias)
+        flex = flex_applies(x.device) and not (self.training and self.config.dropout)  # flex has no dropout
+        x = self._blocks(x, idx, rope, self.attn_masks(idx, 0, bias, flex=flex))
         return self.transformer.ln_f(x)
 
     def output_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -546,8 +777,7 @@ class GPT(nn.Module):
         start = cache.pos
         x = self._embed(idx, start)
         rope, bias = self._positions(x, start, idx.size(1))
-        for block in self.transformer.h:
-            x = block(x, rope, bias, cache)
+        x = self._blocks(x, idx, rope, self.attn_masks(idx, start, bias, cache), cache)
         cache.pos += idx.size(1)
         return self.output_logits(self.transformer.ln_f(x[:, -1]))
 
@@ -627,10 +857,11 @@ class GPT(nn.Module):
     # -- accounting
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count (tied weights once). non_embedding drops lookup-only tables: wpe, and wte when
-        untied (a tied wte is the lm_head matrix and stays counted, as in nanoGPT)."""
+        """Parameter count (tied weights once). non_embedding drops lookup-only tables: wpe, value embeddings,
+        and wte when untied (a tied wte is the lm_head matrix and stays counted, as in nanoGPT)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
+            n -= sum(p.numel() for p in self.value_embeds.parameters())
             if self.config.pos_emb == "learned":
                 n -= self.transformer.wpe.weight.numel()
             if not self.config.tie_embeddings:
@@ -641,14 +872,16 @@ class GPT(nn.Module):
         """Training FLOPs per token (forward + backward) = 6 * matmul weights + 12 * L * H * hd * T (PaLM).
 
         Counts what the toggles compute: the fused q,k,v width under GQA/MQA, three SwiGLU matrices,
-        the padded lm_head; the attention term uses the full (unmasked) T as PaLM does.
+        the padded lm_head; the attention term uses the full (unmasked) T as PaLM does, min(T, window) in
+        a windowed layer. Lookups (value embeddings), scalar mixes and document masks count nothing.
         """
         c = self.config
         T = seq_len or c.block_size
         attn = c.n_embd * (c.n_head + 2 * c.kv_heads) * c.head_dim + c.n_embd * c.n_embd
         mlp = (3 if c.mlp == "swiglu" else 2) * c.n_embd * c.hidden_dim
         matmul = c.n_layer * (attn + mlp) + c.n_embd * c.padded_vocab_size
-        return 6 * matmul + 12 * c.n_layer * c.n_head * c.head_dim * T
+        keys = sum(T if w is None else min(T, w) for w in c.layer_windows)     # keys per query, all layers
+        return 6 * matmul + 12 * c.n_head * c.head_dim * keys
 
     # -- optimisation
 

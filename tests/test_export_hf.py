@@ -33,6 +33,12 @@ CASES = [
     ("remote_nope_untied", dict(pos_emb="none", tie_embeddings=False, mlp="swiglu"), "NanoGPTForCausalLM"),
     ("remote_llama_softcap", dict(pos_emb="rope", norm="rmsnorm", mlp="swiglu", bias=False, logit_softcap=0.5),
      "NanoGPTForCausalLM"),                              # a Llama block, but no native class caps the logits
+    ("remote_gpt2_value_embeds_x0_unet", dict(value_embeds=1, x0_mix=True, unet_skips=True), "NanoGPTForCausalLM"),
+    ("remote_llama_windows_docs", dict(pos_emb="rope", norm="rmsnorm", mlp="swiglu", bias=False, n_kv_head=2,
+                                       window_pattern="SL", window_short=5, window_long=20, doc_mask_token=3),
+     "NanoGPTForCausalLM"),                              # windows/documents: no native class masks like ours
+    ("remote_alibi_windows_docs_ve", dict(pos_emb="alibi", parallel_residual=True, window_pattern="S", window_short=7,
+                                          doc_mask_token=5, value_embeds=1), "NanoGPTForCausalLM"),
 ]
 
 
@@ -90,6 +96,31 @@ def test_falcon_is_not_used_for_alibi():
     c = tiny_config(pos_emb="alibi", parallel_residual=True)
     assert E.family_of(c) == E.REMOTE_FAMILY
     assert "Falcon" in E.why_remote(c)
+
+
+@pytest.mark.parametrize("toggle,reason", [
+    (dict(value_embeds=1), "value embeddings (value_embeds=1)"), (dict(x0_mix=True), "x0 mixing"),
+    (dict(unet_skips=True), "U-net skips"), (dict(window_pattern="LS"), "attention windows (window_pattern='LS')"),
+    (dict(doc_mask_token=3), "document masking (doc_mask_token=3)")])
+def test_speedrun_toggles_export_as_remote_code_and_say_why(toggle, reason):
+    c = tiny_config(pos_emb="rope", norm="rmsnorm", mlp="swiglu", bias=False, **toggle)  # else a Llama
+    assert E.family_of(c) == E.REMOTE_FAMILY
+    assert reason in E.why_remote(c) and "no native class" in E.why_remote(c)
+
+
+def test_remote_export_of_documents_and_windows_matches_on_rows_with_documents(tmp_path):
+    """The CASES draw random ids, which rarely hold the document token: here every row splits."""
+    model = random_model(tiny_config(pos_emb="rope", window_pattern="LS", window_short=6, doc_mask_token=3))
+    E.export(model, tmp_path / "hf", tokenizer=False)
+    hf = load_hf(tmp_path / "hf", remote=True)
+    idx = torch.randint(4, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(2))
+    idx[0, [0, 9, 10, 30]], idx[1, [17]] = 3, 3
+    with torch.no_grad():
+        assert (hf(idx).logits - model(idx)[0]).abs().max().item() < ATOL
+        prompt = idx[:, :12]
+        want = model.generate(prompt, 12, temperature=0)
+        assert torch.equal(hf.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                                       pad_token_id=0), want)
 
 
 def test_import_plain_transformers_gpt2_and_llama(tmp_path):

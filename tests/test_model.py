@@ -2,6 +2,7 @@
 import dataclasses
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -259,21 +260,40 @@ def test_block_formulas(norm):
 
 # ----------------------------------------------------------------------------- KV cache and sampling
 
+DOC = 7   # the document-start token of the doc_mask_token tests
+# the speed-run toggles at once, windows short enough to bind and documents short enough to split a row
+SPEEDRUN = dict(value_embeds=1, x0_mix=True, unet_skips=True, window_pattern="SL", window_short=3, window_long=6,
+                doc_mask_token=DOC)
+
+
+def scramble_scalars(m: GPT, seed: int = 0) -> GPT:
+    """Random values for the toggles' learned scalars (their init would hide a wrong formula)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith(("lambdas", "skip_weights")):
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+    return m
+
+
 @pytest.mark.parametrize("pos_emb", model_mod.POS_EMBS)
 @pytest.mark.parametrize("n_kv_head", [None, 2])
-def test_kv_cache_logits_equal_full_forward_every_step(pos_emb, n_kv_head):
-    m = build(pos_emb=pos_emb, n_kv_head=n_kv_head, n_layer=2, block_size=12)
+@pytest.mark.parametrize("toggles", [{}, SPEEDRUN], ids=["plain", "speedrun"])
+def test_kv_cache_logits_equal_full_forward_every_step(pos_emb, n_kv_head, toggles):
+    m = scramble_scalars(build(pos_emb=pos_emb, n_kv_head=n_kv_head, n_layer=2, block_size=12, **toggles))
     idx = tokens(T=5)
+    idx[1, 2] = DOC
     cache = m.new_cache(2, 5 + 14)
     start, starts = 0, []
-    for _ in range(14):  # runs past block_size: slides for learned (half a window at once), extrapolates otherwise
+    for step in range(14):  # runs past block_size: slides for learned (half a window at once), extrapolates otherwise
         start = m.context_start(start, idx.size(1))
         starts.append(start)
         got = m.next_token_logits(idx, cache, start)
         with torch.no_grad():
             want = m(idx[:, start:])[0][:, -1]
         torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
-        idx = torch.cat([idx, got.argmax(-1, keepdim=True)], dim=1)
+        nxt = got.argmax(-1, keepdim=True)
+        idx = torch.cat([idx, nxt if step % 5 != 2 else torch.full_like(nxt, DOC)], dim=1)  # documents start
     assert idx.size(1) == 19
     # learned: lengths 5..12 fit; at 13 the oldest half (6) goes, and 13..18 fit again after it
     assert starts == ([0] * 8 + [7] * 6 if pos_emb == "learned" else [0] * 14)
@@ -289,9 +309,11 @@ def test_learned_positions_past_block_size_keep_half_a_window_at_least():
 
 
 @pytest.mark.parametrize("pos_emb", model_mod.POS_EMBS)
-def test_kv_cache_chunked_feed_and_generate_match(pos_emb):
-    m = build(pos_emb=pos_emb, n_kv_head=1, block_size=16)
+@pytest.mark.parametrize("toggles", [{}, dict(SPEEDRUN, n_layer=2)], ids=["plain", "speedrun"])
+def test_kv_cache_chunked_feed_and_generate_match(pos_emb, toggles):
+    m = scramble_scalars(build(pos_emb=pos_emb, n_kv_head=1, block_size=16, **toggles))
     idx = tokens(T=9)
+    idx[:, [3, 6]] = DOC                             # a document starts in the prefix and one in the chunk
     cache = m.new_cache(2, 16)
     with torch.no_grad():
         m.forward_cached(idx[:, :5], cache)
@@ -541,6 +563,10 @@ def test_fused_loss_under_bf16_autocast():
     (dict(pos_emb="sinusoidal"), r"pos_emb='sinusoidal'.*learned, rope, alibi, none"),
     (dict(mlp="geglu"), r"mlp='geglu'.*gelu, swiglu, relu2"),
     (dict(norm="batchnorm"), r"norm='batchnorm'.*layernorm, rmsnorm"),
+    (dict(n_layer=3, value_embeds=2), r"value_embeds=2 needs .*n_layer=3"),
+    (dict(window_pattern="LXS"), r"window_pattern='LXS' may hold only L .* and S"),
+    (dict(window_pattern="S", window_short=0), r"window_short=0 .* positive"),
+    (dict(doc_mask_token=VOCAB), r"doc_mask_token=100 .* below vocab_size=100"),
 ])
 def test_bad_configs_fail_with_field_and_fix(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -637,3 +663,179 @@ def test_zero_init_proj_starts_every_block_as_the_identity_and_still_learns():
     loss.backward()
     assert all(p.grad.abs().max() > 0 for p in projections)       # the projections get gradient at once
     assert build(n_layer=2).transformer.h[0].attn.c_proj.weight.abs().max() > 0   # off by default
+
+
+# ----------------------------------------------------------------------------- speed-run toggles (issue 15)
+
+def reference_doc_ids(idx):
+    """Document of every position, by counting DOC tokens up to and including it (a document starts there)."""
+    return [[sum(1 for s in range(t + 1) if row[s] == DOC) for t in range(len(row))] for row in idx.tolist()]
+
+
+def reference_layer_attention(attn, h, c, window, docs, ve):
+    """One layer's attention, one query at a time over exactly the keys it may see: causal, inside the window
+    (itself and the window - 1 before it), in its own document; the value embedding mixed into v first."""
+    B, T, C = h.shape
+    H, Hkv, hd = c.n_head, c.kv_heads, c.head_dim
+    q, k, v = attn.c_attn(h).split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
+    if ve is not None:
+        v = attn.value_mix.lambdas[0] * v + attn.value_mix.lambdas[1] * ve
+    q = q.view(B, T, H, hd).transpose(1, 2)
+    k = k.view(B, T, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
+    v = v.view(B, T, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
+    if c.pos_emb == "rope":
+        q, k = rope_reference(q, c.rope_theta), rope_reference(k, c.rope_theta)
+    slopes = alibi_slopes(H) if c.pos_emb == "alibi" else torch.zeros(H)
+    out = torch.zeros(B, H, T, hd)
+    for b in range(B):
+        for t in range(T):
+            keys = [s for s in range(t + 1) if (window is None or t - s < window)
+                    and (docs is None or docs[b][s] == docs[b][t])]
+            scores = (k[b, :, keys] @ q[b, :, t, :, None]).squeeze(-1) / math.sqrt(hd)     # (H, len(keys))
+            scores = scores - slopes[:, None] * (t - torch.tensor(keys, dtype=torch.float32))[None, :]
+            out[b, :, t] = (scores.softmax(-1)[:, None, :] @ v[b, :, keys]).squeeze(1)
+    return attn.c_proj(out.transpose(1, 2).reshape(B, T, C))
+
+
+def reference_logits(m, idx):
+    """The whole model written out from its config: embeddings, U-net skips, x0 mixing, value embeddings,
+    windowed/document-masked attention, sequential blocks; no code shared with model.py's masks or loop."""
+    c, L = m.config, m.config.n_layer
+    B, T = idx.shape
+    x = m.transformer.wte(idx)
+    if c.pos_emb == "learned":
+        x = x + m.transformer.wpe(torch.arange(T))
+    x0, outputs = x, []
+    tables = [table(idx) for table in m.value_embeds.tables]
+    pattern = c.window_pattern
+    docs = reference_doc_ids(idx) if c.doc_mask_token is not None else None
+    k = c.value_embeds
+    for i, blk in enumerate(m.transformer.h):
+        j = L - 1 - i
+        if c.unet_skips and j < L // 2:
+            x = x + m.unet.skip_weights[j] * outputs[j]
+        if c.x0_mix:
+            x = m.x0_mix.resid_lambdas[i] * x + m.x0_mix.x0_lambdas[i] * x0
+        window = {"L": c.window_long, "S": c.window_short}[pattern[i % len(pattern)]] if pattern else None
+        ve = tables[i] if i < k else tables[i - (L - k)] if i >= L - k else None
+        x = x + reference_layer_attention(blk.attn, blk.ln_1(x), c, window, docs, ve)
+        x = x + blk.mlp(blk.ln_2(x))
+        outputs.append(x)
+    return m.lm_head(m.transformer.ln_f(x))[..., :c.vocab_size]
+
+
+def doc_tokens(B=2, T=20):
+    x = tokens(B=B, T=T)
+    x[0, [0, 6, 7, 15]] = DOC          # row 0: documents of 6, 1, 8 and 5 tokens
+    x[1, [4, 12]] = DOC                # row 1: 4 tokens before the first document start
+    return x
+
+
+REFERENCE_CASES = {
+    "value_embeds": dict(value_embeds=1, n_layer=3, n_kv_head=2, pos_emb="rope"),   # tables at layers 0 and 2
+    "value_embeds_2": dict(value_embeds=2, n_layer=4, pos_emb="learned"),
+    "x0_unet_even": dict(x0_mix=True, unet_skips=True, n_layer=4),
+    "x0_unet_odd": dict(x0_mix=True, unet_skips=True, n_layer=5, pos_emb="none"),     # middle block unpaired
+    "windows_rope_gqa": dict(window_pattern="SLS", window_short=3, window_long=8, n_layer=3, pos_emb="rope",
+                             n_kv_head=2),
+    "windows_alibi": dict(window_pattern="SL", window_short=4, n_layer=2, pos_emb="alibi"),
+    "docs_learned": dict(doc_mask_token=DOC, n_layer=2),
+    "docs_windows_alibi_mqa": dict(doc_mask_token=DOC, window_pattern="LS", window_short=5, window_long=9,
+                                   n_layer=2, pos_emb="alibi", n_kv_head=1),
+    "everything": dict(SPEEDRUN, n_layer=4, pos_emb="rope"),
+}
+
+
+@pytest.mark.parametrize("kw", REFERENCE_CASES.values(), ids=REFERENCE_CASES.keys())
+def test_speedrun_toggles_equal_the_explicit_reference(kw):
+    m = scramble_scalars(build(**kw))
+    x = doc_tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(m(x)[0], reference_logits(m, x), atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(SPEEDRUN, n_layer=4, pos_emb="alibi"), dict(SPEEDRUN, n_layer=2, n_kv_head=2)])
+def test_flex_attention_masks_equal_the_sdpa_masks(kw, monkeypatch):
+    """The CUDA-compiled path's FlexMask (block mask, ALiBi score_mod, GQA), run eagerly on the CPU."""
+    if model_mod.flex_attention is None:
+        pytest.skip("this torch has no flex_attention")
+    m = scramble_scalars(build(**kw))
+    x = doc_tokens()
+    calls, flex = [], model_mod.flex_attention
+    with torch.no_grad():
+        want = m(x)[0]
+        monkeypatch.setattr(model_mod, "flex_applies", lambda device: True)
+        monkeypatch.setattr(model_mod, "flex_attention", lambda *a, **k: calls.append(1) or flex(*a, **k))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # eager flex_attention says it is unfused
+            got = m(x)[0]
+    assert len(calls) == m.config.n_layer
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(got, reference_logits(m, x), atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_flex_attention_compiled_on_cuda_equals_the_reference():
+    m = scramble_scalars(build(**dict(SPEEDRUN, n_layer=4, pos_emb="alibi", n_kv_head=2)))
+    x = doc_tokens()
+    with torch.no_grad():
+        want = reference_logits(m, x)
+        compiled = torch.compile(m.cuda())
+        got = compiled(x.cuda())[0].cpu()
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_masks_are_built_once_per_forward_per_distinct_window(monkeypatch):
+    m = build(n_layer=4, window_pattern="SSSL", window_short=3, doc_mask_token=DOC)
+    calls = []
+    real = model_mod.allowed_keys
+    monkeypatch.setattr(model_mod, "allowed_keys", lambda *a: calls.append(a[2]) or real(*a))
+    with torch.no_grad():
+        m(doc_tokens())
+    assert sorted(calls, key=str) == [3, None]
+
+
+def test_x0_mix_and_unet_skips_start_as_the_plain_model_and_learn():
+    plain, mixed = build(n_layer=4, pos_emb="rope"), build(n_layer=4, pos_emb="rope", x0_mix=True, unet_skips=True)
+    missing = mixed.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["unet.skip_weights", "x0_mix.resid_lambdas", "x0_mix.x0_lambdas"]
+    assert mixed.unet.skip_weights.shape == (2,)
+    x = tokens()
+    torch.testing.assert_close(mixed(x)[0], plain(x)[0], rtol=0, atol=0)
+    _, loss = mixed.train()(x, tokens(seed=2))
+    loss.backward()
+    for p in (mixed.unet.skip_weights, mixed.x0_mix.resid_lambdas, mixed.x0_mix.x0_lambdas):
+        assert p.grad.abs().min() > 0
+
+
+def test_value_embeddings_layers_shapes_and_training():
+    m = build(n_layer=5, value_embeds=2, n_kv_head=2).train()
+    assert m.config.value_embed_tables == [0, 1, None, 0, 1]       # first two and last two layers, shared
+    assert [t.weight.shape for t in m.value_embeds.tables] == [(128, 16)] * 2     # padded vocab x K/V width
+    mixes = [type(b.attn.value_mix).__name__ for b in m.transformer.h]
+    assert mixes == ["ValueMix"] * 2 + ["Passthrough"] + ["ValueMix"] * 2
+    _, loss = m(tokens(), tokens(seed=2))
+    loss.backward()
+    assert all(t.weight.grad.abs().sum() > 0 for t in m.value_embeds.tables)
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_default_config_adds_no_parameters_and_no_masks():
+    m = build(n_layer=2)
+    assert not any(k.startswith(("value_embeds", "x0_mix", "unet")) for k in m.state_dict())
+    assert isinstance(m.attn_masks, model_mod.CausalMasks)
+    assert GPTConfig().layer_windows == [None] * 12 and GPTConfig().value_embed_tables == [None] * 12
+
+
+def test_num_params_and_flops_with_speedrun_toggles():
+    cfg = tiny(n_layer=4, n_embd=64, n_head=8, pad_vocab_multiple=1)
+    plain = GPT(cfg)
+    ve = GPT(dataclasses.replace(cfg, value_embeds=2, x0_mix=True, unet_skips=True))
+    scalars = 2 * 4 + 2 * 4 + 2                                     # ValueMix x 4 layers, x0 lambdas, skips
+    assert ve.num_params(non_embedding=False) == plain.num_params(non_embedding=False) + 2 * VOCAB * 64 + scalars
+    assert ve.num_params() == plain.num_params() + scalars          # the tables are lookups
+    assert ve.flops_per_token(16) == plain.flops_per_token(16)      # lookups and scalar mixes: no matmuls
+    windowed = GPT(dataclasses.replace(cfg, window_pattern="SSL", window_short=4, window_long=10))
+    per_key = 12 * 8 * 8                                            # 12 * H * hd per key per layer
+    assert windowed.flops_per_token(16) == plain.flops_per_token(16) - per_key * ((16 - 4) * 3 + (16 - 10))
+    assert windowed.flops_per_token(2) == plain.flops_per_token(2)   # windows longer than T change nothing
