@@ -391,11 +391,12 @@ def shot_prefix(data: TaskData, index: int, k: int, style: str) -> str:
     if task.same_subject_shots:
         pool = [d for d in data.shot_docs if d["subject"] == doc["subject"]][:k]
     else:
-        source = data.shot_docs if data.shot_docs is not None else data.docs
-        candidates = [i for i in range(len(source)) if source is not data.docs or i != index]
-        if len(candidates) < k:
-            raise ValueError(f"{task.name}: {k} shots asked but only {len(candidates)} examples to draw from")
-        pool = [source[i] for i in random.Random(f"{task.name}/{index}").sample(candidates, k)]
+        source, skip = (data.shot_docs, None) if data.shot_docs is not None else (data.docs, index)
+        n = len(source) - (skip is not None)
+        if n < k:
+            raise ValueError(f"{task.name}: {k} shots asked but only {n} examples to draw from")
+        picks = random.Random(f"{task.name}/{index}").sample(range(n), k)
+        pool = [source[i + (skip is not None and i >= skip)] for i in picks]  # the scored item is skipped
     return header + "".join(task.build(d, style).solved() + FEWSHOT_SEPARATOR for d in pool)
 
 
