@@ -31,6 +31,7 @@ import checkpoint
 import data as datalib
 import export_hf
 import hellaswag
+import optim
 import parallel
 import runtime
 from config import (SECTIONS, ConfigError, TrainConfig, check_data, check_optimizer_available, grad_accum_steps,
@@ -140,24 +141,6 @@ def claim_out_dir(cfg: TrainConfig, info: DistInfo) -> None:
 
 
 # ----------------------------------------------------------------------------- building
-
-def build_optimizers(raw: GPT, cfg: TrainConfig, device_type: str) -> list[torch.optim.Optimizer]:
-    """adamw (model.configure_optimizers), muon (Muon for hidden matrices + AdamW rest), or adamw8bit."""
-    o = cfg.optim
-    betas = (o.beta1, o.beta2)
-    if o.optimizer == "adamw":
-        return [raw.configure_optimizers(o.weight_decay, o.learning_rate, betas, o.eps, device_type)]
-    if o.optimizer == "adamw8bit":
-        import bitsandbytes as bnb
-        return [bnb.optim.AdamW8bit(raw.param_groups(o.weight_decay), lr=o.learning_rate, betas=betas, eps=o.eps)]
-    hidden = [p for n, p in raw.named_parameters() if p.requires_grad and p.dim() == 2 and n.startswith("transformer.h.")]
-    hidden_ids = {id(p) for p in hidden}
-    rest = [{**g, "params": [p for p in g["params"] if id(p) not in hidden_ids]} for g in raw.param_groups(o.weight_decay)]
-    rest = [g for g in rest if g["params"]]
-    muon = torch.optim.Muon(hidden, lr=o.muon_lr, weight_decay=o.weight_decay, momentum=o.muon_momentum)
-    fused = {"fused": True} if device_type == "cuda" else {}
-    return [muon, torch.optim.AdamW(rest, lr=o.learning_rate, betas=betas, eps=o.eps, **fused)]
-
 
 def build_data(cfg: TrainConfig, info: DistInfo) -> tuple:
     """The training DataLoader of this rank and its fixed validation batches."""
@@ -293,8 +276,8 @@ class Stepper:
         torch.manual_seed(cfg.run.seed)  # identical init on every rank
         self.raw_model = build_model(cfg)
         self.fsdp = place_model(self.raw_model, cfg, self.device, self.dtype, distributed=info.distributed)
-        self.optimizers = build_optimizers(self.raw_model, cfg, self.device_type)
-        self.peak_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.optimizers]
+        self.optimizers = optim.build_optimizers(self.raw_model, cfg, self.device_type)
+        self.peak_lrs = optim.peak_lrs(self.optimizers)
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == "float16")
         self.model, self.ddp_model = wrap_model(self.raw_model, cfg, self.device,
                                                 ddp=info.distributed and not self.fsdp)
@@ -305,10 +288,7 @@ class Stepper:
 
     def set_lr(self, lr: float) -> None:
         """lr is the schedule's value for learning_rate; every param group moves by the same factor."""
-        scale = lr / self.cfg.optim.learning_rate
-        for opt, peaks in zip(self.optimizers, self.peak_lrs):
-            for group, peak in zip(opt.param_groups, peaks):
-                group["lr"] = peak * scale
+        optim.set_lr(self.optimizers, self.peak_lrs, lr / self.cfg.optim.learning_rate)
 
     def forward_backward(self, next_batch, grad_accum: int, interrupted=None) -> tuple[torch.Tensor, int] | None:
         """grad_accum micro-steps on next_batch() batches, gradients synced on the last only. Returns (mean loss,
