@@ -38,6 +38,8 @@ class DataConfig:
     total_batch_size: int = 524288         # tokens per optimizer step over all ranks (0 = no accumulation)
     seq_len_warmup: tuple[int, ...] = ()   # staged sequence lengths before block_size, e.g. 128,192,256,384
     seq_len_warmup_frac: float = 0.0       # ...spread equally over this fraction of max_iters (GPT-1B*: 0.3)
+    loader: str = "random"                 # random (windows anywhere) | bos_aligned (rows start at documents)
+    pack_buffer: int = 1000                # loader=bos_aligned: documents held for best-fit packing into rows
 
 
 @dataclass
@@ -104,7 +106,7 @@ SECTIONS = {"model": GPTConfig, "data": DataConfig, "optim": OptimConfig, "sched
             "run": RunConfig}
 PARALLELISMS = ("ddp", "fsdp")
 ACTIVATION_CHECKPOINTING = ("none", "block")
-CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "lr_schedule": ("cosine", "wsd", "constant"),
+CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "loader": ("random", "bos_aligned"), "lr_schedule": ("cosine", "wsd", "constant"),
            "cooldown_shape": ("linear", "1-sqrt"), "dtype": ("auto", "float32", "bfloat16", "float16"),
            "fused_loss": ("auto", "on", "off"),
            "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
@@ -244,7 +246,7 @@ def validate(cfg: TrainConfig) -> None:
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}")
-    for key in ("batch_size", "max_iters", "eval_interval", "log_interval", "keep_last", "max_nonfinite"):
+    for key in ("batch_size", "max_iters", "eval_interval", "log_interval", "keep_last", "max_nonfinite", "pack_buffer"):
         if flat[key] < (0 if key == "max_iters" else 1):
             raise ConfigError(f"{key}={flat[key]} must be positive")
     for key in ("total_batch_size", "warmup_iters", "eval_iters", "ckpt_interval", "sample_tokens",
@@ -311,7 +313,23 @@ def check_data(cfg: TrainConfig):
             f"the shards in {d} use a {tokenizer.kind} tokenizer with vocab_size={tokenizer.vocab_size} (meta.json) "
             f"but the model has vocab_size={cfg.model.vocab_size}; set --vocab_size={tokenizer.vocab_size} "
             f"(embedding padding is pad_vocab_multiple's job) or point data_dir at matching shards")
+    if cfg.data.loader == "bos_aligned":
+        check_documents(d, tokenizer)
     return tokenizer
+
+
+def check_documents(d: Path, tokenizer) -> None:
+    """loader=bos_aligned needs a document-start token in the train shards."""
+    bos = datalib.document_start_id(d, tokenizer)
+    try:
+        found = bos is not None and any(datalib.first_token_at(datalib.read_shard(p), bos) is not None
+                                        for p in datalib.list_shards(d, "train"))
+    except datalib.ShardFormatError as e:
+        raise ConfigError(f"{e}; re-run prepare_data.py for {d} (or remove the file)") from None
+    if not found:
+        what = "meta.json says boundary=none" if bos is None else f"no token {bos} is in them"
+        raise ConfigError(f"loader=bos_aligned needs documents marked in the train shards of {d}, but {what}; "
+                          f"re-run prepare_data.py with --boundary eot (gpt2) or bos_eos, or use --loader=random")
 
 
 def check_optimizer_available(cfg: TrainConfig) -> None:

@@ -1,6 +1,6 @@
 """Tokenizers, token shards and the training data loader.
 
-Shared by prepare_data.py (writes shards), train.py (DataLoader, val_batches), sample.py and
+Shared by prepare_data.py (writes shards), train.py (DataLoader or BOSLoader, val_batches), sample.py and
 hellaswag.py (tokenizers). Heavy optional imports (torch, datasets) happen inside the functions
 that need them, so importing this module is cheap and works without `datasets`.
 

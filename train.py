@@ -142,12 +142,14 @@ def claim_out_dir(cfg: TrainConfig, info: DistInfo) -> None:
 
 # ----------------------------------------------------------------------------- building
 
-def build_data(cfg: TrainConfig, info: DistInfo) -> tuple:
-    """The training DataLoader of this rank and its fixed validation batches."""
-    d = cfg.data
+def build_data(cfg: TrainConfig, info: DistInfo, tokenizer) -> tuple:
+    """The training loader of this rank (random windows or BOS-aligned rows) and its fixed validation batches."""
+    d, where = cfg.data, dict(rank=info.rank, world_size=info.world_size, seed=cfg.run.seed)
     try:
-        loader = datalib.DataLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, rank=info.rank,
-                                    world_size=info.world_size, seed=cfg.run.seed)
+        loader = (datalib.DataLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, **where)
+                  if d.loader == "random" else
+                  datalib.BOSLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, buffer_size=d.pack_buffer,
+                                    bos_id=datalib.document_start_id(d.data_dir, tokenizer), **where))
         val = (datalib.val_batches(d.data_dir, d.batch_size, cfg.model.block_size, cfg.run.eval_iters,
                                    rank=info.rank, world_size=info.world_size) if cfg.run.eval_iters else [])
     except datalib.ShardFormatError as e:  # damaged, truncated or foreign file
@@ -373,7 +375,7 @@ class Trainer(Stepper):
             claim_out_dir(cfg, info)
         # --- build
         super().__init__(cfg, info)
-        self.loader, self.val_data = build_data(cfg, info)
+        self.loader, self.val_data = build_data(cfg, info, self.tokenizer)
         torch.manual_seed(cfg.run.seed + info.rank)  # dropout differs per rank
         self.step, self.best_val, self.last_val, self.val_step = 0, float("inf"), None, -1
         # a stop signal is heeded between micro-steps too (schedulers wait ~30-120 s); FSDP: at the step's end
@@ -469,6 +471,10 @@ class Trainer(Stepper):
             row["val_loss"] = self.last_val = self.evaluate()
             self.val_step = self.step
             self.print(f"step {self.step}: val loss {self.last_val:.4f}")
+        row.update(self.loader.stats())  # bos_aligned: tokens dropped by cropping so far
+        if row.get("cropped_tokens") is not None:
+            self.print(f"step {self.step}: loader cropped {row['cropped_tokens']:,} tokens so far "
+                       f"({row['cropped_frac']:.1%} of the documents' tokens taken)")
         row.update(self.score_hellaswag())
         self.metrics.write(row)
         self.print_sample()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,6 +169,8 @@ def test_bad_input_stops_before_work(char_data, tmp_path):
         (dict(data_dir=tmp_path / "missing", vocab_size=65), "does not exist"),
         (dict(vocab_size=50257), "vocab_size=65.*set --vocab_size=65"),
         (dict(resume="latest"), "--resume: .*Drop --resume"),
+        (dict(loader="bos_aligned"), r"loader=bos_aligned needs documents marked .* no token 1 is in them; re-run "
+                                     r"prepare_data.py with --boundary .* or use --loader=random"),
     ]
     for over, msg in cases:
         with pytest.raises(config.ConfigError, match=msg):
@@ -221,6 +224,33 @@ def test_resume_is_bit_identical(char_data, tmp_path):
     a, b = weights(tmp_path / "full" / "ckpt_0000010.pt"), weights(tmp_path / "split" / "ckpt_0000010.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(p.name for p in (tmp_path / "split").glob("ckpt_*.pt")) == ["ckpt_0000006.pt", "ckpt_0000010.pt"]
+
+
+@pytest.fixture(scope="module")
+def doc_data(char_data, tmp_path_factory) -> Path:
+    """The char data as documents: each paragraph of the text is BOS + its characters."""
+    tok = datalib.load_tokenizer_for(char_data)
+    ids = np.concatenate([datalib.read_shard(p) for p in datalib.list_shards(char_data, "train")])
+    text = tok.decode(ids.tolist())
+    docs = [[tok.bos_id] + tok.encode(par) for par in text.split("\n\n")]
+    train_ids = [i for doc in docs for i in doc]
+    return write_token_dataset(tmp_path_factory.mktemp("doc_data"), tok, train_ids[:20_000], train_ids, prefix="doc")
+
+
+def test_bos_aligned_resume_is_bit_identical(doc_data, tmp_path, capsys):
+    """loader=bos_aligned: 6 steps + resume + 4 == 10 steps (rows, buffer and cropped count are in the checkpoint)."""
+    common = dict(max_iters=10, lr_decay_iters=10, dropout=0.1, eval_interval=5, loader="bos_aligned", pack_buffer=64)
+    train.train(tiny(doc_data, tmp_path / "full", **common))
+    train.train(tiny(doc_data, tmp_path / "split", **{**common, "max_iters": 6}))
+    train.train(tiny(doc_data, tmp_path / "split", **common, resume="latest"))
+    full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
+    assert [r["loss"] for r in full] == [r["loss"] for r in split] and len(full) == 10
+    a, b = weights(tmp_path / "full" / "ckpt_0000010.pt"), weights(tmp_path / "split" / "ckpt_0000010.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ends = [rows(tmp_path / run, "eval")[-1] for run in ("full", "split")]
+    assert ends[0]["cropped_tokens"] == ends[1]["cropped_tokens"] > 0 and 0 < ends[0]["cropped_frac"] < 1
+    assert load_checkpoint(tmp_path / "full")["loader"][0]["loader"] == "bos_aligned"
+    assert re.search(r"step 10: loader cropped [\d,]+ tokens so far \(\d+\.\d% of", capsys.readouterr().out)
 
 
 def test_sigterm_saves_and_resumes(char_data, tmp_path):
