@@ -53,7 +53,14 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0                 # max global grad norm (0 = no clipping)
     muon_lr: float = 0.02                  # optimizer=muon: peak lr of the hidden 2-D matrices
-    muon_momentum: float = 0.95
+    muon_momentum: float = 0.95            # optimizer=muon: Muon's (final) momentum
+    muon_momentum_start: float = 0.85      # optimizer=muon: momentum at step 0 of the warm-up
+    muon_momentum_warmup: int = 0          # optimizer=muon: steps from muon_momentum_start to muon_momentum (0 = none)
+    muon_weight_decay: float | None = None  # optimizer=muon: decoupled wd of the hidden matrices (None = weight_decay)
+    muon_cautious_wd: bool = False         # optimizer=muon: decay only where update and weight have the same sign
+    embed_lr: float | None = None          # optimizer=muon: peak lr of token/position embeddings (None = learning_rate)
+    head_lr: float | None = None           # optimizer=muon: peak lr of an untied lm_head (None = learning_rate)
+    scalar_lr: float | None = None         # optimizer=muon: peak lr of norm gains and biases (None = learning_rate)
 
 
 @dataclass
@@ -269,12 +276,36 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.run.hellaswag_interval % cfg.run.eval_interval:
         raise ConfigError(f"hellaswag_interval={cfg.run.hellaswag_interval} must be a multiple of "
                           f"eval_interval={cfg.run.eval_interval} (HellaSwag runs at evaluations)")
+    validate_muon(cfg)
     if cfg.run.parallelism == "fsdp":
         validate_fsdp(cfg)
     init = cfg.run.init_from
     if init not in ("scratch", "resume") and not init.startswith("gpt2") and not Path(init).is_dir():
         raise ConfigError(f"init_from={init!r}: use scratch, resume, a GPT-2 name (gpt2, gpt2-medium, ...) "
                           f"or a directory written by export_hf.py")
+
+
+MUON_ONLY = {"muon_momentum_warmup": 0, "muon_weight_decay": None, "muon_cautious_wd": False, "embed_lr": None,
+             "head_lr": None, "scalar_lr": None}
+
+
+def validate_muon(cfg: TrainConfig) -> None:
+    """The optimizer=muon recipe's keys: set only with it, in range, head_lr only with an untied head."""
+    o = cfg.optim
+    changed = [k for k, default in MUON_ONLY.items() if getattr(o, k) != default]
+    if changed and o.optimizer != "muon":
+        raise ConfigError(f"{', '.join(changed)} apply to optimizer=muon only; set --optimizer=muon or drop them")
+    for key in ("muon_momentum", "muon_momentum_start"):
+        if not 0.0 <= getattr(o, key) < 1.0:
+            raise ConfigError(f"{key}={getattr(o, key)} must be in [0, 1)")
+    for key in ("embed_lr", "head_lr", "scalar_lr"):
+        if getattr(o, key) is not None and getattr(o, key) <= 0:
+            raise ConfigError(f"{key}={getattr(o, key)} must be > 0 (or None = learning_rate)")
+    if o.muon_momentum_warmup < 0 or (o.muon_weight_decay or 0.0) < 0:
+        raise ConfigError("muon_momentum_warmup and muon_weight_decay must be >= 0")
+    if o.head_lr is not None and cfg.model.tie_embeddings:
+        raise ConfigError("head_lr needs an untied output head: set --tie_embeddings=False (a tied head is the "
+                          "token embedding, whose lr is embed_lr)")
 
 
 def validate_fsdp(cfg: TrainConfig) -> None:

@@ -433,6 +433,7 @@ class Trainer(Stepper):
         t0 = time.perf_counter()
         lr = get_lr(self.step, cfg)
         self.set_lr(lr)
+        optim.set_momentum(self.optimizers, optim.muon_momentum_at(self.step, cfg.optim))
         seq_len = seq_len_at(self.step, cfg.schedule.max_iters, cfg.model.block_size,
                              cfg.data.seq_len_warmup, cfg.data.seq_len_warmup_frac)
         self.ddp_model.train()
