@@ -294,7 +294,8 @@ def validate_muon(cfg: TrainConfig) -> None:
     o = cfg.optim
     changed = [k for k, default in MUON_ONLY.items() if getattr(o, k) != default]
     if changed and o.optimizer != "muon":
-        raise ConfigError(f"{', '.join(changed)} apply to optimizer=muon only; set --optimizer=muon or drop them")
+        raise ConfigError(f"{', '.join(changed)} {'apply' if len(changed) > 1 else 'applies'} to optimizer=muon only; "
+                          f"set --optimizer=muon or drop them")
     for key in ("muon_momentum", "muon_momentum_start"):
         if not 0.0 <= getattr(o, key) < 1.0:
             raise ConfigError(f"{key}={getattr(o, key)} must be in [0, 1)")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import config
 import data
 import prepare_data
 
@@ -517,3 +518,10 @@ def test_document_start_id_follows_the_boundary(tmp_path, sp_tok, gpt2):
         assert data.document_start_id(tmp_path, tok) == want
     (tmp_path / "meta.json").unlink()
     assert data.document_start_id(tmp_path, gpt2) == 50256             # llm.c's shards: <|endoftext|> first
+    data.write_shard(tmp_path / "x_train_000001.bin", np.arange(100))
+    with pytest.raises(config.ConfigError, match=r"^loader=bos_aligned needs documents marked .* no token 50256 is "
+                                                 r"in them; re-run prepare_data.py with --boundary eot"):
+        config.check_documents(tmp_path, gpt2)
+    (tmp_path / "meta.json").write_text(json.dumps({"boundary": "none"}))
+    with pytest.raises(config.ConfigError, match="meta.json says boundary=none"):
+        config.check_documents(tmp_path, gpt2)

@@ -409,7 +409,7 @@ def test_muon_lrs_momentum_warmup_and_bad_combinations():
     assert [optim.muon_momentum_at(s, warm) for s in (0, 150, 300, 1000)] == pytest.approx([0.85, 0.90, 0.95, 0.95])
     assert optim.muon_momentum_at(30, warm) == pytest.approx(0.85 + 0.1 * 30 / 300)
     assert optim.muon_momentum_at(0, config.load_config(None, []).optim) == 0.95     # no warm-up: constant
-    for args, msg in ((["--embed_lr=0.1"], "embed_lr apply to optimizer=muon only"),
+    for args, msg in ((["--embed_lr=0.1"], "embed_lr applies to optimizer=muon only"),
                       (["--optimizer=muon", "--head_lr=0.01"], "head_lr needs an untied output head"),
                       (["--optimizer=muon", "--muon_momentum=1.0"], r"muon_momentum=1.0 must be in \[0, 1\)"),
                       (["--optimizer=muon", "--scalar_lr=0"], "scalar_lr=0.0 must be > 0")):
