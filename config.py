@@ -113,7 +113,8 @@ SECTIONS = {"model": GPTConfig, "data": DataConfig, "optim": OptimConfig, "sched
             "run": RunConfig}
 PARALLELISMS = ("ddp", "fsdp")
 ACTIVATION_CHECKPOINTING = ("none", "block")
-CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "loader": ("random", "bos_aligned"), "lr_schedule": ("cosine", "wsd", "constant"),
+CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "lr_schedule": ("cosine", "wsd", "constant"),
+           "loader": ("random", "bos_aligned"),
            "cooldown_shape": ("linear", "1-sqrt"), "dtype": ("auto", "float32", "bfloat16", "float16"),
            "fused_loss": ("auto", "on", "off"),
            "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
@@ -253,7 +254,8 @@ def validate(cfg: TrainConfig) -> None:
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}")
-    for key in ("batch_size", "max_iters", "eval_interval", "log_interval", "keep_last", "max_nonfinite", "pack_buffer"):
+    for key in ("batch_size", "max_iters", "eval_interval", "log_interval", "keep_last", "max_nonfinite",
+                "pack_buffer"):
         if flat[key] < (0 if key == "max_iters" else 1):
             raise ConfigError(f"{key}={flat[key]} must be positive")
     for key in ("total_batch_size", "warmup_iters", "eval_iters", "ckpt_interval", "sample_tokens",

@@ -680,13 +680,13 @@ class BOSLoader:
     sharding); tokens before the first BOS of the train data belong to no document and are never used.
     Documents stream in a random order per epoch, from (seed, epoch): shards in a random order, the
     documents of each shard (by where their BOS is) in a random order. A buffer holds buffer_size of them,
-    sorted by length. Each row of T+1 tokens is filled left to right: the longest buffered document that
-    fits the room left goes in whole (best-fit decreasing); when none fits, the shortest one is cropped to
+    sorted by (length, start). Each row of T+1 tokens is filled left to right: the longest buffered document
+    that fits the room left goes in whole (best-fit decreasing); when none fits, the shortest one is cropped to
     the room left and its remaining tokens are dropped (counted in `cropped`). So every row is full, starts
     with BOS, and each later segment starts with BOS too; only a row's last segment can be cropped.
 
     Ranks: every rank runs the same packer over one global stream of rows; each step packs B*world_size
-    rows and rank r keeps rows [r*B, (r+1)*B), so ranks never share a document. state_dict() (stream
+    rows and rank r keeps rows [r*B, (r+1)*B), so each document read lands on one rank. state_dict() (stream
     position, buffer, counts) is the same on every rank and resumes exactly, also on another world size.
     next_batch(seq_len=t) returns the first t+1 tokens of each row (sequence-length warmup).
     """
@@ -696,7 +696,8 @@ class BOSLoader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} out of range for world_size {world_size}")
         if batch_size < 1 or seq_len < 1 or buffer_size < 1:
-            raise ValueError(f"batch_size, seq_len and buffer_size must be >= 1 ({batch_size}, {seq_len}, {buffer_size})")
+            raise ValueError(f"batch_size, seq_len and buffer_size must be >= 1 (got {batch_size}, {seq_len}, "
+                             f"{buffer_size})")
         self.data_dir, self.split, self.bos = Path(data_dir), split, int(bos_id)
         self.B, self.T, self.rank, self.world_size, self.seed = batch_size, seq_len, rank, world_size, seed
         self.buffer_size = buffer_size

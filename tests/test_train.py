@@ -380,8 +380,9 @@ def test_muon_optimizer_trains(char_data, tmp_path):
 
 def test_muon_groups_hold_every_parameter_once():
     for tie, head in ((True, []), (False, ["lm_head.weight"])):
-        cfg = config.load_config(None, ["--optimizer=muon", "--n_layer=2", "--n_embd=32", "--n_head=2", "--block_size=16",
-                                        "--vocab_size=65", f"--tie_embeddings={tie}", "--qk_norm=True"])
+        cfg = config.load_config(None, ["--optimizer=muon", "--n_layer=2", "--n_embd=32", "--n_head=2",
+                                        "--block_size=16", "--vocab_size=65", f"--tie_embeddings={tie}",
+                                        "--qk_norm=True"])
         raw = train.GPT(cfg.model)
         split = {k: [n for n, _ in v] for k, v in optim.muon_split(raw).items()}
         assert split["head"] == head and split["embed"] == ["transformer.wte.weight", "transformer.wpe.weight"]
