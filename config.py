@@ -38,6 +38,8 @@ class DataConfig:
     total_batch_size: int = 524288         # tokens per optimizer step over all ranks (0 = no accumulation)
     seq_len_warmup: tuple[int, ...] = ()   # staged sequence lengths before block_size, e.g. 128,192,256,384
     seq_len_warmup_frac: float = 0.0       # ...spread equally over this fraction of max_iters (GPT-1B*: 0.3)
+    loader: str = "random"                 # random (windows anywhere) | bos_aligned (rows start at documents)
+    pack_buffer: int = 1000                # loader=bos_aligned: documents held for best-fit packing into rows
 
 
 @dataclass
@@ -51,7 +53,14 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0                 # max global grad norm (0 = no clipping)
     muon_lr: float = 0.02                  # optimizer=muon: peak lr of the hidden 2-D matrices
-    muon_momentum: float = 0.95
+    muon_momentum: float = 0.95            # optimizer=muon: Muon's (final) momentum
+    muon_momentum_start: float = 0.85      # optimizer=muon: momentum at step 0 of the warm-up
+    muon_momentum_warmup: int = 0          # optimizer=muon: steps from muon_momentum_start to muon_momentum (0 = none)
+    muon_weight_decay: float | None = None  # optimizer=muon: decoupled wd of the hidden matrices (None = weight_decay)
+    muon_cautious_wd: bool = False         # optimizer=muon: decay only where update and weight have the same sign
+    embed_lr: float | None = None          # optimizer=muon: peak lr of token/position embeddings (None = learning_rate)
+    head_lr: float | None = None           # optimizer=muon: peak lr of an untied lm_head (None = learning_rate)
+    scalar_lr: float | None = None         # optimizer=muon: peak lr of norm gains and biases (None = learning_rate)
 
 
 @dataclass
@@ -109,6 +118,7 @@ RENAMED = {"hellaswag_interval": "--tasks=hellaswag --tasks_interval=N",
            "hellaswag_limit": "--tasks_limit=N", "hellaswag_data": "--tasks_dir=DIR (holding hellaswag_val.jsonl)"}
 ACTIVATION_CHECKPOINTING = ("none", "block")
 CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "lr_schedule": ("cosine", "wsd", "constant"),
+           "loader": ("random", "bos_aligned"),
            "cooldown_shape": ("linear", "1-sqrt"), "dtype": ("auto", "float32", "bfloat16", "float16"),
            "fused_loss": ("auto", "on", "off"), "tasks_style": ("harness", "completion"),
            "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
@@ -249,7 +259,8 @@ def validate(cfg: TrainConfig) -> None:
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}")
-    for key in ("batch_size", "max_iters", "eval_interval", "log_interval", "keep_last", "max_nonfinite"):
+    for key in ("batch_size", "max_iters", "eval_interval", "log_interval", "keep_last", "max_nonfinite",
+                "pack_buffer"):
         if flat[key] < (0 if key == "max_iters" else 1):
             raise ConfigError(f"{key}={flat[key]} must be positive")
     for key in ("total_batch_size", "warmup_iters", "eval_iters", "ckpt_interval", "sample_tokens",
@@ -272,12 +283,37 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.run.tasks_interval % cfg.run.eval_interval:
         raise ConfigError(f"tasks_interval={cfg.run.tasks_interval} must be a multiple of "
                           f"eval_interval={cfg.run.eval_interval} (the tasks are scored at evaluations)")
+    validate_muon(cfg)
     if cfg.run.parallelism == "fsdp":
         validate_fsdp(cfg)
     init = cfg.run.init_from
     if init not in ("scratch", "resume") and not init.startswith("gpt2") and not Path(init).is_dir():
         raise ConfigError(f"init_from={init!r}: use scratch, resume, a GPT-2 name (gpt2, gpt2-medium, ...) "
                           f"or a directory written by export_hf.py")
+
+
+MUON_ONLY = {"muon_momentum_warmup": 0, "muon_weight_decay": None, "muon_cautious_wd": False, "embed_lr": None,
+             "head_lr": None, "scalar_lr": None}
+
+
+def validate_muon(cfg: TrainConfig) -> None:
+    """The optimizer=muon recipe's keys: set only with it, in range, head_lr only with an untied head."""
+    o = cfg.optim
+    changed = [k for k, default in MUON_ONLY.items() if getattr(o, k) != default]
+    if changed and o.optimizer != "muon":
+        raise ConfigError(f"{', '.join(changed)} {'apply' if len(changed) > 1 else 'applies'} to optimizer=muon only; "
+                          f"set --optimizer=muon or drop them")
+    for key in ("muon_momentum", "muon_momentum_start"):
+        if not 0.0 <= getattr(o, key) < 1.0:
+            raise ConfigError(f"{key}={getattr(o, key)} must be in [0, 1)")
+    for key in ("embed_lr", "head_lr", "scalar_lr"):
+        if getattr(o, key) is not None and getattr(o, key) <= 0:
+            raise ConfigError(f"{key}={getattr(o, key)} must be > 0 (or None = learning_rate)")
+    if o.muon_momentum_warmup < 0 or (o.muon_weight_decay or 0.0) < 0:
+        raise ConfigError("muon_momentum_warmup and muon_weight_decay must be >= 0")
+    if o.head_lr is not None and cfg.model.tie_embeddings:
+        raise ConfigError("head_lr needs an untied output head: set --tie_embeddings=False (a tied head is the "
+                          "token embedding, whose lr is embed_lr)")
 
 
 def validate_fsdp(cfg: TrainConfig) -> None:
@@ -316,7 +352,23 @@ def check_data(cfg: TrainConfig):
             f"the shards in {d} use a {tokenizer.kind} tokenizer with vocab_size={tokenizer.vocab_size} (meta.json) "
             f"but the model has vocab_size={cfg.model.vocab_size}; set --vocab_size={tokenizer.vocab_size} "
             f"(embedding padding is pad_vocab_multiple's job) or point data_dir at matching shards")
+    if cfg.data.loader == "bos_aligned":
+        check_documents(d, tokenizer)
     return tokenizer
+
+
+def check_documents(d: Path, tokenizer) -> None:
+    """loader=bos_aligned needs a document-start token in the train shards."""
+    bos = datalib.document_start_id(d, tokenizer)
+    try:
+        found = bos is not None and any(datalib.first_token_at(datalib.read_shard(p), bos) is not None
+                                        for p in datalib.list_shards(d, "train"))
+    except datalib.ShardFormatError as e:
+        raise ConfigError(f"{e}; re-run prepare_data.py for {d} (or remove the file)") from None
+    if not found:
+        what = "meta.json says boundary=none" if bos is None else f"no token {bos} is in them"
+        raise ConfigError(f"loader=bos_aligned needs documents marked in the train shards of {d}, but {what}; "
+                          f"re-run prepare_data.py with --boundary eot (gpt2) or bos_eos, or use --loader=random")
 
 
 def check_optimizer_available(cfg: TrainConfig) -> None:

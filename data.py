@@ -1,6 +1,6 @@
 """Tokenizers, token shards and the training data loader.
 
-Shared by prepare_data.py (writes shards), train.py (DataLoader, val_batches), sample.py and
+Shared by prepare_data.py (writes shards), train.py (DataLoader or BOSLoader, val_batches), sample.py and
 hellaswag.py (tokenizers). Heavy optional imports (torch, datasets) happen inside the functions
 that need them, so importing this module is cheap and works without `datasets`.
 
@@ -11,11 +11,13 @@ build-nanogpt `.npy` shards and nanoGPT's headerless `train.bin` / `val.bin`.
 from __future__ import annotations
 
 import base64
+import bisect
 import contextlib
 import functools
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -638,16 +640,176 @@ class DataLoader:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where the saved loader stopped (same data, seed and seq_len)."""
-        for key, mine in (("seed", self.seed), ("seq_len", self.T), ("shards", [p.name for p in self.paths]),
-                          ("lengths", self.lengths.tolist())):
-            if state[key] != mine:
-                raise ValueError(f"loader state does not match this loader: {key} was {state[key]!r}, "
-                                 f"now {mine!r}" if key not in ("shards", "lengths") else
-                                 f"loader state does not match this loader: the {self.split} shards differ")
+        _check_state(self, state, "random", {"seed": self.seed, "seq_len": self.T})
         self.epoch = int(state["epoch"])
         self._plan_epoch()
         self._shard_pos, self._window_pos = int(state["shard_pos"]), int(state["window_pos"])
 
+    def stats(self) -> dict:
+        return {}
+
+def document_start_id(data_dir, tokenizer) -> int | None:
+    """The token that starts every document in data_dir's shards (meta.json's boundary), or None if they have none.
+    eot: GPT-2's <|endoftext|> before each document; bos_eos: BOS doc EOS; no meta.json: llm.c's GPT-2 shards (eot)."""
+    try:
+        boundary = read_meta(data_dir).get("boundary")
+    except FileNotFoundError:
+        boundary = "eot"
+    if boundary == "none":
+        return None
+    if boundary == "eot":
+        return tokenizer.eot_id
+    if boundary == "bos_eos":
+        return tokenizer.bos_id
+    return tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eot_id  # meta.json without "boundary"
+
+
+def first_token_at(shard: np.ndarray, token: int, chunk: int = 1 << 20) -> int | None:
+    """Index of the first occurrence of token in shard, or None (read a chunk at a time: usually near the start)."""
+    for lo in range(0, len(shard), chunk):
+        hits = np.flatnonzero(np.asarray(shard[lo:lo + chunk]) == token)
+        if hits.size:
+            return lo + int(hits[0])
+    return None
+
+
+class BOSLoader:
+    """(B, T+1) rows that each start at a document start, documents packed best-fit (loader=bos_aligned).
+
+    A document is a BOS token and everything up to the next BOS (across shard ends, so none is cut by
+    sharding); tokens before the first BOS of the train data belong to no document and are never used.
+    Documents stream in a random order per epoch, from (seed, epoch): shards in a random order, the
+    documents of each shard (by where their BOS is) in a random order. A buffer holds buffer_size of them,
+    sorted by (length, start). Each row of T+1 tokens is filled left to right: the longest buffered document
+    that fits the room left goes in whole (best-fit decreasing); when none fits, the shortest one is cropped to
+    the room left and its remaining tokens are dropped (counted in `cropped`). So every row is full, starts
+    with BOS, and each later segment starts with BOS too; only a row's last segment can be cropped.
+
+    Ranks: every rank runs the same packer over one global stream of rows; each step packs B*world_size
+    rows and rank r keeps rows [r*B, (r+1)*B), so each document read lands on one rank. state_dict() (stream
+    position, buffer, counts) is the same on every rank and resumes exactly, also on another world size.
+    next_batch(seq_len=t) returns the first t+1 tokens of each row (sequence-length warmup).
+    """
+
+    def __init__(self, data_dir, split: str, batch_size: int, seq_len: int, bos_id: int, rank: int = 0,
+                 world_size: int = 1, seed: int = 1337, buffer_size: int = 1000):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        if batch_size < 1 or seq_len < 1 or buffer_size < 1:
+            raise ValueError(f"batch_size, seq_len and buffer_size must be >= 1 (got {batch_size}, {seq_len}, "
+                             f"{buffer_size})")
+        self.data_dir, self.split, self.bos = Path(data_dir), split, int(bos_id)
+        self.B, self.T, self.rank, self.world_size, self.seed = batch_size, seq_len, rank, world_size, seed
+        self.buffer_size = buffer_size
+        self.paths, self.shards = _load_shards(data_dir, split)
+        self.lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])   # global position of each shard's start
+        self._first = [first_token_at(s, self.bos) for s in self.shards]
+        if all(f is None for f in self._first):
+            raise ValueError(f"the {split} shards in {self.data_dir} hold no document-start token {self.bos}; "
+                             f"prepare them with document boundaries or use loader=random")
+        self.epoch, self._shard_pos, self._doc_pos = 0, 0, 0
+        self._buffer: list[tuple[int, int]] = []    # (length, global start), sorted
+        self.cropped = self.used = 0                # tokens dropped by cropping / placed in rows (all ranks)
+        self._plan_epoch()
+
+    def _plan_epoch(self) -> None:
+        self._order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.shards))
+        self._docs_key, self._docs = None, None
+
+    def _end_after(self, s: int) -> int:
+        """Global position where the last document starting in shard s ends: the next shard's first BOS."""
+        later = [int(self.offsets[k]) + f for k, f in enumerate(self._first) if k > s and f is not None]
+        return later[0] if later else int(self.offsets[-1])
+
+    def _shard_docs(self, s: int) -> np.ndarray:
+        """(n, 2) [global start, length] of the documents starting in shard s, in this epoch's order."""
+        if self._docs_key != (self.epoch, s):
+            starts = np.flatnonzero(np.asarray(self.shards[s]) == self.bos) + self.offsets[s]
+            docs = np.stack([starts, np.diff(np.append(starts, self._end_after(s)))], axis=1)
+            self._docs = docs[np.random.default_rng([self.seed, self.epoch, s, 1]).permutation(len(docs))]
+            self._docs_key = (self.epoch, s)
+        return self._docs
+
+    def _next_doc(self) -> tuple[int, int]:
+        """(length, global start) of the next document in the stream; a new epoch after the last."""
+        while True:
+            docs = self._shard_docs(int(self._order[self._shard_pos]))
+            if self._doc_pos < len(docs):
+                start, n = docs[self._doc_pos]
+                self._doc_pos += 1
+                return int(n), int(start)
+            self._shard_pos, self._doc_pos = self._shard_pos + 1, 0
+            if self._shard_pos == len(self.shards):
+                self.epoch, self._shard_pos = self.epoch + 1, 0
+                self._plan_epoch()
+
+    def pack_row(self) -> list[tuple[int, int]]:
+        """The next row of the global stream as (global start, length) segments summing to T+1."""
+        room, row = self.T + 1, []
+        while room:
+            while len(self._buffer) < self.buffer_size:
+                bisect.insort(self._buffer, self._next_doc())
+            i = bisect.bisect_right(self._buffer, (room, math.inf)) - 1   # the longest document that fits
+            n, start = self._buffer.pop(max(i, 0))                          # none fits: crop the shortest
+            if n > room:
+                self.cropped += n - room
+                n = room
+            row.append((start, n))
+            room -= n
+        self.used += self.T + 1
+        return row
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        """Tokens [start, start+n) of the train data seen as one stream (a document may cross a shard end)."""
+        parts, s = [], int(np.searchsorted(self.offsets, start, side="right")) - 1
+        while n > 0:
+            local = start - int(self.offsets[s])
+            k = min(n, int(self.lengths[s]) - local)
+            parts.append(np.asarray(self.shards[s][local:local + k]))
+            start, n, s = start + k, n - k, s + 1
+        return np.concatenate(parts)
+
+    def next_batch(self, seq_len: int | None = None):
+        """Next (x, y) int64 tensors of shape (B, seq_len) of this rank; every row starts with BOS."""
+        t = self.T if seq_len is None else int(seq_len)
+        if not 1 <= t <= self.T:
+            raise ValueError(f"seq_len {t} must be in [1, {self.T}] (the loader's rows are {self.T + 1} tokens)")
+        rows = [self.pack_row() for _ in range(self.B * self.world_size)][self.rank * self.B:(self.rank + 1) * self.B]
+        return _to_xy(np.stack([np.concatenate([self.read(a, n) for a, n in row])[:t + 1] for row in rows]))
+
+    def stats(self) -> dict:
+        """Tokens dropped by cropping so far (over all ranks) and their share of the documents' tokens taken."""
+        return {"cropped_tokens": self.cropped, "cropped_frac": self.cropped / max(1, self.cropped + self.used)}
+
+    def state_dict(self) -> dict:
+        return {"version": 1, "loader": "bos_aligned", "epoch": int(self.epoch), "shard_pos": int(self._shard_pos),
+                "doc_pos": int(self._doc_pos), "buffer": [[n, s] for n, s in self._buffer], "cropped": self.cropped,
+                "used": self.used, "seed": self.seed, "seq_len": self.T, "bos": self.bos,
+                "buffer_size": self.buffer_size, "split": self.split, "shards": [p.name for p in self.paths],
+                "lengths": self.lengths.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where the saved loader stopped (same data, seed, seq_len, BOS and buffer size)."""
+        _check_state(self, state, "bos_aligned", {"seed": self.seed, "seq_len": self.T, "bos": self.bos,
+                                                   "buffer_size": self.buffer_size})
+        self.epoch = int(state["epoch"])
+        self._plan_epoch()
+        self._shard_pos, self._doc_pos = int(state["shard_pos"]), int(state["doc_pos"])
+        self._buffer = [(int(n), int(s)) for n, s in state["buffer"]]
+        self.cropped, self.used = int(state["cropped"]), int(state["used"])
+
+
+
+def _check_state(loader, state: dict, kind: str, mine: dict) -> None:
+    """ValueError naming what differs between a saved loader state and this loader."""
+    if state.get("loader", "random") != kind:
+        raise ValueError(f"loader state is from loader={state.get('loader', 'random')}, this run uses loader={kind}")
+    for key, value in mine.items():
+        if state[key] != value:
+            raise ValueError(f"loader state does not match this loader: {key} was {state[key]!r}, now {value!r}")
+    if state["shards"] != [p.name for p in loader.paths] or state["lengths"] != loader.lengths.tolist():
+        raise ValueError(f"loader state does not match this loader: the {loader.split} shards differ")
 
 def val_batches(data_dir, batch_size: int, seq_len: int, num_batches: int, rank: int = 0,
                 world_size: int = 1) -> list:

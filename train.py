@@ -31,6 +31,7 @@ import checkpoint
 import data as datalib
 import evaluate
 import export_hf
+import optim
 import parallel
 import runtime
 from config import (SECTIONS, ConfigError, TrainConfig, check_data, check_optimizer_available, grad_accum_steps,
@@ -141,30 +142,14 @@ def claim_out_dir(cfg: TrainConfig, info: DistInfo) -> None:
 
 # ----------------------------------------------------------------------------- building
 
-def build_optimizers(raw: GPT, cfg: TrainConfig, device_type: str) -> list[torch.optim.Optimizer]:
-    """adamw (model.configure_optimizers), muon (Muon for hidden matrices + AdamW rest), or adamw8bit."""
-    o = cfg.optim
-    betas = (o.beta1, o.beta2)
-    if o.optimizer == "adamw":
-        return [raw.configure_optimizers(o.weight_decay, o.learning_rate, betas, o.eps, device_type)]
-    if o.optimizer == "adamw8bit":
-        import bitsandbytes as bnb
-        return [bnb.optim.AdamW8bit(raw.param_groups(o.weight_decay), lr=o.learning_rate, betas=betas, eps=o.eps)]
-    hidden = [p for n, p in raw.named_parameters() if p.requires_grad and p.dim() == 2 and n.startswith("transformer.h.")]
-    hidden_ids = {id(p) for p in hidden}
-    rest = [{**g, "params": [p for p in g["params"] if id(p) not in hidden_ids]} for g in raw.param_groups(o.weight_decay)]
-    rest = [g for g in rest if g["params"]]
-    muon = torch.optim.Muon(hidden, lr=o.muon_lr, weight_decay=o.weight_decay, momentum=o.muon_momentum)
-    fused = {"fused": True} if device_type == "cuda" else {}
-    return [muon, torch.optim.AdamW(rest, lr=o.learning_rate, betas=betas, eps=o.eps, **fused)]
-
-
-def build_data(cfg: TrainConfig, info: DistInfo) -> tuple:
-    """The training DataLoader of this rank and its fixed validation batches."""
-    d = cfg.data
+def build_data(cfg: TrainConfig, info: DistInfo, tokenizer) -> tuple:
+    """The training loader of this rank (random windows or BOS-aligned rows) and its fixed validation batches."""
+    d, where = cfg.data, dict(rank=info.rank, world_size=info.world_size, seed=cfg.run.seed)
     try:
-        loader = datalib.DataLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, rank=info.rank,
-                                    world_size=info.world_size, seed=cfg.run.seed)
+        loader = (datalib.DataLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, **where)
+                  if d.loader == "random" else
+                  datalib.BOSLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, buffer_size=d.pack_buffer,
+                                    bos_id=datalib.document_start_id(d.data_dir, tokenizer), **where))
         val = (datalib.val_batches(d.data_dir, d.batch_size, cfg.model.block_size, cfg.run.eval_iters,
                                    rank=info.rank, world_size=info.world_size) if cfg.run.eval_iters else [])
     except datalib.ShardFormatError as e:  # damaged, truncated or foreign file
@@ -287,8 +272,8 @@ class Stepper:
         torch.manual_seed(cfg.run.seed)  # identical init on every rank
         self.raw_model = build_model(cfg)
         self.fsdp = place_model(self.raw_model, cfg, self.device, self.dtype, distributed=info.distributed)
-        self.optimizers = build_optimizers(self.raw_model, cfg, self.device_type)
-        self.peak_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.optimizers]
+        self.optimizers = optim.build_optimizers(self.raw_model, cfg, self.device_type)
+        self.peak_lrs = optim.peak_lrs(self.optimizers)
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.dtype == "float16")
         self.model, self.ddp_model = wrap_model(self.raw_model, cfg, self.device,
                                                 ddp=info.distributed and not self.fsdp)
@@ -299,10 +284,7 @@ class Stepper:
 
     def set_lr(self, lr: float) -> None:
         """lr is the schedule's value for learning_rate; every param group moves by the same factor."""
-        scale = lr / self.cfg.optim.learning_rate
-        for opt, peaks in zip(self.optimizers, self.peak_lrs):
-            for group, peak in zip(opt.param_groups, peaks):
-                group["lr"] = peak * scale
+        optim.set_lr(self.optimizers, self.peak_lrs, lr / self.cfg.optim.learning_rate)
 
     def forward_backward(self, next_batch, grad_accum: int, interrupted=None) -> tuple[torch.Tensor, int] | None:
         """grad_accum micro-steps on next_batch() batches, gradients synced on the last only. Returns (mean loss,
@@ -391,7 +373,7 @@ class Trainer(Stepper):
             claim_out_dir(cfg, info)
         # --- build
         super().__init__(cfg, info)
-        self.loader, self.val_data = build_data(cfg, info)
+        self.loader, self.val_data = build_data(cfg, info, self.tokenizer)
         torch.manual_seed(cfg.run.seed + info.rank)  # dropout differs per rank
         self.step, self.best_val, self.last_val, self.val_step = 0, float("inf"), None, -1
         # a stop signal is heeded between micro-steps too (schedulers wait ~30-120 s); FSDP: at the step's end
@@ -449,6 +431,7 @@ class Trainer(Stepper):
         t0 = time.perf_counter()
         lr = get_lr(self.step, cfg)
         self.set_lr(lr)
+        optim.set_momentum(self.optimizers, optim.muon_momentum_at(self.step, cfg.optim))
         seq_len = seq_len_at(self.step, cfg.schedule.max_iters, cfg.model.block_size,
                              cfg.data.seq_len_warmup, cfg.data.seq_len_warmup_frac)
         self.ddp_model.train()
@@ -487,6 +470,10 @@ class Trainer(Stepper):
             row["val_loss"] = self.last_val = self.evaluate()
             self.val_step = self.step
             self.print(f"step {self.step}: val loss {self.last_val:.4f}")
+        row.update(self.loader.stats())  # bos_aligned: tokens dropped by cropping so far
+        if row.get("cropped_tokens") is not None:
+            self.print(f"step {self.step}: loader cropped {row['cropped_tokens']:,} tokens so far "
+                       f"({row['cropped_frac']:.1%} of the documents' tokens taken)")
         row.update(self.score_tasks())
         self.metrics.write(row)
         self.print_sample()

@@ -5,7 +5,9 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 
+import config
 import data
 import prepare_data
 
@@ -371,3 +373,155 @@ def test_cli_shakespeare_sentencepiece_trains_and_round_trips(tmp_path, shared_d
     val, train = read_split(out, "val"), read_split(out, "train")
     assert tok.decode(val.tolist()) == shakespeare[cut:] and tok.decode(train.tolist()) == shakespeare[:cut]
     assert val.tolist() == tok.encode(shakespeare[cut:]) and tok.bos_id not in val   # boundary "none"
+
+
+# ---------------------------------------------------------------------------------------------- BOS-aligned loader
+
+BOS = 0
+
+
+@pytest.fixture
+def doc_dir(tmp_path):
+    """Three train shards of documents [BOS, distinct tokens...] (a few longer than a row), cut at arbitrary
+    points so documents cross shard ends, after a 5-token fragment that belongs to no document."""
+    rng = np.random.default_rng(0)
+    toks, nxt = list(range(1, 6)), 6
+    for _ in range(600):
+        n = int(rng.integers(1, 120)) if rng.random() < 0.1 else int(rng.integers(1, 25))
+        toks += [BOS] + list(range(nxt, nxt + n))
+        nxt += n
+    stream = np.array(toks)
+    bos_at = np.flatnonzero(stream == BOS)
+    inside = [int(p) + 2 for p, q in zip(bos_at, bos_at[1:]) if 4 < q - p < 20]   # cuts inside short documents
+    cuts = [0, inside[len(inside) // 3], inside[2 * len(inside) // 3], len(stream)]
+    for i in range(3):
+        data.write_shard(tmp_path / f"d_train_{i + 1:06d}.bin", stream[cuts[i]:cuts[i + 1]])
+    return tmp_path, stream, cuts
+
+
+def reference_rows(stream, cuts, T, buffer_size, seed, n_rows):
+    """Slow, obvious packing: per epoch shards in rng([seed, epoch]) order, each shard's documents (by where their
+    BOS is) in rng([seed, epoch, shard, 1]) order; per row the longest buffered document that fits (ties: the later
+    start), else the shortest (ties: the earlier start) cropped. Rows of (start, tokens used, doc length, epoch)."""
+    bos_at = [p for p in range(len(stream)) if stream[p] == BOS]
+    doc_len = {p: (bos_at[i + 1] if i + 1 < len(bos_at) else len(stream)) - p for i, p in enumerate(bos_at)}
+
+    def docs():
+        for epoch in range(10**6):
+            for s in np.random.default_rng([seed, epoch]).permutation(len(cuts) - 1):
+                mine = [p for p in bos_at if cuts[s] <= p < cuts[s + 1]]
+                for i in np.random.default_rng([seed, epoch, s, 1]).permutation(len(mine)):
+                    yield (doc_len[mine[i]], mine[i], epoch)
+    stream_of_docs, buffer, rows, cropped = docs(), [], [], 0
+    for _ in range(n_rows):
+        room, row = T + 1, []
+        while room:
+            while len(buffer) < buffer_size:
+                buffer.append(next(stream_of_docs))
+            fits = [d for d in buffer if d[0] <= room]
+            d = max(fits, key=lambda d: (d[0], d[1])) if fits else min(buffer, key=lambda d: (d[0], d[1]))
+            buffer.remove(d)
+            cropped += max(0, d[0] - room)
+            row.append((d[1], min(d[0], room), d[0], d[2]))
+            room -= min(d[0], room)
+        rows.append(row)
+    return rows, cropped
+
+
+def full_rows(x, y):
+    """The (B, T+1) rows a batch was cut from."""
+    return torch.cat([x[:, :1], y], dim=1).numpy()
+
+
+def test_bos_loader_matches_the_reference_packing(doc_dir):
+    path, stream, cuts = doc_dir
+    B, T, buf = 4, 32, 16
+    loader = data.BOSLoader(path, "train", B, T, bos_id=BOS, seed=3, buffer_size=buf)
+    got = np.concatenate([full_rows(*loader.next_batch()) for _ in range(60)])      # crosses epochs
+    ref, cropped = reference_rows(stream, cuts, T, buf, 3, len(got))
+    assert loader.epoch >= 1 and loader.cropped == cropped > 0 and loader.used == len(got) * (T + 1)
+    assert loader.stats() == {"cropped_tokens": cropped, "cropped_frac": cropped / (cropped + len(got) * (T + 1))}
+    for row, segs in zip(got, ref):
+        assert np.array_equal(row, np.concatenate([stream[a:a + n] for a, n, _, _ in segs]))
+    # what the packing promises, checked on the reference rows (each a row the loader returned)
+    seen = [s for segs in ref for s in segs if s[3] == 0 and all(t[3] == 0 for t in segs)]
+    assert len({s[0] for s in seen}) == len(seen)                      # a document at most once per epoch
+    for segs in ref:
+        assert all(stream[a] == BOS for a, _, _, _ in segs) and sum(n for _, n, _, _ in segs) == T + 1
+        assert all(n == full for _, n, full, _ in segs[:-1])           # only the last segment may be cropped
+    assert not {1, 2, 3, 4, 5} & set(got.ravel().tolist())              # the fragment before the first BOS
+    crossing = [a for segs in ref for a, n, _, _ in segs if any(a < c < a + n for c in cuts[1:-1])]
+    assert crossing                                                     # documents read across a shard end
+
+
+def test_bos_loader_rows_start_at_documents_on_every_rank(doc_dir):
+    path, stream, _ = doc_dir
+    index = {int(v): i for i, v in enumerate(stream) if v != BOS}
+    loaders = [data.BOSLoader(path, "train", 3, 24, BOS, rank=r, world_size=2, seed=5, buffer_size=8) for r in (0, 1)]
+    single = data.BOSLoader(path, "train", 6, 24, BOS, seed=5, buffer_size=8)
+    starts = [set(), set()]
+    while loaders[0].epoch == 0:
+        batches = [full_rows(*ld.next_batch()) for ld in loaders]
+        assert np.array_equal(np.concatenate(batches), full_rows(*single.next_batch()))   # one global stream
+        for r, rows in enumerate(batches):
+            for row in rows:
+                assert row[0] == BOS
+                cut = np.flatnonzero(row == BOS).tolist() + [len(row)]
+                for k, (a, b) in enumerate(zip(cut, cut[1:])):
+                    seg = row[a:b]
+                    if len(seg) == 1:
+                        assert b == len(row)                            # a lone BOS: a crop at the row's end
+                        continue
+                    p = index[int(seg[1])] - 1
+                    assert np.array_equal(stream[p:p + len(seg)], seg)  # one contiguous span of one document
+                    whole = p + len(seg) == len(stream) or stream[p + len(seg)] == BOS
+                    assert whole or b == len(row)                       # cropped only at the row's end
+                    if loaders[0].epoch == 0:                           # no epoch-1 document taken yet
+                        starts[r].add(p)
+    assert starts[0] and starts[1] and not starts[0] & starts[1]        # ranks never share a document
+
+
+def test_bos_loader_deterministic_resumable_and_checked(doc_dir, tmp_path):
+    path, _, _ = doc_dir
+
+    def batches(loader, n, **kw):
+        return [full_rows(*loader.next_batch(**kw)) for _ in range(n)]
+    a = data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=32)
+    first = batches(a, 5)
+    assert all(np.array_equal(u, v) for u, v in zip(first, batches(data.BOSLoader(path, "train", 4, 16, BOS, seed=1,
+                                                                                   buffer_size=32), 5)))
+    assert not np.array_equal(first[0], batches(data.BOSLoader(path, "train", 4, 16, BOS, seed=2), 1)[0])
+    for skip in (7, 150):                                              # mid-epoch, and past an epoch boundary
+        a = data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=32)
+        batches(a, skip)
+        state = json.loads(json.dumps(a.state_dict()))
+        expected = batches(a, 20)
+        r = data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=32)
+        r.load_state_dict(state)
+        assert all(np.array_equal(u, v) for u, v in zip(expected, batches(r, 20)))
+        assert (r.epoch, r.cropped, r.used) == (a.epoch, a.cropped, a.used)
+    r.load_state_dict(state)                                           # sequence-length warmup: row prefixes
+    assert all(np.array_equal(s, e[:, :6]) for s, e in zip(batches(r, 20, seq_len=5), expected))
+    with pytest.raises(ValueError, match="buffer_size was 32, now 8"):
+        data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=8).load_state_dict(state)
+    with pytest.raises(ValueError, match="loader state is from loader=bos_aligned, this run uses loader=random"):
+        data.DataLoader(path, "train", 4, 16, seed=1).load_state_dict(state)
+    (tmp_path / "plain").mkdir()
+    data.write_shard(tmp_path / "plain" / "p_train_000001.bin", np.arange(8, 500))
+    with pytest.raises(ValueError, match="no document-start token 7"):
+        data.BOSLoader(tmp_path / "plain", "train", 4, 16, bos_id=7)
+
+
+def test_document_start_id_follows_the_boundary(tmp_path, sp_tok, gpt2):
+    for boundary, tok, want in (("eot", gpt2, 50256), ("bos_eos", sp_tok, 1), ("none", gpt2, None)):
+        (tmp_path / "meta.json").write_text(json.dumps({"boundary": boundary}))
+        assert data.document_start_id(tmp_path, tok) == want
+    (tmp_path / "meta.json").unlink()
+    assert data.document_start_id(tmp_path, gpt2) == 50256             # llm.c's shards: <|endoftext|> first
+    data.write_shard(tmp_path / "x_train_000001.bin", np.arange(100))
+    with pytest.raises(config.ConfigError, match=r"^loader=bos_aligned needs documents marked .* no token 50256 is "
+                                                 r"in them; re-run prepare_data.py with --boundary eot"):
+        config.check_documents(tmp_path, gpt2)
+    (tmp_path / "meta.json").write_text(json.dumps({"boundary": "none"}))
+    with pytest.raises(config.ConfigError, match="meta.json says boundary=none"):
+        config.check_documents(tmp_path, gpt2)

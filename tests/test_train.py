@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,7 @@ from conftest import write_token_dataset
 import checkpoint
 import config
 import data as datalib
+import optim
 import train
 from checkpoint import load_checkpoint, resolve_checkpoint
 
@@ -168,6 +170,8 @@ def test_bad_input_stops_before_work(char_data, tmp_path):
         (dict(data_dir=tmp_path / "missing", vocab_size=65), "does not exist"),
         (dict(vocab_size=50257), "vocab_size=65.*set --vocab_size=65"),
         (dict(resume="latest"), "--resume: .*Drop --resume"),
+        (dict(loader="bos_aligned"), r"loader=bos_aligned needs documents marked .* no token 1 is in them; re-run "
+                                     r"prepare_data.py with --boundary .* or use --loader=random"),
     ]
     for over, msg in cases:
         with pytest.raises(config.ConfigError, match=msg):
@@ -221,6 +225,33 @@ def test_resume_is_bit_identical(char_data, tmp_path):
     a, b = weights(tmp_path / "full" / "ckpt_0000010.pt"), weights(tmp_path / "split" / "ckpt_0000010.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(p.name for p in (tmp_path / "split").glob("ckpt_*.pt")) == ["ckpt_0000006.pt", "ckpt_0000010.pt"]
+
+
+@pytest.fixture(scope="module")
+def doc_data(char_data, tmp_path_factory) -> Path:
+    """The char data as documents: each paragraph of the text is BOS + its characters."""
+    tok = datalib.load_tokenizer_for(char_data)
+    ids = np.concatenate([datalib.read_shard(p) for p in datalib.list_shards(char_data, "train")])
+    text = tok.decode(ids.tolist())
+    docs = [[tok.bos_id] + tok.encode(par) for par in text.split("\n\n")]
+    train_ids = [i for doc in docs for i in doc]
+    return write_token_dataset(tmp_path_factory.mktemp("doc_data"), tok, train_ids[:20_000], train_ids, prefix="doc")
+
+
+def test_bos_aligned_resume_is_bit_identical(doc_data, tmp_path, capsys):
+    """loader=bos_aligned: 6 steps + resume + 4 == 10 steps (rows, buffer and cropped count are in the checkpoint)."""
+    common = dict(max_iters=10, lr_decay_iters=10, dropout=0.1, eval_interval=5, loader="bos_aligned", pack_buffer=64)
+    train.train(tiny(doc_data, tmp_path / "full", **common))
+    train.train(tiny(doc_data, tmp_path / "split", **{**common, "max_iters": 6}))
+    train.train(tiny(doc_data, tmp_path / "split", **common, resume="latest"))
+    full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
+    assert [r["loss"] for r in full] == [r["loss"] for r in split] and len(full) == 10
+    a, b = weights(tmp_path / "full" / "ckpt_0000010.pt"), weights(tmp_path / "split" / "ckpt_0000010.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ends = [rows(tmp_path / run, "eval")[-1] for run in ("full", "split")]
+    assert ends[0]["cropped_tokens"] == ends[1]["cropped_tokens"] > 0 and 0 < ends[0]["cropped_frac"] < 1
+    assert load_checkpoint(tmp_path / "full")["loader"][0]["loader"] == "bos_aligned"
+    assert re.search(r"step 10: loader cropped [\d,]+ tokens so far \(\d+\.\d% of", capsys.readouterr().out)
 
 
 def test_sigterm_saves_and_resumes(char_data, tmp_path):
@@ -345,6 +376,80 @@ def test_muon_optimizer_trains(char_data, tmp_path):
     res = train.train(tiny(char_data, tmp_path, optimizer="muon", muon_lr=0.02, max_iters=4, eval_interval=4))
     assert math.isfinite(res["val_loss"])
     assert len(load_checkpoint(tmp_path)["optimizer"]) == 2
+
+
+def test_muon_groups_hold_every_parameter_once():
+    for tie, head in ((True, []), (False, ["lm_head.weight"])):
+        cfg = config.load_config(None, ["--optimizer=muon", "--n_layer=2", "--n_embd=32", "--n_head=2",
+                                        "--block_size=16", "--vocab_size=65", f"--tie_embeddings={tie}",
+                                        "--qk_norm=True"])
+        raw = train.GPT(cfg.model)
+        split = {k: [n for n, _ in v] for k, v in optim.muon_split(raw).items()}
+        assert split["head"] == head and split["embed"] == ["transformer.wte.weight", "transformer.wpe.weight"]
+        assert split["hidden"] == [f"transformer.h.{i}.{m}.weight" for i in (0, 1) for m in
+                                   ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
+        assert "transformer.h.0.attn.q_norm.weight" in split["scalar"] and "transformer.ln_f.bias" in split["scalar"]
+        names = [n for v in split.values() for n in v]
+        assert sorted(names) == sorted(n for n, _ in raw.named_parameters()) and len(set(names)) == len(names)
+        opts = optim.build_optimizers(raw, cfg, "cpu")
+        held = [id(p) for opt in opts for g in opt.param_groups for p in g["params"]]
+        assert sorted(held) == sorted(id(p) for p in raw.parameters()) and len(set(held)) == len(held)
+
+
+def test_muon_lrs_momentum_warmup_and_bad_combinations():
+    base = ["--optimizer=muon", "--tie_embeddings=False", "--learning_rate=0.004", "--muon_lr=0.05"]
+    cfg = config.load_config(None, base + ["--embed_lr=0.3", "--head_lr=0.008", "--scalar_lr=0.04",
+                                           "--muon_weight_decay=0.025", "--vocab_size=65", "--n_layer=1"])
+    muon, adamw = optim.build_optimizers(train.GPT(cfg.model), cfg, "cpu")
+    assert [(g["lr"], g["weight_decay"]) for g in muon.param_groups] == [(0.05, 0.025)]
+    assert [(g["name"], g["lr"], g["weight_decay"]) for g in adamw.param_groups] == [
+        ("embed", 0.3, 0.1), ("head", 0.008, 0.1), ("scalar", 0.04, 0.0)]
+    optim.set_lr([muon, adamw], optim.peak_lrs([muon, adamw]), 0.5)       # the schedule scales every group
+    assert [g["lr"] for g in adamw.param_groups] == [0.15, 0.004, 0.02] and muon.param_groups[0]["lr"] == 0.025
+    warm = config.load_config(None, ["--optimizer=muon", "--muon_momentum_warmup=300"]).optim
+    assert [optim.muon_momentum_at(s, warm) for s in (0, 150, 300, 1000)] == pytest.approx([0.85, 0.90, 0.95, 0.95])
+    assert optim.muon_momentum_at(30, warm) == pytest.approx(0.85 + 0.1 * 30 / 300)
+    assert optim.muon_momentum_at(0, config.load_config(None, []).optim) == 0.95     # no warm-up: constant
+    for args, msg in ((["--embed_lr=0.1"], "embed_lr applies to optimizer=muon only"),
+                      (["--optimizer=muon", "--head_lr=0.01"], "head_lr needs an untied output head"),
+                      (["--optimizer=muon", "--muon_momentum=1.0"], r"muon_momentum=1.0 must be in \[0, 1\)"),
+                      (["--optimizer=muon", "--scalar_lr=0"], "scalar_lr=0.0 must be > 0")):
+        with pytest.raises(config.ConfigError, match=msg):
+            config.load_config(None, args)
+
+
+def test_cautious_weight_decay_matches_a_hand_computation():
+    before = torch.tensor([[1.0, -2.0], [3.0, -4.0]])
+    param = torch.tensor([[0.9, -2.1], [3.2, -3.9]])   # updates before-param: +0.1, +0.1, -0.2, -0.1
+    optim.cautious_decay_(param, before, lr=0.5, weight_decay=0.2)  # same sign as the weight: entries 0 and 3
+    torch.testing.assert_close(param, torch.tensor([[0.8, -2.1], [3.2, -3.5]]), rtol=0, atol=1e-6)
+    torch.manual_seed(0)                               # and inside Muon's step: plain Muon without decay, then that
+    w, g = torch.randn(4, 3), torch.randn(4, 3)
+    plain, cautious = torch.nn.Parameter(w.clone()), torch.nn.Parameter(w.clone())
+    plain.grad, cautious.grad = g.clone(), g.clone()
+    torch.optim.Muon([plain], lr=0.1, weight_decay=0.0).step()
+    optim.Muon([cautious], lr=0.1, weight_decay=0.5, cautious_wd=True).step()
+    mask = ((w - plain.detach()) * w >= 0).float()
+    assert 0 < mask.sum() < mask.numel()
+    torch.testing.assert_close(cautious.detach(), plain.detach() - 0.1 * 0.5 * mask * w)
+
+
+def test_muon_recipe_resume_is_bit_identical(char_data, tmp_path):
+    """Muon with momentum warm-up (resumed half way through it), cautious decay and its own lrs per group:
+    6 steps + resume + 4 == 10 steps."""
+    common = dict(max_iters=10, lr_decay_iters=10, eval_interval=5, dropout=0.1, optimizer="muon", muon_lr=0.02,
+                  muon_momentum_warmup=8, muon_cautious_wd=True, muon_weight_decay=0.5, tie_embeddings=False,
+                  embed_lr=0.01, head_lr=0.002, scalar_lr=0.005)
+    train.train(tiny(char_data, tmp_path / "full", **common))
+    train.train(tiny(char_data, tmp_path / "split", **{**common, "max_iters": 6}))
+    mid = load_checkpoint(tmp_path / "split")["optimizer"]
+    assert mid[0]["param_groups"][0]["momentum"] == pytest.approx(0.85 + 0.1 * 5 / 8)   # step 5's, the last taken
+    assert [g["name"] for g in mid[1]["param_groups"]] == ["embed", "head", "scalar"]
+    train.train(tiny(char_data, tmp_path / "split", **common, resume="latest"))
+    full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
+    assert [r["loss"] for r in full] == [r["loss"] for r in split] and len(full) == 10
+    a, b = weights(tmp_path / "full" / "ckpt_0000010.pt"), weights(tmp_path / "split" / "ckpt_0000010.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_adamw8bit_without_bitsandbytes_is_a_clear_error(char_data, tmp_path):

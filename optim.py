@@ -1,0 +1,117 @@
+"""The optimizers of a run and their per-step settings (config.py holds the keys, train.py steps them).
+
+adamw: the model's weight-decay groups (model.param_groups). muon: Muon (torch.optim.Muon, optionally with cautious
+weight decay) for the hidden 2-D matrices of the blocks; AdamW for the embeddings, the head and the scalars, each
+group at its own peak lr; momentum warm-up. adamw8bit: bitsandbytes. Every param group keeps its peak lr; the
+schedule scales them all by the same factor (set_lr).
+"""
+from __future__ import annotations
+
+import torch
+
+from config import OptimConfig, TrainConfig
+from model import GPT
+
+
+MUON_GROUPS = ("hidden", "embed", "head", "scalar")   # Muon / AdamW / AdamW / AdamW
+
+
+def muon_split(raw: GPT) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
+    """optimizer=muon's parameter groups, each parameter in exactly one (a tied head is the token embedding):
+    hidden = the 2-D matrices of the blocks; embed = token and position tables; head = an untied lm_head;
+    scalar = everything else (norm gains, biases, per-head scales)."""
+    groups = {name: [] for name in MUON_GROUPS}
+    for n, p in raw.named_parameters():
+        if not p.requires_grad:
+            continue
+        kind = ("hidden" if n.startswith("transformer.h.") and p.dim() == 2 else
+                "embed" if n.startswith(("transformer.wte.", "transformer.wpe.")) else
+                "head" if n.startswith("lm_head.") else "scalar")
+        groups[kind].append((n, p))
+    return groups
+
+
+def build_optimizers(raw: GPT, cfg: TrainConfig, device_type: str) -> list[torch.optim.Optimizer]:
+    """adamw (model.configure_optimizers), muon (Muon for the hidden matrices + AdamW for the rest, each group at
+    its own peak lr), or adamw8bit."""
+    o = cfg.optim
+    betas = (o.beta1, o.beta2)
+    if o.optimizer == "adamw":
+        return [raw.configure_optimizers(o.weight_decay, o.learning_rate, betas, o.eps, device_type)]
+    if o.optimizer == "adamw8bit":
+        import bitsandbytes as bnb  # optional dependency (CUDA); config.check_optimizer_available said if missing
+        return [bnb.optim.AdamW8bit(raw.param_groups(o.weight_decay), lr=o.learning_rate, betas=betas, eps=o.eps)]
+    split = muon_split(raw)
+    wd = o.muon_weight_decay if o.muon_weight_decay is not None else o.weight_decay
+    muon = Muon([p for _, p in split["hidden"]], lr=o.muon_lr, weight_decay=wd, momentum=o.muon_momentum,
+                cautious_wd=o.muon_cautious_wd)
+    lrs = {"embed": o.embed_lr, "head": o.head_lr, "scalar": o.scalar_lr}
+    rest = [{"params": [p for _, p in split[k]], "name": k, "lr": lrs[k] if lrs[k] is not None else o.learning_rate,
+             "weight_decay": 0.0 if k == "scalar" else o.weight_decay} for k in lrs if split[k]]
+    fused = {"fused": True} if device_type == "cuda" else {}
+    return [muon, torch.optim.AdamW(rest, lr=o.learning_rate, betas=betas, eps=o.eps, **fused)]
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon (decoupled weight decay: p -= lr * wd * p) with the option of cautious weight decay."""
+
+    def __init__(self, params, cautious_wd: bool = False, **kwargs):
+        super().__init__(params, **kwargs)
+        self.cautious_wd = cautious_wd
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """With cautious_wd: Muon's update without decay, then cautious_decay_ from the weights before the step."""
+        if not self.cautious_wd:
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        decays = [g["weight_decay"] for g in self.param_groups]
+        before = [[p.detach().clone() for p in g["params"] if p.grad is not None] for g in self.param_groups]
+        try:
+            for g in self.param_groups:
+                g["weight_decay"] = 0.0
+            super().step()
+        finally:
+            for g, wd in zip(self.param_groups, decays):
+                g["weight_decay"] = wd
+        for g, olds in zip(self.param_groups, before):
+            for p, old in zip([p for p in g["params"] if p.grad is not None], olds):
+                cautious_decay_(p, old, g["lr"], g["weight_decay"])
+        return loss
+
+
+def cautious_decay_(param: torch.Tensor, before: torch.Tensor, lr: float, weight_decay: float) -> None:
+    """Cautious weight decay (Chen et al. 2025): x -= lr * wd * 1[u * x >= 0] * x, with x the weights before the step
+    and u = before - param the step's update (descent direction): decay only where it already pulls x toward 0."""
+    param.sub_(before * ((before - param) * before >= 0) * (lr * weight_decay))
+
+
+def muon_momentum_at(step: int, o: OptimConfig) -> float:
+    """Muon momentum warm-up (modded-nanogpt): linear from muon_momentum_start at step 0 to muon_momentum at
+    step muon_momentum_warmup, then held."""
+    if not o.muon_momentum_warmup:
+        return o.muon_momentum
+    frac = min(step / o.muon_momentum_warmup, 1.0)
+    return (1 - frac) * o.muon_momentum_start + frac * o.muon_momentum
+
+
+def set_momentum(optimizers: list[torch.optim.Optimizer], momentum: float) -> None:
+    for opt in optimizers:
+        if isinstance(opt, torch.optim.Muon):
+            for group in opt.param_groups:
+                group["momentum"] = momentum
+
+
+def peak_lrs(optimizers: list[torch.optim.Optimizer]) -> list[list[float]]:
+    """Each param group's lr as built: the peaks the schedule scales."""
+    return [[g["lr"] for g in opt.param_groups] for opt in optimizers]
+
+
+def set_lr(optimizers: list[torch.optim.Optimizer], peaks: list[list[float]], scale: float) -> None:
+    """Every param group at scale x its peak lr."""
+    for opt, group_peaks in zip(optimizers, peaks):
+        for group, peak in zip(opt.param_groups, group_peaks):
+            group["lr"] = peak * scale
