@@ -18,14 +18,14 @@ MUON_GROUPS = ("hidden", "embed", "head", "scalar")   # Muon / AdamW / AdamW / A
 
 def muon_split(raw: GPT) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
     """optimizer=muon's parameter groups, each parameter in exactly one (a tied head is the token embedding):
-    hidden = the 2-D matrices of the blocks; embed = token and position tables; head = an untied lm_head;
-    scalar = everything else (norm gains, biases, per-head scales)."""
+    hidden = the 2-D matrices of the blocks; embed = token, position and value-embedding tables; head = an untied
+    lm_head; scalar = everything else (norm gains, biases, the toggles' mixing scalars)."""
     groups = {name: [] for name in MUON_GROUPS}
     for n, p in raw.named_parameters():
         if not p.requires_grad:
             continue
         kind = ("hidden" if n.startswith("transformer.h.") and p.dim() == 2 else
-                "embed" if n.startswith(("transformer.wte.", "transformer.wpe.")) else
+                "embed" if n.startswith(("transformer.wte.", "transformer.wpe.", "value_embeds.")) else
                 "head" if n.startswith("lm_head.") else "scalar")
         groups[kind].append((n, p))
     return groups

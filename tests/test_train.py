@@ -394,6 +394,12 @@ def test_muon_groups_hold_every_parameter_once():
         opts = optim.build_optimizers(raw, cfg, "cpu")
         held = [id(p) for opt in opts for g in opt.param_groups for p in g["params"]]
         assert sorted(held) == sorted(id(p) for p in raw.parameters()) and len(set(held)) == len(held)
+    speedrun = config.load_config(None, ["--optimizer=muon", "--n_layer=4", "--n_embd=32", "--n_head=2", "--vocab_size=65",
+                                         "--value_embeds=1", "--x0_mix=True", "--unet_skips=True"])
+    split = {k: [n for n, _ in v] for k, v in optim.muon_split(train.GPT(speedrun.model)).items()}
+    assert split["embed"] == ["transformer.wte.weight", "transformer.wpe.weight", "value_embeds.tables.0.weight"]
+    assert {"x0_mix.resid_lambdas", "x0_mix.x0_lambdas", "unet.skip_weights",
+            "transformer.h.0.attn.value_mix.lambdas"} <= set(split["scalar"])
 
 
 def test_muon_lrs_momentum_warmup_and_bad_combinations():
