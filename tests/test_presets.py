@@ -12,11 +12,13 @@ from model import GPT
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ["gpt2_124m", "gpt2_124m_lightning", "haber_gpt2_100m", "gpt_star_127m", "gpt_star_1b",
-           "llama_style_124m", "llama_style_350m"]
+           "llama_style_124m", "llama_style_350m", "speedrun_124m"]
 # toggles a tiny sibling must share with its full preset
 TOGGLES = ["pos_emb", "mlp", "norm", "parallel_residual", "tie_embeddings", "bias", "qk_norm", "dropout",
            "pad_vocab_multiple", "lr_schedule", "lr_hold_frac", "warmup_start_ratio", "min_lr_ratio",
-           "beta1", "beta2", "weight_decay", "grad_clip"]
+           "beta1", "beta2", "weight_decay", "grad_clip", "logit_softcap", "x0_mix", "unet_skips", "zero_init_proj",
+           "window_pattern", "muon_lr", "embed_lr", "head_lr", "scalar_lr", "muon_weight_decay",
+           "loader", "lr_schedule", "cooldown_frac"]
 
 
 
@@ -87,6 +89,25 @@ def test_published_batch_and_schedule():
     assert light.optim.weight_decay == 0.3 and light.model.dropout == 0.0
 
 
+def test_speedrun_preset_is_the_modded_nanogpt_recipe():
+    cfg = preset("speedrun_124m")
+    m, o = cfg.model, cfg.optim
+    assert (m.n_layer, m.n_embd, m.n_head, m.head_dim, m.block_size) == (12, 768, 6, 128, 2048)
+    assert (m.value_embeds, m.x0_mix, m.unet_skips, m.logit_softcap, m.doc_mask_token) == (3, True, True, 15.0, 50256)
+    assert m.value_embed_tables == [0, 1, 2] + [None] * 6 + [0, 1, 2]
+    assert m.layer_windows == [512, 512, 512, None] * 3
+    assert (o.optimizer, o.muon_lr, o.embed_lr, o.head_lr, o.scalar_lr, o.beta1) == ("muon", 0.05, 0.6, 0.008, 0.04, 0.8)
+    assert cfg.data.loader == "bos_aligned" and cfg.schedule.lr_schedule == "wsd"
+    assert preset("speedrun_124m_tiny").optim.optimizer == "muon"  # (gpt_star_1b_tiny swaps adamw8bit, CUDA-only)
+    assert cfg.schedule.max_iters * cfg.data.total_batch_size < 0.1 * 19073 * 524288   # < 10% of gpt2_124m's tokens
+    assert train.get_lr(0, cfg) == o.learning_rate and train.get_lr(cfg.schedule.max_iters, cfg) == pytest.approx(
+        0.1 * o.learning_rate)
+    n = meta_model(cfg).num_params(non_embedding=True)
+    # blocks + the untied head: 124M as GPT-2 small counts it (its tied embedding is its head); the input and
+    # value-embedding tables are lookups
+    assert 123e6 < n < 125e6, n
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_tiny_sibling_shares_toggles(name):
     full, tiny = preset(name).flat(), preset(f"{name}_tiny").flat()
@@ -101,28 +122,30 @@ def test_tiny_sibling_shares_toggles(name):
 
 @pytest.fixture(scope="module")
 def tiny_shards(tmp_path_factory, shared_data) -> tuple[Path, int]:
-    """Tiny Shakespeare (first 200K characters) in a 512-piece sentencepiece vocabulary: small and fast."""
+    """Tiny Shakespeare (first 200K characters) in a 512-piece sentencepiece vocabulary, one document per
+    blank-line paragraph (BOS ... EOS, as prepare_data.py --boundary bos_eos writes): small and fast."""
     text = (shared_data / "tinyshakespeare.txt").read_text()[:200_000]
     tok = datalib.train_sentencepiece([text], vocab_size=512, num_threads=1)
-    ids = tok.encode_np(text) if hasattr(tok, "encode_np") else tok.encode(text)
-    ids = torch.as_tensor(list(ids)).numpy().astype("uint16")
+    ids = [i for para in text.split("\n\n") for i in [tok.bos_id, *tok.encode(para), tok.eos_id]]
+    ids = torch.as_tensor(ids).numpy().astype("uint16")
     n_val = len(ids) // 10
     out = tmp_path_factory.mktemp("tiny_sp512")
     datalib.write_shard(out / "tiny_val_000000.bin", ids[:n_val])
     datalib.write_shard(out / "tiny_train_000001.bin", ids[n_val:])
-    meta = {"format": 1, "prefix": "tiny", "tokenizer": tok.spec(),
+    meta = {"format": 1, "prefix": "tiny", "tokenizer": tok.spec(), "boundary": "bos_eos",
             "shards": [{"file": "tiny_val_000000.bin", "split": "val", "tokens": int(n_val)},
                        {"file": "tiny_train_000001.bin", "split": "train", "tokens": int(len(ids) - n_val)}]}
     (out / "meta.json").write_text(json.dumps(meta))
-    return out, tok.vocab_size
+    return out, tok.vocab_size, tok.bos_id
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_tiny_sibling_trains(name, tiny_shards, tmp_path):
     """Every tiny sibling trains 30 steps on CPU and its validation loss falls."""
-    data_dir, vocab = tiny_shards
+    data_dir, vocab, bos = tiny_shards
+    docs = [f"--doc_mask_token={bos}"] if preset(name).model.doc_mask_token is not None else []  # this vocabulary's
     cfg = preset(f"{name}_tiny", f"--data_dir={data_dir}", f"--vocab_size={vocab}", f"--out_dir={tmp_path}",
-                 "--max_iters=30", "--eval_interval=30", "--eval_iters=2", "--log_interval=10", "--device=cpu")
+                 "--max_iters=30", "--eval_interval=30", "--eval_iters=2", "--log_interval=10", "--device=cpu", *docs)
     result = train.train(cfg)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     vals = [r["val_loss"] for r in rows if r["type"] == "eval"]
