@@ -3,6 +3,7 @@
     python bench.py configs/gpt2_124m.py --steps 20 --compile      # tokens/s, ms/step, MFU, memory, sampling
     python bench.py configs/shakespeare.py --data --profile         # real batches; where the time goes
     python bench.py --ablate [configs/ablation.py] --tokens 400000 --out-dir out/ablate
+    python bench.py --ablate --seconds 60 --seeds 1,2 --variants baseline,softcap,x0 --out-dir out/ablate_wall
     python bench.py --plot out/run_a out/run_b --out curves.png
     python bench.py configs/haber_gpt2_100m.py --memory --steps 2 --batch_size=2 --block_size=512 --dtype=float32
     python bench.py configs/llama_style_350m.py --memory --world-size 8      # on 8 GPUs
@@ -336,6 +337,8 @@ class AblationRow:
     seconds: float
     params: int
     run_dir: str
+    seed: int = 1337
+    steps: int = 0
 
 
 def train_tokens_per_s(run_dir: Path) -> float:
@@ -345,46 +348,66 @@ def train_tokens_per_s(run_dir: Path) -> float:
     return statistics.median(rates) if rates else float("nan")
 
 
+def steps_for_budget(cfg: config.TrainConfig, tokens: int | None, seconds: float | None) -> int:
+    """Optimizer steps for a fixed token budget, or for a fixed wall time of training steps at the variant's own
+    speed (timed on random tokens: 2 warm-up + 5 steps, as train.py steps; evaluation not included)."""
+    per_step = cfg.data.batch_size * cfg.model.block_size * grad_accum_steps(
+        cfg.data.total_batch_size, cfg.data.batch_size, cfg.model.block_size, 1)
+    if seconds is None:
+        return max(1, tokens // per_step)
+    runner = train.Stepper(cfg, runtime.DistInfo(0, 0, 1, runtime.pick_device(cfg.run.device)))
+    timed_steps(runner, batch_source(cfg, False, runner.device), 2)
+    step_s = statistics.median(timed_steps(runner, batch_source(cfg, False, runner.device), 5))
+    return max(1, int(seconds / step_s))
+
+
 def run_ablation(config_file: str, overrides: list[str], tokens: int, out_dir: Path,
-                 variants: list[str] | None = None, quiet: bool = True) -> list[AblationRow]:
-    """Train once per variant for `tokens` training tokens; returns the rows (baseline first)."""
-    base = load_config(config_file, BASELINE_KEYS + overrides)
-    per_step = base.data.batch_size * base.model.block_size * grad_accum_steps(
-        base.data.total_batch_size, base.data.batch_size, base.model.block_size, 1)
-    steps = max(1, tokens // per_step)
+                 variants: list[str] | None = None, quiet: bool = True, seeds: tuple[int, ...] = (1337,),
+                 seconds: float | None = None) -> list[AblationRow]:
+    """Train each variant once per seed for `tokens` training tokens, or for `seconds` of training steps at
+    its own speed; returns the rows (baseline first)."""
     rows = []
-    for name, extra in ablation_variants(base.model.n_head):
+    for name, extra in ablation_variants(load_config(config_file, BASELINE_KEYS + overrides).model.n_head):
         if variants and not any(v in name for v in variants):
             continue
-        run_dir = out_dir / name.split(" (")[0].replace(" ", "_")
-        shutil.rmtree(run_dir, ignore_errors=True)                # a fresh run, never a resume
-        cfg = load_config(config_file, BASELINE_KEYS + overrides + extra + [
-            f"--max_iters={steps}", f"--out_dir={run_dir}", f"--eval_interval={max(1, steps // 4)}",
-            f"--log_interval={max(1, steps // 20)}", "--sample_tokens=0", "--tasks_interval=0",
-            "--wandb_log=False", "--keep_last=1", "--resume="])
-        t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
-            result = train.train(cfg)
-        seconds = time.perf_counter() - t0
-        with torch.device("meta"):
-            params = GPT(cfg.model).num_params(non_embedding=False)
-        rows.append(AblationRow(name, extra, result["val_loss"], train_tokens_per_s(run_dir), seconds, params,
-                                str(run_dir)))
-        print(f"  {name}: val loss {rows[-1].val_loss:.4f}, {rows[-1].tokens_per_s:,.0f} tok/s "
-              f"({seconds:.0f} s)", flush=True)
+        for seed in seeds:
+            base = load_config(config_file, BASELINE_KEYS + overrides + extra + [f"--seed={seed}"])
+            steps = steps_for_budget(base, tokens, seconds)
+            run_dir = out_dir / (name.split(" (")[0].replace(" ", "_") + (f"_seed{seed}" if len(seeds) > 1 else ""))
+            shutil.rmtree(run_dir, ignore_errors=True)                # a fresh run, never a resume
+            cfg = load_config(config_file, BASELINE_KEYS + overrides + extra + [
+                f"--seed={seed}", f"--max_iters={steps}", f"--out_dir={run_dir}",
+                f"--eval_interval={max(1, steps // 4)}", f"--log_interval={max(1, steps // 20)}", "--sample_tokens=0",
+                "--tasks_interval=0", "--wandb_log=False", "--keep_last=1", "--resume="])
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+                result = train.train(cfg)
+            took = time.perf_counter() - t0
+            with torch.device("meta"):
+                params = GPT(cfg.model).num_params(non_embedding=False)
+            rows.append(AblationRow(name, extra, result["val_loss"], train_tokens_per_s(run_dir), took, params,
+                                    str(run_dir), seed, steps))
+            print(f"  {name} (seed {seed}, {steps} steps): val loss {rows[-1].val_loss:.4f}, "
+                  f"{rows[-1].tokens_per_s:,.0f} tok/s ({took:.0f} s)", flush=True)
     return rows
 
 
 def format_ablation(rows: list[AblationRow], header: str = "") -> str:
-    """Markdown table; differences relative to the first row (the baseline)."""
-    base = rows[0]
-    lines = [header, "", "| variant | params | val loss | vs baseline | tokens/s | vs baseline |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        dl = 100 * (r.val_loss / base.val_loss - 1)
-        ds = 100 * (r.tokens_per_s / base.tokens_per_s - 1)
-        lines.append(f"| {r.name} | {r.params:,} | {r.val_loss:.4f} | {dl:+.1f}% | {r.tokens_per_s:,.0f} | "
-                     f"{ds:+.1f}% |")
+    """Markdown table, one line per variant (means over seeds; each seed's loss listed); differences relative
+    to the first variant (the baseline)."""
+    names = list(dict.fromkeys(r.name for r in rows))
+    groups = {n: [r for r in rows if r.name == n] for n in names}
+    mean = {n: (statistics.fmean(r.val_loss for r in g), statistics.fmean(r.tokens_per_s for r in g))
+            for n, g in groups.items()}
+    base_loss, base_speed = mean[names[0]]
+    lines = [header, "", "| variant | params | steps | val loss (mean) | per seed | vs baseline | tokens/s | vs baseline |",
+             "|---|---:|---:|---:|---|---:|---:|---:|"]
+    for n, g in groups.items():
+        loss, speed = mean[n]
+        seeds = ", ".join(f"{r.val_loss:.4f}" for r in g)
+        steps = "/".join(sorted({str(r.steps) for r in g}))
+        lines.append(f"| {n} | {g[0].params:,} | {steps} | {loss:.4f} | {seeds} | {100 * (loss / base_loss - 1):+.1f}% | "
+                     f"{speed:,.0f} | {100 * (speed / base_speed - 1):+.1f}% |")
     return "\n".join(lines).strip() + "\n"
 
 
@@ -392,10 +415,12 @@ def ablate(args, overrides: list[str]) -> list[AblationRow]:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
-    print(f"ablation of {args.config} for {args.tokens:,} tokens per variant -> {out_dir}")
-    rows = run_ablation(args.config, overrides, args.tokens, out_dir, variants, quiet=not args.verbose)
-    table = format_ablation(rows, f"Ablation: {args.config} {' '.join(overrides)}, {args.tokens:,} training "
-                                  f"tokens per variant, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}")
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    budget = f"{args.seconds:g} s of training steps" if args.seconds else f"{args.tokens:,} training tokens"
+    print(f"ablation of {args.config}, {budget} per variant and seed {seeds} -> {out_dir}")
+    rows = run_ablation(args.config, overrides, args.tokens, out_dir, variants, not args.verbose, seeds, args.seconds)
+    table = format_ablation(rows, f"Ablation: {args.config} {' '.join(overrides)}, {budget} per variant, seeds "
+                                  f"{', '.join(map(str, seeds))}, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}")
     print(table)
     (out_dir / "ablation.md").write_text(table)
     (out_dir / "ablation.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1))
@@ -506,6 +531,10 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=1, help="--memory: torch threads per rank on CPU")
     p.add_argument("--ablate", action="store_true", help="train one tiny model per toggle variant")
     p.add_argument("--tokens", type=int, default=500_000, help="--ablate: training tokens per variant")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="--ablate: a fixed wall time of training steps per variant instead of --tokens (each variant "
+                        "gets the steps its own speed allows)")
+    p.add_argument("--seeds", default="1337", help="--ablate: comma-separated seeds, one run of each variant per seed")
     p.add_argument("--variants", help="--ablate: comma-separated subset by name (e.g. baseline,rope,gqa); "
                                       f"--memory: parallelism:activation_checkpointing pairs ({MEMORY_VARIANTS})")
     p.add_argument("--out-dir", default="out/ablate", help="--ablate: where runs, table and plot go")

@@ -138,6 +138,25 @@ def test_ablate_writes_table_and_plot(tmp_path, shards, capsys):
     assert "val loss" in capsys.readouterr().out
 
 
+def test_ablate_two_seeds_at_a_fixed_wall_time(tmp_path, shards):
+    """--seeds: one run per seed, the table shows each seed's loss and their mean; --seconds: each variant
+    gets the steps its own timed speed allows (a slower variant never gets more steps than it can run)."""
+    data_dir, vocab = shards
+    cfg_file = tmp_path / "tiny.py"
+    cfg_file.write_text(f"data_dir = {str(data_dir)!r}\nvocab_size = {vocab}\n" +
+                        "".join(f"{o[2:].split('=')[0]} = {o.split('=')[1]!r}\n" for o in TINY))
+    rows = bench.main(["--ablate", str(cfg_file), "--seconds", "0.3", "--seeds", "1,2", "--variants", "baseline,x0",
+                       "--out-dir", str(tmp_path / "abl"), "--learning_rate=3e-3"])
+    assert [(r.name.split(" ")[0], r.seed) for r in rows] == [("baseline", 1), ("baseline", 2), ("x0", 1), ("x0", 2)]
+    assert all(r.steps >= 1 and math.isfinite(r.val_loss) for r in rows)
+    assert rows[0].val_loss != rows[1].val_loss                               # the seed reaches the run
+    table = (tmp_path / "abl" / "ablation.md").read_text()
+    mean = (rows[0].val_loss + rows[1].val_loss) / 2
+    assert f"| {mean:.4f} | {rows[0].val_loss:.4f}, {rows[1].val_loss:.4f} |" in table
+    assert "0.3 s of training steps" in table and "seeds 1, 2" in table
+    assert bench.steps_for_budget(config.load_config(str(cfg_file), []), 2560, None) == 40  # 4 x 16 tokens a step
+
+
 def test_memory_mode_ddp_vs_fsdp_two_ranks(tmp_path, capsys, shards):
     """--memory on 2 Gloo ranks: every variant trains the same steps to the same loss, and FSDP holds half
     the parameters + optimizer state per rank that DDP does (activation checkpointing changes neither)."""
