@@ -471,16 +471,25 @@ def batch_ranges(lengths: list[int], token_budget: int) -> list[tuple[int, int]]
     return out
 
 
-def logits_at(model, idx: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Float32 logits at (rows, pos) of a right-padded batch. A GPT runs its output layer there only;
-    any other model(idx) -> logits (a compiled or stub model) gives every position's logits."""
+def token_scores(model, idx: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, targets: torch.Tensor,
+                 chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, whether argmax) of targets at (rows, pos) of a right-padded batch, float32. A GPT runs its output
+    layer at those positions only, `chunk` rows at a time (a (chunk, vocab) block stays in cache); any other
+    model(idx) -> logits (a compiled or stub model) gives every position's logits."""
     core = getattr(model, "_orig_mod", model)
     if hasattr(core, "hidden_states") and hasattr(core, "output_logits"):
         h = core.hidden_states(idx)[rows, pos]
-        return torch.cat([core.output_logits(h[i:i + chunk]).float() for i in range(0, len(h), chunk)])
-    out = model(idx)
-    logits = out[0] if isinstance(out, (tuple, list)) else out
-    return logits[rows, pos].float()
+        blocks = (core.output_logits(h[i:i + chunk], padded=True).float() for i in range(0, len(h), chunk))
+    else:
+        out = model(idx)
+        blocks = [(out[0] if isinstance(out, (tuple, list)) else out)[rows, pos].float()]
+    nll, hit, start = [], [], 0
+    for logits in blocks:
+        t = targets[start:start + len(logits)]
+        nll.append(F.cross_entropy(logits, t, reduction="none"))
+        hit.append(logits.argmax(-1) == t)
+        start += len(logits)
+    return torch.cat(nll), torch.cat(hit)
 
 
 @torch.no_grad()
@@ -509,13 +518,11 @@ def score_requests(model, requests: list[Request], device="cpu", autocast_dtype=
                 targets += r.tokens[-r.n_cont:]
                 owner += [i] * r.n_cont
         with runtime.autocast(device, autocast_dtype), variable_shape_attention():
-            logits = logits_at(model, idx.to(device), torch.tensor(b_rows, device=device),
-                               torch.tensor(b_pos, device=device))
-        target = torch.tensor(targets, device=device)
-        token_nll = F.cross_entropy(logits, target, reduction="none").double().cpu()
+            token_nll, hit = token_scores(model, idx.to(device), torch.tensor(b_rows, device=device),
+                                          torch.tensor(b_pos, device=device), torch.tensor(targets, device=device))
         owner_t = torch.tensor(owner)
-        nll.index_add_(0, owner_t, token_nll)
-        misses.index_add_(0, owner_t, (logits.argmax(-1) != target).long().cpu())
+        nll.index_add_(0, owner_t, token_nll.double().cpu())
+        misses.index_add_(0, owner_t, (~hit).long().cpu())
     return nll.tolist(), (misses == 0).tolist()
 
 

@@ -750,9 +750,14 @@ class GPT(nn.Module):
         x = self._blocks(x, idx, rope, self.attn_masks(idx, 0, bias, flex=flex))
         return self.transformer.ln_f(x)
 
-    def output_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden states (..., n_embd) -> logits over the real vocabulary (..., vocab_size)."""
-        return self.softcap(self.lm_head(x))[..., :self.config.vocab_size]
+    def output_logits(self, x: torch.Tensor, padded: bool = False) -> torch.Tensor:
+        """Hidden states (..., n_embd) -> logits over the real vocabulary (..., vocab_size). padded=True keeps
+        the padded width with the padded ids at -inf: contiguous, so a softmax over many rows runs faster."""
+        logits = self.softcap(self.lm_head(x))               # the padded (aligned) matmul is the fast one
+        if padded:
+            logits[..., self.config.vocab_size:] = float("-inf")  # padded ids get zero probability
+            return logits
+        return logits[..., :self.config.vocab_size]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_logits: bool = True):
         """idx (B, T) -> logits (B, T, vocab_size) and mean cross-entropy over real ids (or None).
@@ -764,9 +769,7 @@ class GPT(nn.Module):
         V = self.config.vocab_size
         if targets is not None and not return_logits:
             return None, linear_cross_entropy(x, self.lm_head.weight, targets, V, softcap=self.config.logit_softcap)
-        logits = self.softcap(self.lm_head(x))               # the padded (aligned) matmul is the fast one
-        if V < logits.size(-1):
-            logits[..., V:] = float("-inf")  # padded ids get zero probability (cheaper than a strided CE)
+        logits = self.output_logits(x, padded=True)          # CE over the contiguous padded width: cheaper
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
