@@ -298,6 +298,16 @@ def memory(args, cfg: config.TrainConfig) -> list[dict]:
 
 # ----------------------------------------------------------------------------- ablation
 
+# configs/speedrun_124m.py's model, optimizer and schedule at ablation size (one value-embedding table, 32-token
+# short windows, a 50-step momentum warm-up); learning_rate is only the reference the schedule scales
+SPEEDRUN = ["--pos_emb=rope", "--norm=rmsnorm", "--mlp=relu2", "--bias=False", "--qk_norm=True", "--tie_embeddings=False",
+            "--logit_softcap=15", "--value_embeds=1", "--x0_mix=True", "--unet_skips=True", "--zero_init_proj=True",
+            "--window_pattern=SSSL", "--window_short=32", "--optimizer=muon", "--muon_lr=0.05",
+            "--muon_momentum_warmup=50", "--muon_weight_decay=0", "--embed_lr=0.6", "--head_lr=0.008",
+            "--scalar_lr=0.04", "--learning_rate=0.008", "--beta1=0.8", "--weight_decay=0", "--grad_clip=0",
+            "--lr_schedule=wsd", "--cooldown_frac=0.4", "--warmup_iters=0"]
+
+
 def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
     """(name, overrides) per toggle, each changing one thing from the GPT-2 baseline."""
     out = [("baseline (learned, gelu, layernorm)", []),
@@ -315,7 +325,9 @@ def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
            ("u-net skips", ["--unet_skips=True"]),
            ("sliding windows SSSL 32", ["--window_pattern=SSSL", "--window_short=32"]),
            # id 1 = sentencepiece BOS; a corpus prepared without boundaries (shakespeare) times the mask only
-           ("document mask (id 1)", ["--doc_mask_token=1"])]
+           ("document mask (id 1)", ["--doc_mask_token=1"]),
+           ("muon (hidden matrices; momentum warm-up 50)", ["--optimizer=muon", "--muon_momentum_warmup=50"]),
+           ("speedrun (every configs/speedrun_124m.py toggle)", SPEEDRUN)]
     for kv in sorted({n_head // 2, 1}, reverse=True):
         if 0 < kv < n_head and n_head % kv == 0:
             out.append((f"gqa {n_head // kv} (n_kv_head={kv})", [f"--n_kv_head={kv}"]))
