@@ -44,7 +44,7 @@ import re
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -705,14 +705,18 @@ def main(argv=None) -> None:
                          device=info.device, autocast_dtype=runtime.autocast_dtype(info.device, args.dtype),
                          rank=info.rank, world_size=info.world_size, token_budget=budget, progress=not args.quiet)
     if info.rank == 0:
-        print(format_table(res))
-        cut = sum(t["truncated_requests"] for t in res["tasks"].values())
-        if cut:
-            print(f"note: {cut} requests had their context cut from the left to fit the model window")
-        if args.out:
-            Path(args.out).write_text(json.dumps(res, indent=1))
-            print(f"wrote {args.out}")
+        report(format_table(res), sum(t["truncated_requests"] for t in res["tasks"].values()), res, args.out)
     runtime.cleanup_distributed()
+
+
+def report(text: str, n_cut: int, res: dict, out: str | None, indent: str = "") -> None:
+    """Print a result, a note on truncated contexts, and write the JSON file if asked (rank 0 of a CLI)."""
+    print(text)
+    if n_cut:
+        print(f"{indent}note: {n_cut} requests had their context cut from the left to fit the model window")
+    if out:
+        Path(out).write_text(json.dumps(res, indent=1))
+        print(f"{indent}wrote {out}")
 
 
 if __name__ == "__main__":

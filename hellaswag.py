@@ -43,7 +43,6 @@ style by default there) next to the other tasks.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from types import MappingProxyType
@@ -158,13 +157,7 @@ def main(argv=None) -> None:
                    rank=rank, world_size=world_size, autocast_dtype=runtime.autocast_dtype(device, args.dtype),
                    progress=not args.quiet)
     if rank == 0:
-        print(format_result(res))
-        if res["num_truncated_rows"]:
-            print(f"  note: {res['num_truncated_rows']} rows had their context truncated from the left "
-                  f"to fit the model window")
-        if args.out:
-            Path(args.out).write_text(json.dumps(res, indent=1))
-            print(f"  wrote {args.out}")
+        ev.report(format_result(res), res["num_truncated_rows"], res, args.out, indent="  ")
     runtime.cleanup_distributed()
 
 
