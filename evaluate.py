@@ -632,8 +632,9 @@ def evaluate_suite(model, tokenizer, datas: list[TaskData], style: str = "harnes
 
 
 def metrics_row(res: dict) -> dict:
-    """Flat numbers for metrics.jsonl / wandb: <task>_acc, <task>_acc_norm, <task>_centred, tasks_score."""
-    row = {}
+    """Flat values for metrics.jsonl / wandb: <task>_acc, <task>_acc_norm, <task>_centred, tasks_score, and the
+    style they are in (tasks_style)."""
+    row = {"tasks_style": res["style"]}
     for name, t in res["tasks"].items():
         row.update({f"{name}_acc": t["acc"], f"{name}_acc_norm": t["acc_norm"], f"{name}_centred": t["centred"]})
     row["tasks_score"] = res["score"]

@@ -121,6 +121,7 @@ def test_suite_score_is_the_mean_of_centred_accuracies(evals):
     assert res["score"] == pytest.approx((res["tasks"]["piqa"]["centred"] + res["tasks"]["copa"]["centred"]) / 2)
     row = ev.metrics_row(res)
     assert row["tasks_score"] == res["score"] and row["piqa_acc"] == res["tasks"]["piqa"]["acc"]
+    assert row["tasks_style"] == "harness"
     assert "harness style, 0-shot" in ev.format_table(res) and "(partial)" in ev.format_table(res)
 
 

@@ -526,6 +526,7 @@ def test_downstream_tasks_and_sample_hooks(char_data, shared_data, tmp_path, cap
     for e in evals:
         assert 0 <= e["piqa_acc"] <= 1 and 0 <= e["copa_acc_norm"] <= 1 and "val_loss" in e
         assert e["tasks_score"] == pytest.approx((e["piqa_centred"] + e["copa_centred"]) / 2)
+        assert e["tasks_style"] == "harness"
     out = capsys.readouterr().out
     assert "sample: " in out and "step 2: tasks score" in out and "harness style: piqa" in out
 
