@@ -2,7 +2,8 @@
 skips, windows, document masks, soft-cap, Muon with its per-group lrs, BOS-aligned rows) at 2 x 64;
 trains in seconds on a CPU. Tiny Shakespeare split into blank-line paragraphs, <|endoftext|> before each:
 
-    python prepare_data.py ../shared/data/tinyshakespeare.txt --sample-by paragraph --tokenizer gpt2 --boundary eot --out data/shakespeare_docs
+    python prepare_data.py ../shared/data/tinyshakespeare.txt --sample-by paragraph --tokenizer gpt2 --boundary eot \
+        --val-tokens 33000 --out data/shakespeare_docs
     python train.py configs/speedrun_124m_tiny.py
 """
 from configs.speedrun_124m import *  # noqa: F401,F403
