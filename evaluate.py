@@ -492,6 +492,11 @@ def token_scores(model, idx: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor
     return torch.cat(nll), torch.cat(hit)
 
 
+def compile_for_scoring(model) -> None:
+    """torch.compile the part scoring runs (hidden_states), for the many shapes of scoring batches."""
+    model.hidden_states = torch.compile(model.hidden_states, dynamic=True)
+
+
 @torch.no_grad()
 def score_requests(model, requests: list[Request], device="cpu", autocast_dtype=None, token_budget: int = CPU_TOKEN_BUDGET,
                    progress: str | None = None) -> tuple[list[float], list[bool]]:
@@ -700,7 +705,7 @@ def main(argv=None) -> None:
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"evaluate.py: error: {e}")
     if args.compile:
-        model = torch.compile(model)
+        compile_for_scoring(model)
     budget = args.batch_tokens or default_token_budget(info.device)
     res = evaluate_suite(model, tokenizer, datas, args.style, args.shots, args.limit or default_limit(args.tasks),
                          device=info.device, autocast_dtype=runtime.autocast_dtype(info.device, args.dtype),

@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"hellaswag.py: error: {e}")
     if args.compile:
-        model = torch.compile(model)
+        ev.compile_for_scoring(model)
     res = evaluate(model, tokenizer, examples, style=args.style, device=device,
                    token_budget=args.batch_tokens or ev.default_token_budget(device),
                    rank=rank, world_size=world_size, autocast_dtype=runtime.autocast_dtype(device, args.dtype),
