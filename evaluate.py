@@ -173,7 +173,9 @@ def lambada(doc: dict, style: str) -> Item:
 
 @dataclass(frozen=True)
 class Split:
-    """Where a split lives: a local file name, else the hub (dataset, config, split), or a URL."""
+    """Where a split lives: a local file name, else the hub (dataset, config, split), or a URL. The hub copies
+    are the ones lm-evaluation-harness reads where the original needs a loading script (piqa, social_i_qa),
+    which recent `datasets` no longer runs; same fields as the local files."""
     file: str
     hub: tuple[str, str | None, str]
     url: str | None = None
@@ -199,8 +201,8 @@ TASKS = {t.name: t for t in (
     Task("hellaswag", hellaswag, ("activity_label", "ctx", "ctx_a", "ctx_b", "endings", "label"),
          Split("hellaswag_val.jsonl", ("Rowan/hellaswag", None, "validation"), HELLASWAG_URL),
          _split("hellaswag", "Rowan/hellaswag", None, "train"), metric="acc_norm"),
-    Task("piqa", piqa, ("goal", "sol1", "sol2", "label"), _split("piqa", "ybisk/piqa", "plain_text", "validation"),
-         _split("piqa", "ybisk/piqa", "plain_text", "train"), metric="acc_norm"),
+    Task("piqa", piqa, ("goal", "sol1", "sol2", "label"), _split("piqa", "baber/piqa", None, "validation"),
+         _split("piqa", "baber/piqa", None, "train"), metric="acc_norm"),
     Task("arc_easy", arc, ("question", "choices", "answerKey"),
          _split("arc_easy", "allenai/ai2_arc", "ARC-Easy", "validation"),
          _split("arc_easy", "allenai/ai2_arc", "ARC-Easy", "train"), metric="acc_norm"),
@@ -224,8 +226,8 @@ TASKS = {t.name: t for t in (
          _split("commonsense_qa", "tau/commonsense_qa", None, "validation"),
          _split("commonsense_qa", "tau/commonsense_qa", None, "train")),
     Task("social_i_qa", social_i_qa, ("context", "question", "answerA", "answerB", "answerC", "label"),
-         _split("social_i_qa", "allenai/social_i_qa", None, "validation"),
-         _split("social_i_qa", "allenai/social_i_qa", None, "train")),
+         _split("social_i_qa", "lighteval/siqa", None, "validation"),
+         _split("social_i_qa", "lighteval/siqa", None, "train")),
     Task("mmlu", mmlu, ("question", "subject", "choices", "answer"), _split("mmlu", "hails/mmlu_no_train", "all", "test"),
          _split("mmlu", "hails/mmlu_no_train", "all", "dev"), header=mmlu_header, same_subject_shots=True),
     Task("lambada", lambada, ("text",), _split("lambada_openai", "EleutherAI/lambada_openai", "default", "test")),

@@ -311,7 +311,7 @@ def test_missing_file_says_where_to_get_it(tmp_path, monkeypatch):
         raise ConnectionError("no network")
     monkeypatch.setattr(ev, "hub_rows", offline)
     monkeypatch.delenv(ev.EVALS_ENV, raising=False)
-    with pytest.raises(FileNotFoundError, match=r"piqa: piqa_validation\.jsonl is not in --data-dir.*ybisk/piqa "
+    with pytest.raises(FileNotFoundError, match=r"piqa: piqa_validation\.jsonl is not in --data-dir.*baber/piqa "
                                                 r"failed \(ConnectionError.*--tasks core,-piqa"):
         ev.load_task("piqa", tmp_path)
     with pytest.raises(SystemExit, match=r"^evaluate\.py: error: piqa: piqa_validation\.jsonl is not in"):
