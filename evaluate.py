@@ -402,6 +402,15 @@ def shot_prefix(data: TaskData, index: int, k: int, style: str) -> str:
     return header + "".join(task.build(d, style).solved() + FEWSHOT_SEPARATOR for d in pool)
 
 
+def shots_source(data: TaskData) -> str:
+    """Where this task's few-shot examples come from, as results report it."""
+    if data.task.same_subject_shots:
+        return f"{data.task.shots.hub[2]} split, the first examples of the item's subject"
+    if data.shot_docs is not None:
+        return f"{data.task.shots.hub[2]} split, drawn per item"
+    return f"{data.task.split.hub[2]} split without the scored item, drawn per item"
+
+
 def build_items(data: TaskData, style: str, shots: int, indices: list[int]) -> list[Item]:
     items = []
     for i in indices:
@@ -626,6 +635,7 @@ def evaluate_task(model, tokenizer, data: TaskData, style: str = "harness", shot
         records = sorted((r for part, _ in parts for r in part), key=lambda r: r["index"])
         n_cut = sum(c for _, c in parts)
     res = summarize(data.task, records, style, shots, time.perf_counter() - t0, n_cut, len(data.docs))
+    res["shots_from"] = shots_source(data) if shots else None
     res["predictions"] = records
     return res
 

@@ -334,6 +334,8 @@ def test_cli_prints_the_table_and_writes_json(gpt2_run, evals, tmp_path, capsys)
     res = json.loads(out.read_text())
     assert list(res["tasks"]) == ["piqa", "copa", "mmlu"] and all(t["n"] == 5 for t in res["tasks"].values())
     assert res["tasks"]["piqa"]["style"] == "harness" and len(res["tasks"]["mmlu"]["predictions"]) == 5
+    assert res["tasks"]["piqa"]["shots_from"] == "validation split without the scored item, drawn per item"
+    assert res["tasks"]["mmlu"]["shots_from"] == "dev split, the first examples of the item's subject"
 
 
 def test_checkpoint_whose_tokenizer_cannot_load_says_why(gpt2_run, evals, tmp_path):  # noqa: F811
