@@ -38,6 +38,8 @@ class DataConfig:
     total_batch_size: int = 524288         # tokens per optimizer step over all ranks (0 = no accumulation)
     seq_len_warmup: tuple[int, ...] = ()   # staged sequence lengths before block_size, e.g. 128,192,256,384
     seq_len_warmup_frac: float = 0.0       # ...spread equally over this fraction of max_iters (GPT-1B*: 0.3)
+    batch_warmup: tuple[int, ...] = ()     # staged tokens per step before total_batch_size, e.g. 131072,262144
+    batch_warmup_frac: float = 0.0         # ...spread equally over this fraction of max_iters
     loader: str = "random"                 # random (windows anywhere) | bos_aligned (rows start at documents)
     pack_buffer: int = 1000                # loader=bos_aligned: documents held for best-fit packing into rows
 
@@ -267,7 +269,8 @@ def validate(cfg: TrainConfig) -> None:
                 "tasks_interval", "tasks_limit", "grad_clip"):
         if flat[key] < 0:
             raise ConfigError(f"{key}={flat[key]} must be >= 0")
-    for key in ("warmup_start_ratio", "lr_hold_frac", "min_lr_ratio", "cooldown_frac", "seq_len_warmup_frac"):
+    for key in ("warmup_start_ratio", "lr_hold_frac", "min_lr_ratio", "cooldown_frac", "seq_len_warmup_frac",
+                "batch_warmup_frac"):
         if not 0.0 <= flat[key] <= 1.0:
             raise ConfigError(f"{key}={flat[key]} must be a fraction in [0, 1]")
     for key in ("learning_rate", "muon_lr", "eps"):
@@ -278,8 +281,9 @@ def validate(cfg: TrainConfig) -> None:
     bad = [s for s in cfg.data.seq_len_warmup if not 0 < s <= cfg.model.block_size]
     if bad:
         raise ConfigError(f"seq_len_warmup stages {bad} must be in 1..block_size={cfg.model.block_size}")
-    if cfg.data.seq_len_warmup and cfg.data.seq_len_warmup_frac == 0:
-        raise ConfigError("seq_len_warmup is set but seq_len_warmup_frac=0; set e.g. --seq_len_warmup_frac=0.3")
+    for key in ("seq_len_warmup", "batch_warmup"):
+        if getattr(cfg.data, key) and getattr(cfg.data, f"{key}_frac") == 0:
+            raise ConfigError(f"{key} is set but {key}_frac=0; set e.g. --{key}_frac=0.3")
     if cfg.run.tasks_interval % cfg.run.eval_interval:
         raise ConfigError(f"tasks_interval={cfg.run.tasks_interval} must be a multiple of "
                           f"eval_interval={cfg.run.eval_interval} (the tasks are scored at evaluations)")

@@ -90,11 +90,11 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
     return cosine_lr(step, max_lr, cfg.min_lr, s.warmup_iters, decay, s.warmup_start_ratio)
 
 
-def seq_len_at(step: int, max_iters: int, block_size: int, stages: tuple[int, ...], frac: float) -> int:
-    """Staged sequence-length warmup: stages split the first frac*max_iters steps equally, then block_size."""
+def stage_at(step: int, max_iters: int, final: int, stages: tuple[int, ...], frac: float) -> int:
+    """Staged warmup (sequence length, batch size): stages split the first frac*max_iters steps equally, then final."""
     span = int(frac * max_iters)
     if not stages or step >= span:
-        return block_size
+        return final
     return stages[step * len(stages) // span]
 
 
@@ -360,8 +360,9 @@ class Trainer(Stepper):
     def __init__(self, cfg: TrainConfig, info: DistInfo):
         self.out_dir = Path(cfg.run.out_dir)
         # --- bad input, before any work
-        self.grad_accum = grad_accum_steps(cfg.data.total_batch_size, cfg.data.batch_size,
-                                           cfg.model.block_size, info.world_size)
+        self.grad_accum, *self.warmup_accums = [grad_accum_steps(tokens, cfg.data.batch_size, cfg.model.block_size,
+                                                                 info.world_size)
+                                                for tokens in (cfg.data.total_batch_size, *cfg.data.batch_warmup)]
         check_optimizer_available(cfg)
         self.tokenizer = check_data(cfg)
         try:  # the downstream tasks' files, read now: a bad name or a missing file stops the run before it trains
@@ -377,7 +378,7 @@ class Trainer(Stepper):
         torch.manual_seed(cfg.run.seed + info.rank)  # dropout differs per rank
         self.step, self.best_val, self.last_val, self.val_step = 0, float("inf"), None, -1
         # a stop signal is heeded between micro-steps too (schedulers wait ~30-120 s); FSDP: at the step's end
-        self.can_interrupt = self.grad_accum > 1 and not self.fsdp
+        self.can_interrupt = max([self.grad_accum, *self.warmup_accums]) > 1 and not self.fsdp
         if ckpt is not None:
             self.restore(ckpt)
         self.metrics = None
@@ -432,10 +433,12 @@ class Trainer(Stepper):
         lr = get_lr(self.step, cfg)
         self.set_lr(lr)
         optim.set_momentum(self.optimizers, optim.muon_momentum_at(self.step, cfg.optim))
-        seq_len = seq_len_at(self.step, cfg.schedule.max_iters, cfg.model.block_size,
-                             cfg.data.seq_len_warmup, cfg.data.seq_len_warmup_frac)
+        seq_len = stage_at(self.step, cfg.schedule.max_iters, cfg.model.block_size,
+                           cfg.data.seq_len_warmup, cfg.data.seq_len_warmup_frac)
+        accum = stage_at(self.step, cfg.schedule.max_iters, self.grad_accum, self.warmup_accums,
+                         cfg.data.batch_warmup_frac)
         self.ddp_model.train()
-        out = self.forward_backward(lambda: self.loader.next_batch(seq_len=seq_len), self.grad_accum,
+        out = self.forward_backward(lambda: self.loader.next_batch(seq_len=seq_len), accum,
                                     (lambda: runtime.any_rank(stop.requested)) if self.can_interrupt else None)
         if out is None:
             self.loader.load_state_dict(before[0])

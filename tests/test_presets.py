@@ -79,9 +79,9 @@ def test_published_batch_and_schedule():
         (8192, 4, "rope", 32)
     big = preset("gpt_star_1b")
     assert big.optim.optimizer == "adamw8bit" and big.data.seq_len_warmup_frac == 0.3
-    assert train.seq_len_at(0, 1000, 512, big.data.seq_len_warmup, 0.3) == 128
-    assert train.seq_len_at(299, 1000, 512, big.data.seq_len_warmup, 0.3) == 384
-    assert train.seq_len_at(300, 1000, 512, big.data.seq_len_warmup, 0.3) == 512
+    assert train.stage_at(0, 1000, 512, big.data.seq_len_warmup, 0.3) == 128
+    assert train.stage_at(299, 1000, 512, big.data.seq_len_warmup, 0.3) == 384
+    assert train.stage_at(300, 1000, 512, big.data.seq_len_warmup, 0.3) == 512
     llama = preset("llama_style_124m")
     assert (llama.model.mlp, llama.model.norm, llama.model.pos_emb, llama.model.n_head // llama.model.n_kv_head,
             llama.optim.learning_rate, llama.schedule.warmup_start_ratio) == ("swiglu", "rmsnorm", "rope", 2, 1.2e-3, 0.1)

@@ -98,12 +98,43 @@ def test_wsd_and_constant_schedules():
     assert train.get_lr(0, const) == pytest.approx(0.1) and train.get_lr(50, const) == train.get_lr(99, const) == 1.0
 
 
+def test_batch_warmup_stages_grow_the_accumulation(char_data, tmp_path, monkeypatch):
+    """batch_warmup: tokens per step in equal stages over batch_warmup_frac of the steps, then total_batch_size;
+    each stage must divide into micro-batches (the error names the fix)."""
+    seen = []
+    step = train.Stepper.forward_backward
+    monkeypatch.setattr(train.Stepper, "forward_backward", lambda self, nb, accum, *a: seen.append(accum) or
+                        step(self, nb, accum, *a))
+    per_micro = 4 * 32                                                       # tiny(): batch 4 x block 32
+    train.train(tiny(char_data, tmp_path, max_iters=8, total_batch_size=4 * per_micro,
+                     batch_warmup=f"{per_micro},{2 * per_micro}", batch_warmup_frac=0.5))
+    assert seen == [1, 1, 2, 2, 4, 4, 4, 4]
+    assert [train.stage_at(s, 10, 512, (128, 256), 0.3) for s in (0, 1, 2, 3)] == [128, 128, 256, 512]
+    with pytest.raises(config.ConfigError, match="batch_warmup is set but batch_warmup_frac=0"):
+        tiny(char_data, tmp_path, batch_warmup=per_micro)
+    with pytest.raises(config.ConfigError, match="not divisible"):
+        train.train(tiny(char_data, tmp_path / "b", batch_warmup=per_micro + 1, batch_warmup_frac=0.5))
+
+
+def test_batch_warmup_resume_is_bit_identical(char_data, tmp_path):
+    """Resumed inside the batch warm-up (step 6 of its 8; the stages follow max_iters, so the run is the same
+    10-step run, resumed from its step-6 checkpoint): the accumulation follows the step, so 6 + 4 == 10."""
+    common = dict(max_iters=10, eval_interval=5, ckpt_interval=3, keep_last=5, total_batch_size=4 * 4 * 32,
+                  batch_warmup="128,256", batch_warmup_frac=0.8)
+    train.train(tiny(char_data, tmp_path / "full", **common))
+    train.train(tiny(char_data, tmp_path / "split", **common, resume=tmp_path / "full" / "ckpt_0000006.pt"))
+    full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
+    assert [r["loss"] for r in full][6:] == [r["loss"] for r in split] and [r["step"] for r in split] == [7, 8, 9, 10]
+    a, b = weights(tmp_path / "full" / "ckpt_0000010.pt"), weights(tmp_path / "split" / "ckpt_0000010.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_seq_len_warmup_stages():
     stages = (128, 192, 256, 384)
-    got = [train.seq_len_at(s, 100, 512, stages, 0.3) for s in range(100)]
+    got = [train.stage_at(s, 100, 512, stages, 0.3) for s in range(100)]
     assert got[:8] == [128] * 8 and got[8:15] == [192] * 7 and got[15:23] == [256] * 8
     assert got[23:30] == [384] * 7 and got[30:] == [512] * 70
-    assert train.seq_len_at(5, 100, 512, (), 0.3) == 512
+    assert train.stage_at(5, 100, 512, (), 0.3) == 512
     with pytest.raises(config.ConfigError, match="seq_len_warmup"):
         config.load_config(None, ["--seq_len_warmup=128,2048", "--seq_len_warmup_frac=0.3"])
 
