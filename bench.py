@@ -363,14 +363,14 @@ def train_tokens_per_s(run_dir: Path) -> float:
 def steps_for_budget(cfg: config.TrainConfig, tokens: int | None, seconds: float | None) -> int:
     """Optimizer steps for a fixed token budget, or for a fixed wall time of training steps at the variant's own
     speed (timed on random tokens: 2 warm-up + 5 steps, as train.py steps; evaluation not included)."""
-    per_step = cfg.data.batch_size * cfg.model.block_size * grad_accum_steps(
-        cfg.data.total_batch_size, cfg.data.batch_size, cfg.model.block_size, 1)
+    accum = grad_accum_steps(cfg.data.total_batch_size, cfg.data.batch_size, cfg.model.block_size, 1)
     if seconds is None:
-        return max(1, tokens // per_step)
+        return max(1, tokens // (cfg.data.batch_size * cfg.model.block_size * accum))
     runner = train.Stepper(cfg, runtime.DistInfo(0, 0, 1, runtime.pick_device(cfg.run.device)))
-    timed_steps(runner, batch_source(cfg, False, runner.device), 2)
-    step_s = statistics.median(timed_steps(runner, batch_source(cfg, False, runner.device), 5))
-    return max(1, int(seconds / step_s))
+    next_batch = batch_source(cfg, False, runner.device)
+    timed_steps(runner, next_batch, 2)
+    micro_s = statistics.median(timed_steps(runner, next_batch, 5))  # one micro-batch per timed step
+    return max(1, int(seconds / (micro_s * accum)))
 
 
 def run_ablation(config_file: str, overrides: list[str], tokens: int, out_dir: Path,

@@ -265,7 +265,6 @@ class TaskData:
     task: Task
     docs: list[dict]
     shot_docs: list[dict] | None   # None: shots come from `docs` without the item
-    origin: str                    # the file the docs came from, or "hub"
 
 
 def check_doc(task: Task, doc) -> str | None:
@@ -343,7 +342,7 @@ def hub_rows(split: Split, task: Task) -> list[dict]:
 
 
 def load_split(task: Task, split: Split, data_dir) -> tuple[list[dict], str | None]:
-    """(rows, local path or None when they came from the hub / a download)."""
+    """(rows, local path, or None when they came from the hub / a download: then so may the shots)."""
     path = local_file(split, data_dir, task.name)
     if path is not None:
         return read_jsonl(path, task), str(path)
@@ -373,7 +372,7 @@ def load_task(name: str, data_dir=None, shots: int = 0) -> TaskData:
                 shot_docs = None
         if task.same_subject_shots and shot_docs is None:
             raise FileNotFoundError(f"{name}: {shots}-shot needs its dev split {task.shots.file} in --data-dir")
-    return TaskData(task, docs, shot_docs, path or "hub")
+    return TaskData(task, docs, shot_docs)
 
 
 def load_tasks(spec: str, data_dir=None, shots: int = 0) -> list[TaskData]:

@@ -86,7 +86,7 @@ def evaluate(model, tokenizer, examples: list[dict] | None = None, style: str = 
         raise ValueError(f"unknown style {style!r}; choose from {STYLES}")
     if examples is None:
         examples = load_examples(data, limit)
-    task_data = ev.TaskData(TASK, examples, None, data or "")
+    task_data = ev.TaskData(TASK, examples, None)
     res = ev.evaluate_task(model, tokenizer, task_data, style, 0, limit, device, autocast_dtype, rank, world_size,
                            token_budget, progress, max_len)
     preds = [{"index": p["index"], "ind": examples[p["index"]].get("ind"), "label": p["gold"], "pred": p["pred"],

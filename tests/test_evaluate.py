@@ -26,9 +26,8 @@ def evals(shared_data, monkeypatch):
 
 
 def head(evals, name, n, shots=0):
-    """The task's first n examples (shots still drawn from the whole split)."""
-    data = ev.load_task(name, evals, shots)
-    return ev.TaskData(data.task, data.docs, data.shot_docs, data.origin), n
+    """The task and how many of its first examples to score (shots still drawn from the whole split)."""
+    return ev.load_task(name, evals, shots), n
 
 
 def gold_sequences(data, n, style, offset=0):
@@ -381,7 +380,7 @@ def test_harness_style_decisions_equal_lm_evaluation_harness(shared_data, gpt2_t
                                   log_samples=True)
     for name in LM_EVAL_TASKS:
         docs = [json.loads(x) for x in (tmp_path / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
-        ours = ev.evaluate_task(model, tok, ev.TaskData(ev.TASKS[name], docs, None, "test"), "harness")
+        ours = ev.evaluate_task(model, tok, ev.TaskData(ev.TASKS[name], docs, None), "harness")
         theirs = sorted(out["samples"][f"local_{name}"], key=lambda s: s["doc_id"])
         assert len(theirs) == len(ours["predictions"]) == n
         for p, s in zip(ours["predictions"], theirs):
