@@ -164,6 +164,7 @@ def bench_speed(cfg: config.TrainConfig, steps: int = 10, warmup: int = 3, real_
     tokens = cfg.data.batch_size * cfg.model.block_size
     tok_s = tokens / (ms / 1000)
     peak, source = runtime.peak_flops(runner.device_type, runner.dtype)
+    source += runtime.fp8_note(cfg.run.fp8)
     mem, mem_kind = peak_memory_mb(runner.device_type)
     cache = sampling_speed(runner.raw_model, cfg, device, sample_tokens, True, runner.autocast())
     no_cache = sampling_speed(runner.raw_model, cfg, device, sample_tokens, False, runner.autocast())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import inspect
 import os
 import re
@@ -92,7 +93,8 @@ class RunConfig:
     dtype: str = "auto"                    # auto (bf16 GPU, else fp16 + GradScaler; fp32 CPU/MPS) | float32 | ...
     compile: bool = False                  # torch.compile the model (checkpoints keep plain parameter names)
     compile_mode: str = "default"          # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
-    fused_loss: str = "auto"               # auto (on for CPU) | on | off: chunked output layer + loss (model.py)
+    fused_loss: str = "auto"               # auto (on for CPU) | on | off | liger (liger-kernel's Triton kernel, CUDA)
+    fp8: str = "off"                       # off | linear (blocks' Linear layers in float8, torchao; sm89+ GPU) | all (+ head)
     device: str = "auto"                   # auto (cuda > mps > cpu) | cpu | cuda | mps
     wandb_log: bool = False                # log to Weights & Biases (WANDB_MODE=offline works)
     wandb_project: str = "gpt"
@@ -122,7 +124,8 @@ ACTIVATION_CHECKPOINTING = ("none", "block")
 CHOICES = {"optimizer": ("adamw", "muon", "adamw8bit"), "lr_schedule": ("cosine", "wsd", "constant"),
            "loader": ("random", "bos_aligned"),
            "cooldown_shape": ("linear", "1-sqrt"), "dtype": ("auto", "float32", "bfloat16", "float16"),
-           "fused_loss": ("auto", "on", "off"), "tasks_style": ("harness", "completion"),
+           "fused_loss": ("auto", "on", "off", "liger"), "fp8": ("off", "linear", "all"),
+           "tasks_style": ("harness", "completion"),
            "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
            "parallelism": PARALLELISMS, "activation_checkpointing": ACTIVATION_CHECKPOINTING}
 SIMPLE_TYPES = (bool, int, float, str, tuple, list, type(None))
@@ -384,6 +387,32 @@ def check_optimizer_available(cfg: TrainConfig) -> None:
                               "bitsandbytes`, or use --optimizer=adamw") from None
     if cfg.optim.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
         raise ConfigError(f"optimizer=muon needs torch.optim.Muon (torch >= 2.9); torch is {torch.__version__}")
+
+
+def check_gpu_extras(cfg: TrainConfig, device: str, fused_loss: bool) -> None:
+    """fp8 (torchao) and fused_loss=liger (liger-kernel) are optional CUDA-only extras: say what is missing
+    before anything is built. fused_loss: whether this run's loss is the fused path."""
+    r, cuda = cfg.run, torch.device(device).type == "cuda"
+    if r.fp8 != "off":
+        if not cuda:
+            raise ConfigError(f"fp8={r.fp8} needs a CUDA GPU with float8 tensor cores (Ada, Hopper or newer); "
+                              f"this run's device is {device}: use --fp8=off")
+        if torch.cuda.get_device_capability(device) < (8, 9):
+            raise ConfigError(f"fp8={r.fp8} needs float8 tensor cores (compute capability 8.9+: Ada, Hopper); "
+                              f"{torch.cuda.get_device_name(device)} has none: use --fp8=off")
+        if importlib.util.find_spec("torchao") is None:
+            raise ConfigError(f"fp8={r.fp8} needs torchao's float8 training: `pip install torchao` "
+                              "(README: optional GPU extras), or use --fp8=off")
+        if r.fp8 == "all" and fused_loss:
+            raise ConfigError("fp8=all puts the output layer in float8, but the fused loss multiplies by its weight "
+                              "directly: use --fused_loss=off, or --fp8=linear")
+    if r.fused_loss == "liger":
+        if not cuda:
+            raise ConfigError(f"fused_loss=liger runs liger-kernel's Triton kernel on CUDA; this run's device is "
+                              f"{device}: use --fused_loss=on (the chunked PyTorch version) or auto")
+        if importlib.util.find_spec("liger_kernel") is None:
+            raise ConfigError("fused_loss=liger needs liger-kernel: `pip install liger-kernel` (README: optional "
+                              "GPU extras), or use --fused_loss=on")
 
 
 def grad_accum_steps(total_batch_size: int, batch_size: int, block_size: int, world_size: int) -> int:

@@ -697,6 +697,7 @@ class GPT(nn.Module):
         self.attn_masks = (WindowDocMasks if masked else CausalMasks)(config, self.alibi)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
+        self.fused_loss_fn = linear_cross_entropy           # forward(return_logits=False); train.py may swap in liger's
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 n_layer)
             if name.endswith("c_proj.weight") and config.zero_init_proj:
@@ -755,6 +756,8 @@ class GPT(nn.Module):
         the padded width with the padded ids at -inf: contiguous, so a softmax over many rows runs faster."""
         logits = self.softcap(self.lm_head(x))               # the padded (aligned) matmul is the fast one
         if padded:
+            if logits._base is not None:                      # a view out of an autograd Function (a float8 head)
+                logits = logits.clone()                       # cannot be written in place
             logits[..., self.config.vocab_size:] = float("-inf")  # padded ids get zero probability
             return logits
         return logits[..., :self.config.vocab_size]
@@ -768,7 +771,7 @@ class GPT(nn.Module):
         x = self.hidden_states(idx)
         V = self.config.vocab_size
         if targets is not None and not return_logits:
-            return None, linear_cross_entropy(x, self.lm_head.weight, targets, V, softcap=self.config.logit_softcap)
+            return None, self.fused_loss_fn(x, self.lm_head.weight, targets, V, softcap=self.config.logit_softcap)
         logits = self.output_logits(x, padded=True)          # CE over the contiguous padded width: cheaper
         loss = None
         if targets is not None:

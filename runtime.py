@@ -6,7 +6,8 @@
   process. Scripts read `info.rank`, `info.world_size`, `info.is_master`; they never ask who launched them.
 - Precision: `resolve_dtype("auto", ...)` is bf16 on CUDA GPUs that have it, fp16 on those that do not
   (with a GradScaler in training), fp32 on CPU and MPS. `autocast(device, dtype)` is the one autocast
-  context of the repo; float32 (or None) means no autocast.
+  context of the repo; float32 (or None) means no autocast. The optional CUDA extras: float8 Linear layers
+  (`convert_to_fp8`, torchao) and liger-kernel's fused output layer + loss (`liger_linear_cross_entropy`).
 - RNG: `rng_state()` / `set_rng_state()` carry every generator of a process (torch, CUDA, NumPy, Python) as
   tensors and plain types, so checkpoints that hold them load with weights_only=True.
 - Peaks and MFU: dense bf16 tensor-core peaks per GPU (TF32 = half for fp32 runs), a rough estimate on CPU.
@@ -195,8 +196,39 @@ def set_rng_state(state: dict) -> None:
 
 def use_fused_loss(setting: str, device_type: str) -> bool:
     """fused_loss=auto: the chunked output layer + loss on CPU (memory-bound there); on accelerators the
-    (compiled) full-logits path, which is the well-trodden fast one."""
-    return setting == "on" or (setting == "auto" and device_type == "cpu")
+    (compiled) full-logits path, which is the well-trodden fast one. on / liger: fused everywhere."""
+    return setting in ("on", "liger") or (setting == "auto" and device_type == "cpu")
+
+
+def convert_to_fp8(model: torch.nn.Module, include_head: bool) -> int:
+    """Swap the model's Linear layers for torchao's Float8Linear (dynamic tensorwise scaling: matmuls in
+    float8 on the tensor cores, master weights and parameter names unchanged, so checkpoints stay plain).
+    The output layer only with include_head (its logits are the most precision-sensitive product); layers
+    whose sizes are not multiples of 16 (what float8 matmuls need) stay as they are. Returns how many swapped."""
+    from torchao.float8 import convert_to_float8_training  # optional (CUDA); config.check_gpu_extras said if missing
+
+    def wanted(module: torch.nn.Module, name: str) -> bool:
+        sizes_ok = module.in_features % 16 == 0 and module.out_features % 16 == 0
+        return isinstance(module, torch.nn.Linear) and sizes_ok and (include_head or name != "lm_head")
+
+    before = sum(type(m) is torch.nn.Linear for m in model.modules())
+    convert_to_float8_training(model, module_filter_fn=wanted)
+    return before - sum(type(m) is torch.nn.Linear for m in model.modules())
+
+
+def fp8_note(fp8: str) -> str:
+    """For headers next to the dtype: float8 runs still count MFU against the dense bf16 peak."""
+    return "" if fp8 == "off" else f" + fp8 ({fp8} Linear layers; MFU against the bf16 peak)"
+
+
+def liger_linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int,
+                               softcap: float = 0.0) -> torch.Tensor:
+    """model.linear_cross_entropy's contract (mean loss over targets >= 0, padded weight rows excluded) through
+    liger-kernel's Triton fused linear + cross-entropy (CUDA). Under autocast its matmuls take the autocast
+    dtype; the weight gradient accumulates in float32."""
+    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy  # optional (CUDA)
+    return liger_fused_linear_cross_entropy(x.reshape(-1, x.size(-1)), weight[:vocab_size], targets.reshape(-1),
+                                            ignore_index=-1, softcap=softcap or None, accum_dtype=torch.float32)
 
 
 def resolve_dtype(dtype: str | None, device_type: str) -> str:

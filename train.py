@@ -34,8 +34,8 @@ import export_hf
 import optim
 import parallel
 import runtime
-from config import (SECTIONS, ConfigError, TrainConfig, check_data, check_optimizer_available, grad_accum_steps,
-                    help_text, load_config)
+from config import (SECTIONS, ConfigError, TrainConfig, check_data, check_gpu_extras, check_optimizer_available,
+                    grad_accum_steps, help_text, load_config)
 from model import GPT
 from runtime import DistInfo
 
@@ -168,8 +168,11 @@ def build_model(cfg: TrainConfig) -> GPT:
 
 
 def place_model(raw: GPT, cfg: TrainConfig, device: str, dtype: str, distributed: bool) -> bool:
-    """Activation checkpointing if asked, then FSDP sharding (parallelism=fsdp with a process group; block by
-    block onto the device, so it never holds a full copy) or a move to the device. Returns whether sharded."""
+    """float8 Linear layers if asked, activation checkpointing if asked, then FSDP sharding (parallelism=fsdp
+    with a process group; block by block onto the device, so it never holds a full copy) or a move to the
+    device. Returns whether sharded."""
+    if cfg.run.fp8 != "off":
+        runtime.convert_to_fp8(raw, include_head=cfg.run.fp8 == "all")
     if cfg.run.activation_checkpointing == "block":
         parallel.apply_activation_checkpointing(raw)
     if distributed and cfg.run.parallelism == "fsdp":
@@ -268,9 +271,12 @@ class Stepper:
             raise ConfigError("parallelism=fsdp needs bfloat16 or float32 and this GPU has no bf16 (dtype=auto "
                               "picked float16); use --parallelism=ddp or --dtype=float32")
         self.fused_loss = runtime.use_fused_loss(cfg.run.fused_loss, self.device_type)
+        check_gpu_extras(cfg, self.device, self.fused_loss)
         runtime.enable_tf32(self.device)
         torch.manual_seed(cfg.run.seed)  # identical init on every rank
         self.raw_model = build_model(cfg)
+        if cfg.run.fused_loss == "liger":
+            self.raw_model.fused_loss_fn = runtime.liger_linear_cross_entropy
         self.fsdp = place_model(self.raw_model, cfg, self.device, self.dtype, distributed=info.distributed)
         self.optimizers = optim.build_optimizers(self.raw_model, cfg, self.device_type)
         self.peak_lrs = optim.peak_lrs(self.optimizers)
@@ -568,7 +574,8 @@ class Trainer(Stepper):
         self.print(json.dumps({name: asdict(getattr(cfg, name)) for name in SECTIONS}, indent=1))
         self.print(
             f"git {git_commit()} | python {platform.python_version()} torch {torch.__version__} numpy {np.__version__}\n"
-            f"device {self.device} x{info.world_size} ranks | dtype {self.dtype} | compile {cfg.run.compile} | "
+            f"device {self.device} x{info.world_size} ranks | dtype {self.dtype}{runtime.fp8_note(cfg.run.fp8)} | "
+            f"compile {cfg.run.compile} | "
             f"peak {peak / 1e12:.2f} TFLOP/s per device ({peak_src})\n"
             f"params {self.raw_model.num_params(non_embedding=False):,} total, {self.raw_model.num_params():,} "
             f"non-embedding | tokens/step {tokens:,} = {cfg.data.batch_size} "

@@ -1,6 +1,7 @@
 """GPU checks, skipped without CUDA: bf16 and fp16 + GradScaler training, flash attention, torch.compile,
-the KV cache and the fused loss on CUDA, and NCCL DDP / FSDP2 (bf16 mixed precision, compiled too) on the
-GPUs there are. CI has no GPU; run these on one with `python -m pytest -q tests/test_gpu.py`.
+the KV cache and the fused loss on CUDA, float8 training (torchao) and liger's fused loss where installed,
+and NCCL DDP / FSDP2 (bf16 mixed precision, compiled too) on the GPUs there are. CI has no GPU; run these
+on one with `python -m pytest -q tests/test_gpu.py`.
 """
 import math
 
@@ -9,6 +10,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import bench
+import runtime
 import train
 from checkpoint import load_checkpoint, resolve_checkpoint
 from model import GPT, GPTConfig
@@ -148,6 +150,56 @@ def test_fused_loss_training_matches_full_logits_on_cuda(char_data, tmp_path):
     train.train(tiny(char_data, tmp_path / "fused", fused_loss="on", **over))
     for a, b in zip(rows(tmp_path / "full"), rows(tmp_path / "fused")):
         assert b["loss"] == pytest.approx(a["loss"], rel=2e-3)   # TF32 matmuls in both runs
+
+
+# ----------------------------------------------------------------------------- optional extras: fp8, liger
+
+def needs_float8_gpu():
+    pytest.importorskip("torchao")
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("float8 needs compute capability 8.9+ (Ada, Hopper)")
+
+
+@pytest.mark.parametrize("fp8", ["linear", "all"])
+def test_fp8_training_tracks_bf16_on_cuda(char_data, tmp_path, fp8):
+    """torchao float8 Linear layers, compiled, against the same bf16 run: the same curve within a few percent;
+    its checkpoint holds plain names and samples (batch-1 decode through the float8 layers) at each eval."""
+    needs_float8_gpu()
+    over = gpu_args(dtype="bfloat16", compile=True, n_embd=128, n_head=4, max_iters=60, eval_interval=30,
+                    sample_tokens=16, fused_loss="off")
+    train.train(tiny(char_data, tmp_path / "bf16", **over))
+    train.train(tiny(char_data, tmp_path / "fp8", fp8=fp8, **over))
+    ref, low = rows(tmp_path / "bf16", "eval"), rows(tmp_path / "fp8", "eval")
+    assert low[-1]["val_loss"] < low[0]["val_loss"] - 1.0
+    assert low[-1]["val_loss"] == pytest.approx(ref[-1]["val_loss"], rel=0.03)
+    ckpt = load_checkpoint(resolve_checkpoint(tmp_path / "fp8"))
+    plain = GPT(GPTConfig(**ckpt["model_config"]))
+    plain.load_state_dict(ckpt["model"])                      # strict: the same names as a bf16 run's
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_liger_fused_loss_equals_full_logits_on_cuda(dtype):
+    pytest.importorskip("liger_kernel")
+    model = small_model(vocab_size=5000, pad_vocab_multiple=64, logit_softcap=15.0)
+    x, y = batch(model)
+    y[0, :7] = -1                                             # ignored positions
+    ref_loss, ref_grad = loss_and_grad(model, x, y, dtype, return_logits=True)
+    model.fused_loss_fn = runtime.liger_linear_cross_entropy
+    loss, grad = loss_and_grad(model, x, y, dtype, return_logits=False)
+    tol = 1e-4 if dtype is None else 1e-2
+    assert rel(loss, ref_loss) < tol and rel(grad, ref_grad) < 10 * tol
+
+
+def test_liger_training_matches_full_logits_on_cuda(char_data, tmp_path):
+    pytest.importorskip("liger_kernel")
+    over = gpu_args(dtype="float32", max_iters=10, eval_interval=10)
+    train.train(tiny(char_data, tmp_path / "full", fused_loss="off", **over))
+    train.train(tiny(char_data, tmp_path / "liger", fused_loss="liger", **over))
+    for a, b in zip(rows(tmp_path / "full"), rows(tmp_path / "liger")):
+        assert b["loss"] == pytest.approx(a["loss"], rel=2e-3)
+    res = train.train(tiny(char_data, tmp_path / "compiled", fused_loss="liger",
+                           **gpu_args(dtype="bfloat16", compile=True, max_iters=20)))
+    assert math.isfinite(res["val_loss"])
 
 
 # ----------------------------------------------------------------------------- NCCL: DDP and FSDP2

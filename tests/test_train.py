@@ -26,8 +26,10 @@ import checkpoint
 import config
 import data as datalib
 import optim
+import runtime
 import train
 from checkpoint import load_checkpoint, resolve_checkpoint
+from model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -498,6 +500,101 @@ def test_adamw8bit_without_bitsandbytes_is_a_clear_error(char_data, tmp_path):
         pass
     with pytest.raises(config.ConfigError, match="pip install bitsandbytes"):
         train.train(tiny(char_data, tmp_path, optimizer="adamw8bit"))
+
+
+# ----------------------------------------------------------------------------- optional GPU extras (fp8, liger)
+
+def test_fp8_and_liger_on_cpu_are_clear_errors_before_training(char_data, tmp_path):
+    with pytest.raises(config.ConfigError, match="fp8=linear needs a CUDA GPU.*--fp8=off"):
+        train.train(tiny(char_data, tmp_path / "a", fp8="linear"))
+    with pytest.raises(config.ConfigError, match="fused_loss=liger .* on CUDA.*--fused_loss=on"):
+        train.train(tiny(char_data, tmp_path / "b", fused_loss="liger"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.fixture
+def fake_hopper(monkeypatch):
+    """CUDA device checks answered as an H100 would, and no optional package installed."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(config.importlib.util, "find_spec", lambda name: None)
+    return monkeypatch
+
+
+def test_gpu_extras_name_what_is_missing(fake_hopper):
+    def check(fused=False, **run):
+        cfg = config.load_config(None, [f"--{k}={v}" for k, v in run.items()])
+        config.check_gpu_extras(cfg, "cuda:0", fused)
+
+    check()                                                      # nothing asked: nothing checked
+    with pytest.raises(config.ConfigError, match="needs torchao.*pip install torchao"):
+        check(fp8="linear")
+    with pytest.raises(config.ConfigError, match="needs liger-kernel.*pip install liger-kernel"):
+        check(fused=True, fused_loss="liger")
+    fake_hopper.setattr(config.importlib.util, "find_spec", lambda name: object())
+    check(fp8="all")
+    with pytest.raises(config.ConfigError, match="fp8=all .*--fused_loss=off"):
+        check(fused=True, fp8="all")
+    fake_hopper.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    with pytest.raises(config.ConfigError, match="compute capability 8.9"):
+        check(fp8="linear")
+
+
+def tiny_gpt(**over):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**dict(block_size=32, vocab_size=200, n_layer=2, n_head=2, n_embd=32), **over}))
+
+
+@pytest.mark.parametrize("include_head", [False, True])
+def test_fp8_conversion_swaps_linears_keeps_names_ties_and_learns(include_head):
+    """torchao's float8 emulation runs on CPU too: the conversion itself is checked here, the speed and the
+    loss curve on a GPU (tests/test_gpu.py, scripts/gpu_checks.sh fp8)."""
+    pytest.importorskip("torchao")
+    model, plain = tiny_gpt(vocab_size=256), tiny_gpt(vocab_size=256)
+    names = list(model.state_dict())
+    swapped = runtime.convert_to_fp8(model, include_head=include_head)
+    assert swapped == 4 * 2 + include_head                       # c_attn, attn c_proj, c_fc, mlp c_proj per block
+    assert type(model.lm_head).__name__ == ("Float8Linear" if include_head else "Linear")
+    assert model.lm_head.weight is model.transformer.wte.weight  # still tied
+    assert list(model.state_dict()) == names                     # checkpoints stay plain
+    plain.load_state_dict(model.state_dict())
+    x = torch.randint(0, 256, (8, 33), generator=torch.Generator().manual_seed(1))
+    _, ref = plain(x[:, :-1], x[:, 1:])
+    _, loss = model(x[:, :-1], x[:, 1:])
+    assert loss.item() == pytest.approx(ref.item(), rel=0.02)    # float8 rounding, not a different model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(20):
+        _, loss = model(x[:, :-1], x[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < ref.item() - 1.0
+
+
+def test_liger_loss_keeps_the_fused_loss_contract(monkeypatch):
+    """The wrapper drops padded vocabulary rows and maps ignore_index and softcap; liger's own kernel (CUDA
+    only) is compared with the reference in tests/test_gpu.py. Here a stand-in computes what liger documents."""
+    seen = {}
+
+    def fake_liger(x, weight, target, ignore_index=-100, softcap=None, accum_dtype=None):
+        seen.update(rows=weight.shape[0], ignore_index=ignore_index, softcap=softcap)
+        logits = x @ weight.t()
+        logits = softcap * torch.tanh(logits / softcap) if softcap else logits
+        return torch.nn.functional.cross_entropy(logits, target, ignore_index=ignore_index)
+
+    functional = SimpleNamespace(liger_fused_linear_cross_entropy=fake_liger)
+    for name, mod in (("liger_kernel", SimpleNamespace()), ("liger_kernel.transformers", SimpleNamespace()),
+                      ("liger_kernel.transformers.functional", functional)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    model = tiny_gpt(vocab_size=200, pad_vocab_multiple=64, logit_softcap=15.0)   # 200 real rows of 256
+    x = torch.randint(0, 200, (4, 33), generator=torch.Generator().manual_seed(2))
+    y = x[:, 1:].clone()
+    y[0, :5] = -1                                                # ignored positions
+    _, ref = model(x[:, :-1], y)
+    model.fused_loss_fn = runtime.liger_linear_cross_entropy
+    _, loss = model(x[:, :-1], y, return_logits=False)
+    assert seen == dict(rows=200, ignore_index=-1, softcap=15.0)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- README
