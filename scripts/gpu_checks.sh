@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks recorded in docs/benchmarks.md and docs/multinode.md, in one go:
 #
-#   SHARED_DATA=../shared/data bash scripts/gpu_checks.sh [OUT_DIR] [tests|speed|memory ...]
+#   SHARED_DATA=../shared/data bash scripts/gpu_checks.sh [OUT_DIR] [tests|speed|extras|fp8curve|nanogpt|memory|eval ...]
 #
-# tests:  tests/test_gpu.py (bf16, fp16 + GradScaler, flash / memory-efficient attention, torch.compile,
-#         KV cache, fused loss, NCCL DDP and FSDP2 + compile) -- needs tinyshakespeare.txt and gpt2.tiktoken
-#         in SHARED_DATA
-# speed:  bench.py on gpt2_124m (bf16, compiled, flash attention) at micro-batch 16, 32 and 64 x 1024, and
-#         with the fused chunked loss at 32
-# memory: bench.py --memory on llama_style_350m: DDP vs FSDP, with and without activation checkpointing,
-#         on all GPUs here
-# eval:   evaluate.py --tasks core,-lambada on a gpt2_124m-sized model (random weights: the time is what counts;
-#         issue 13's goal is the whole suite in under 3 minutes) -- needs hellaswag_val.jsonl and evals/
+# tests:    tests/test_gpu.py (bf16, fp16 + GradScaler, flash / memory-efficient attention, torch.compile,
+#           KV cache, fused loss, fp8 and liger where installed, NCCL DDP and FSDP2 + compile) and the
+#           compiled FlexAttention test -- needs tinyshakespeare.txt and gpt2.tiktoken in SHARED_DATA
+# speed:    bench.py on gpt2_124m (bf16, compiled, flash attention) at micro-batch 16, 32 and 64 x 1024, and
+#           with the fused chunked loss at 32
+# extras:   the same at 64 x 1024 with fused_loss=liger, fp8=linear and fp8=all (torchao, liger-kernel)
+# fp8curve: gpt2_124m trained 300 steps on Tiny Shakespeare (GPT-2 BPE) in bf16 and with fp8=linear: the loss
+#           curves side by side (issue 16: fp8 must track bf16)
+# nanogpt:  scripts/nanogpt_side_by_side.sh (karpathy/nanoGPT's train.py vs ours, same model and batch) --
+#           needs NANOGPT_DIR, a nanoGPT checkout
+# memory:   bench.py --memory on llama_style_350m: DDP vs FSDP, with and without activation checkpointing,
+#           on all GPUs here
+# eval:     evaluate.py --tasks core,-lambada on a gpt2_124m-sized model (random weights: the time is what counts;
+#           issue 13's goal is the whole suite in under 3 minutes) -- needs hellaswag_val.jsonl and evals/
+#
+# torchao and liger-kernel are optional (requirements-gpu.txt); on a machine without a package index, install
+# their wheels into a folder and put it on PYTHONPATH first (docs/benchmarks.md, "GPU extras").
 set -uo pipefail
 out=${1:-out/gpu_checks}; shift || true
-parts=${*:-tests speed memory eval}
+parts=${*:-tests speed extras fp8curve nanogpt memory eval}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
@@ -29,6 +37,28 @@ for part in $parts; do
            done
            python bench.py configs/gpt2_124m.py --steps 30 --warmup 5 --batch_size=32 --fused_loss=on 2>&1 \
              | tee -a "$out/speed.txt" ;;
+    extras) for variant in --fused_loss=liger --fp8=linear "--fp8=all --fused_loss=off"; do
+              python bench.py configs/gpt2_124m.py --steps 30 --warmup 5 --batch_size=64 $variant 2>&1 \
+                | tee -a "$out/extras.txt"
+            done ;;
+    fp8curve) python prepare_data.py shakespeare --input "$SHARED_DATA/tinyshakespeare.txt" --tokenizer gpt2 \
+                --tiktoken-file "$SHARED_DATA/gpt2.tiktoken" --out "$out/shakespeare" > /dev/null
+              for fp8 in off linear; do
+                python train.py configs/gpt2_124m.py --data_dir="$out/shakespeare" --out_dir="$out/fp8_$fp8" \
+                  --overwrite --fp8=$fp8 --batch_size=16 --total_batch_size=0 --max_iters=300 --lr_decay_iters=300 \
+                  --warmup_iters=30 --eval_interval=50 --eval_iters=10 --tasks_interval=0 --sample_tokens=0 \
+                  --log_interval=10 --keep_last=1 2>&1 | tail -n 3
+              done
+              python -c "
+import json, sys
+runs = {f: [r for r in map(json.loads, open(f'{sys.argv[1]}/fp8_{f}/metrics.jsonl')) if r['type'] == 'eval']
+        for f in ('off', 'linear')}
+print('step  val bf16  val fp8  rel. diff')
+for a, b in zip(runs['off'], runs['linear']):
+    print(f\"{a['step']:4d}  {a['val_loss']:8.4f}  {b['val_loss']:7.4f}  {b['val_loss'] / a['val_loss'] - 1:+.2%}\")
+" "$out" 2>&1 | tee "$out/fp8curve.txt" ;;
+    nanogpt) bash scripts/nanogpt_side_by_side.sh "${NANOGPT_DIR:?set NANOGPT_DIR to a nanoGPT checkout}" \
+               "$out/side_by_side" 16 60 2>&1 | tail -n 4 | tee "$out/nanogpt.txt" ;;
     memory) python bench.py configs/llama_style_350m.py --memory --steps 10 --warmup 3 --batch_size=8 \
               --compile=False --json "$out/memory_350m.json" 2>&1 | tee "$out/memory.txt" ;;
     eval) python -c "
@@ -41,6 +71,6 @@ torch.save({'format': 1, 'model_config': dataclasses.asdict(cfg), 'model': GPT(c
 " "$out/random_124m" && HELLASWAG_FILE="$SHARED_DATA/hellaswag_val.jsonl" /usr/bin/time -v python evaluate.py \
             --ckpt "$out/random_124m" --tasks core,-lambada --data-dir "$SHARED_DATA/evals" --quiet \
             --tiktoken-file "$SHARED_DATA/gpt2.tiktoken" --out "$out/eval_core.json" 2>&1 | tee "$out/eval.txt" ;;
-    *) echo "unknown part $part (tests, speed, memory, eval)"; exit 2 ;;
+    *) echo "unknown part $part (tests, speed, extras, fp8curve, nanogpt, memory, eval)"; exit 2 ;;
   esac
 done
