@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks recorded in docs/benchmarks.md and docs/multinode.md, in one go:
 #
-#   SHARED_DATA=../shared/data bash scripts/gpu_checks.sh [OUT_DIR] [tests|speed|extras|fp8curve|nanogpt|memory|eval ...]
+#   SHARED_DATA=../shared/data bash scripts/gpu_checks.sh [OUT_DIR] [tests|speed|extras|modes|fp8curve|nanogpt|memory|eval ...]
 #
 # tests:    tests/test_gpu.py (bf16, fp16 + GradScaler, flash / memory-efficient attention, torch.compile,
 #           KV cache, fused loss, fp8 and liger where installed, NCCL DDP and FSDP2 + compile) and the
@@ -9,6 +9,8 @@
 # speed:    bench.py on gpt2_124m (bf16, compiled, flash attention) at micro-batch 16, 32 and 64 x 1024, and
 #           with the fused chunked loss at 32
 # extras:   the same at 64 x 1024 with fused_loss=liger, fp8=linear and fp8=all (torchao, liger-kernel)
+# modes:    the same at 64 x 1024 with compile_mode reduce-overhead and max-autotune-no-cudagraphs (slow to
+#           compile; not in the default list)
 # fp8curve: gpt2_124m trained 300 steps on Tiny Shakespeare (GPT-2 BPE) in bf16 and with fp8=linear: the loss
 #           curves side by side (issue 16: fp8 must track bf16)
 # nanogpt:  scripts/nanogpt_side_by_side.sh (karpathy/nanoGPT's train.py vs ours, same model and batch) --
@@ -41,6 +43,10 @@ for part in $parts; do
               python bench.py configs/gpt2_124m.py --steps 30 --warmup 5 --batch_size=64 $variant 2>&1 \
                 | tee -a "$out/extras.txt"
             done ;;
+    modes) for mode in reduce-overhead max-autotune-no-cudagraphs; do   # CUDA graphs; Triton matmul templates
+             timeout 600 python bench.py configs/gpt2_124m.py --steps 30 --warmup 5 --batch_size=64 \
+               --compile_mode=$mode 2>&1 | tee -a "$out/modes.txt"
+           done ;;
     fp8curve) python prepare_data.py shakespeare --input "$SHARED_DATA/tinyshakespeare.txt" --tokenizer gpt2 \
                 --tiktoken-file "$SHARED_DATA/gpt2.tiktoken" --out "$out/shakespeare" > /dev/null
               for fp8 in off linear; do
@@ -71,6 +77,6 @@ torch.save({'format': 1, 'model_config': dataclasses.asdict(cfg), 'model': GPT(c
 " "$out/random_124m" && HELLASWAG_FILE="$SHARED_DATA/hellaswag_val.jsonl" /usr/bin/time -v python evaluate.py \
             --ckpt "$out/random_124m" --tasks core,-lambada --data-dir "$SHARED_DATA/evals" --quiet \
             --tiktoken-file "$SHARED_DATA/gpt2.tiktoken" --out "$out/eval_core.json" 2>&1 | tee "$out/eval.txt" ;;
-    *) echo "unknown part $part (tests, speed, extras, fp8curve, nanogpt, memory, eval)"; exit 2 ;;
+    *) echo "unknown part $part (tests, speed, extras, modes, fp8curve, nanogpt, memory, eval)"; exit 2 ;;
   esac
 done
