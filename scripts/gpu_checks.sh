@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks recorded in docs/benchmarks.md and docs/multinode.md, in one go:
 #
-#   SHARED_DATA=../shared/data bash scripts/gpu_checks.sh [OUT_DIR] [tests|speed|extras|modes|fp8curve|nanogpt|memory|eval ...]
+#   SHARED_DATA=../shared/data bash scripts/gpu_checks.sh [OUT_DIR] [tests|speed|extras|modes|fp8curve|quality|nanogpt|memory|eval ...]
 #
 # tests:    tests/test_gpu.py (bf16, fp16 + GradScaler, flash / memory-efficient attention, torch.compile,
 #           KV cache, fused loss, fp8 and liger where installed, NCCL DDP and FSDP2 + compile) and the
@@ -13,6 +13,9 @@
 #           compile; not in the default list)
 # fp8curve: gpt2_124m trained 300 steps on Tiny Shakespeare (GPT-2 BPE) in bf16 and with fp8=linear: the loss
 #           curves side by side (issue 16: fp8 must track bf16)
+# quality:  issue 15's quality per token at 124M: gpt2_124m and speedrun_124m on the same 200 x 16 x 1024 tokens
+#           of QUALITY_DATA (prepared shards with document markers, e.g. scripts/offline_corpus.py's corpus
+#           where FineWeb cannot be reached), validation loss side by side
 # nanogpt:  scripts/nanogpt_side_by_side.sh (karpathy/nanoGPT's train.py vs ours, same model and batch) --
 #           needs NANOGPT_DIR, a nanoGPT checkout
 # memory:   bench.py --memory on llama_style_350m: DDP vs FSDP, with and without activation checkpointing,
@@ -24,7 +27,7 @@
 # their wheels into a folder and put it on PYTHONPATH first (docs/benchmarks.md, "GPU extras").
 set -uo pipefail
 out=${1:-out/gpu_checks}; shift || true
-parts=${*:-tests speed extras fp8curve nanogpt memory eval}
+parts=${*:-tests speed extras fp8curve quality nanogpt memory eval}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
@@ -63,6 +66,21 @@ print('step  val bf16  val fp8  rel. diff')
 for a, b in zip(runs['off'], runs['linear']):
     print(f\"{a['step']:4d}  {a['val_loss']:8.4f}  {b['val_loss']:7.4f}  {b['val_loss'] / a['val_loss'] - 1:+.2%}\")
 " "$out" 2>&1 | tee "$out/fp8curve.txt" ;;
+    quality) for preset in gpt2_124m speedrun_124m; do     # the same 200 x 16 x 1024 tokens, schedules compressed
+               python train.py configs/$preset.py --data_dir="${QUALITY_DATA:?set QUALITY_DATA to prepared shards}" \
+                 --out_dir="$out/quality_$preset" --overwrite --block_size=1024 --batch_size=16 --total_batch_size=0 \
+                 --max_iters=200 --lr_decay_iters=200 --warmup_iters=$([ $preset = gpt2_124m ] && echo 20 || echo 0) \
+                 $([ $preset = speedrun_124m ] && echo --muon_momentum_warmup=40) --eval_interval=50 --eval_iters=15 \
+                 --tasks_interval=0 --sample_tokens=0 --log_interval=25 --keep_last=1 2>&1 | tail -n 3
+             done
+             python -c "
+import json, sys
+runs = [[r for r in map(json.loads, open(f'{sys.argv[1]}/quality_{p}/metrics.jsonl')) if r['type'] == 'eval']
+        for p in ('gpt2_124m', 'speedrun_124m')]
+print('step  val gpt2_124m  val speedrun_124m  rel. diff')
+for a, b in zip(*runs):
+    print(f\"{a['step']:4d}  {a['val_loss']:13.4f}  {b['val_loss']:17.4f}  {b['val_loss'] / a['val_loss'] - 1:+.2%}\")
+" "$out" 2>&1 | tee "$out/quality.txt" ;;
     nanogpt) bash scripts/nanogpt_side_by_side.sh "${NANOGPT_DIR:?set NANOGPT_DIR to a nanoGPT checkout}" \
                "$out/side_by_side" 16 60 2>&1 | tail -n 4 | tee "$out/nanogpt.txt" ;;
     memory) python bench.py configs/llama_style_350m.py --memory --steps 10 --warmup 3 --batch_size=8 \
@@ -77,6 +95,6 @@ torch.save({'format': 1, 'model_config': dataclasses.asdict(cfg), 'model': GPT(c
 " "$out/random_124m" && HELLASWAG_FILE="$SHARED_DATA/hellaswag_val.jsonl" /usr/bin/time -v python evaluate.py \
             --ckpt "$out/random_124m" --tasks core,-lambada --data-dir "$SHARED_DATA/evals" --quiet \
             --tiktoken-file "$SHARED_DATA/gpt2.tiktoken" --out "$out/eval_core.json" 2>&1 | tee "$out/eval.txt" ;;
-    *) echo "unknown part $part (tests, speed, extras, modes, fp8curve, nanogpt, memory, eval)"; exit 2 ;;
+    *) echo "unknown part $part (tests, speed, extras, modes, fp8curve, quality, nanogpt, memory, eval)"; exit 2 ;;
   esac
 done

@@ -10,6 +10,7 @@ import torch
 import config
 import data
 import prepare_data
+from scripts import offline_corpus
 
 TRICKY = "First Citizen:\n\n  Before   we proceed\tany further,\n hear me speak.  \n\n\nÄ ü ☃ done\n"
 
@@ -525,3 +526,16 @@ def test_document_start_id_follows_the_boundary(tmp_path, sp_tok, gpt2):
     (tmp_path / "meta.json").write_text(json.dumps({"boundary": "none"}))
     with pytest.raises(config.ConfigError, match="meta.json says boundary=none"):
         config.check_documents(tmp_path, gpt2)
+
+
+def test_offline_corpus_has_a_document_per_paragraph_and_row_with_only_the_gold_ending(tmp_path):
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\nBefore we proceed.\n\nAll:\nSpeak, speak.\n")
+    hs = {"ind": 1, "ctx": "A man sits down.", "label": 1, "endings": ["He flies.", "He reads.", "He swims."]}
+    (tmp_path / "hellaswag_val.jsonl").write_text(json.dumps(hs) + "\n")
+    piqa = {"goal": "Open a jar", "sol1": "twist the lid\u2028firmly", "sol2": "x", "label": 0, "tags": ["a b", 3]}
+    (tmp_path / "evals" / "piqa_validation.jsonl").write_text(json.dumps(piqa, ensure_ascii=False) + "\n")
+    offline_corpus.main([str(tmp_path), str(tmp_path / "corpus.txt")])
+    docs = (tmp_path / "corpus.txt").read_text().strip().split("\n\n")
+    assert docs == ["First Citizen: Before we proceed.", "All: Speak, speak.", "A man sits down. He reads.",
+                    "Open a jar twist the lid firmly a b"]
