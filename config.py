@@ -55,6 +55,7 @@ class OptimConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0                 # max global grad norm (0 = no clipping)
+    label_smoothing: float = 0.0           # training target (1 - eps) one-hot + eps uniform; logged train loss includes it
     muon_lr: float = 0.02                  # optimizer=muon: peak lr of the hidden 2-D matrices
     muon_momentum: float = 0.95            # optimizer=muon: Muon's (final) momentum
     muon_momentum_start: float = 0.85      # optimizer=muon: momentum at step 0 of the warm-up
@@ -273,7 +274,7 @@ def validate(cfg: TrainConfig) -> None:
         if flat[key] < 0:
             raise ConfigError(f"{key}={flat[key]} must be >= 0")
     for key in ("warmup_start_ratio", "lr_hold_frac", "min_lr_ratio", "cooldown_frac", "seq_len_warmup_frac",
-                "batch_warmup_frac"):
+                "batch_warmup_frac", "label_smoothing"):
         if not 0.0 <= flat[key] <= 1.0:
             raise ConfigError(f"{key}={flat[key]} must be a fraction in [0, 1]")
     for key in ("learning_rate", "muon_lr", "eps"):

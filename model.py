@@ -571,14 +571,15 @@ class LinearCrossEntropy(torch.autograd.Function):
     at most GROUP_ELEMENTS of them), since every weight-gradient matmul adds a full (vocab, C) update.
     Matmuls run in compute_dtype (bf16 under autocast); softmax and the loss in float32 (float64 for
     float64 inputs). Rows with target -1 are ignored; padded weight rows (>= vocab_size) get zero
-    gradient. With no counted row the loss is 0 (F.cross_entropy would give nan).
+    gradient. With no counted row the loss is 0 (F.cross_entropy would give nan). label_smoothing eps: the
+    target is (1 - eps) one-hot + eps uniform over the real vocabulary, as F.cross_entropy's.
     """
     GROUP_ELEMENTS = 2 ** 26
 
     @staticmethod
     def forward(ctx, x, weight, targets, vocab_size: int, chunk: int, compute_dtype: torch.dtype, need_grad: bool,
-                softcap: float = 0.0):
-        N, V = x.size(0), vocab_size
+                softcap: float = 0.0, label_smoothing: float = 0.0):
+        N, V, eps = x.size(0), vocab_size, label_smoothing
         grad_x_needed = need_grad and ctx.needs_input_grad[0]
         grad_w_needed = need_grad and ctx.needs_input_grad[1]
         acc_dtype = torch.promote_types(x.dtype, torch.float32)
@@ -606,6 +607,8 @@ class LinearCrossEntropy(torch.autograd.Function):
                 slope = 1 - probs.square() if dlogits_buf is not None else None
                 probs.mul_(softcap)
             target_logit = probs.gather(1, tc).squeeze(1)
+            if eps:                                                   # the uniform part's logit: the row mean
+                target_logit = (1 - eps) * target_logit + eps * probs.mean(dim=1)
             row_max = probs.amax(dim=1, keepdim=True)
             probs.sub_(row_max).exp_()                                # unnormalised probabilities
             z = probs.sum(dim=1)
@@ -614,7 +617,9 @@ class LinearCrossEntropy(torch.autograd.Function):
                 continue
             weight_row = vc.to(acc_dtype) / n                         # d loss / d row-loss (0 if ignored)
             probs.mul_((weight_row / z)[:, None])
-            probs.scatter_add_(1, tc, -weight_row[:, None])           # (softmax - one_hot) / n
+            probs.scatter_add_(1, tc, -(1 - eps) * weight_row[:, None])  # (softmax - smoothed target) / n
+            if eps:
+                probs.sub_((eps / V * weight_row)[:, None])
             if softcap:
                 probs.mul_(slope)                                     # through the cap, to the raw logits
             g0 = s // group * group                                   # first row of this group
@@ -637,16 +642,16 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_x, grad_w = ctx.saved_tensors
         if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:  # the usual case: skip two passes
-            return grad_x, grad_w, None, None, None, None, None, None
+            return grad_x, grad_w, None, None, None, None, None, None, None
         gx = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
         gw = grad_w * grad_loss.to(grad_w.dtype) if grad_w is not None else None
-        return gx, gw, None, None, None, None, None, None
+        return gx, gw, None, None, None, None, None, None, None
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int,
-                         chunk: int = 128, softcap: float = 0.0) -> torch.Tensor:
-    """F.cross_entropy(x @ weight[:vocab_size].T, targets, ignore_index=-1) without materialising the logits
-    (softcap > 0: of softcap * tanh(logits / softcap)).
+                         chunk: int = 128, softcap: float = 0.0, label_smoothing: float = 0.0) -> torch.Tensor:
+    """F.cross_entropy(x @ weight[:vocab_size].T, targets, ignore_index=-1, label_smoothing=label_smoothing)
+    without materialising the logits (softcap > 0: of softcap * tanh(logits / softcap)).
 
     x (..., C), weight (V_padded, C), targets (...). Under autocast the matmuls use the autocast dtype.
     """
@@ -655,7 +660,7 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     with torch.autocast(dev, enabled=False):
         return LinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), vocab_size,
-                                        chunk, compute_dtype, need_grad, softcap)
+                                        chunk, compute_dtype, need_grad, softcap, label_smoothing)
 
 
 class SoftCap(nn.Module):
@@ -762,20 +767,25 @@ class GPT(nn.Module):
             return logits
         return logits[..., :self.config.vocab_size]
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_logits: bool = True):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_logits: bool = True,
+                label_smoothing: float = 0.0):
         """idx (B, T) -> logits (B, T, vocab_size) and mean cross-entropy over real ids (or None).
 
         With targets and return_logits=False the output layer and the loss are fused (see
         linear_cross_entropy): much faster and leaner for large vocabularies; returns (None, loss).
+        label_smoothing (training only): targets (1 - eps) one-hot + eps uniform over the real vocabulary.
         """
         x = self.hidden_states(idx)
         V = self.config.vocab_size
         if targets is not None and not return_logits:
-            return None, self.fused_loss_fn(x, self.lm_head.weight, targets, V, softcap=self.config.logit_softcap)
+            return None, self.fused_loss_fn(x, self.lm_head.weight, targets, V, softcap=self.config.logit_softcap,
+                                            label_smoothing=label_smoothing)
         logits = self.output_logits(x, padded=True)          # CE over the contiguous padded width: cheaper
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            scored = logits[..., :V] if label_smoothing else logits  # (smoothing must not reach the -inf padding)
+            loss = F.cross_entropy(scored.reshape(-1, scored.size(-1)), targets.reshape(-1), ignore_index=-1,
+                                   label_smoothing=label_smoothing)
         return logits[..., :V], loss
 
     def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:

@@ -222,13 +222,14 @@ def fp8_note(fp8: str) -> str:
 
 
 def liger_linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int,
-                               softcap: float = 0.0) -> torch.Tensor:
+                               softcap: float = 0.0, label_smoothing: float = 0.0) -> torch.Tensor:
     """model.linear_cross_entropy's contract (mean loss over targets >= 0, padded weight rows excluded) through
     liger-kernel's Triton fused linear + cross-entropy (CUDA). Under autocast its matmuls take the autocast
     dtype; the weight gradient accumulates in float32."""
     from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy  # optional (CUDA)
     return liger_fused_linear_cross_entropy(x.reshape(-1, x.size(-1)), weight[:vocab_size], targets.reshape(-1),
-                                            ignore_index=-1, softcap=softcap or None, accum_dtype=torch.float32)
+                                            ignore_index=-1, softcap=softcap or None, accum_dtype=torch.float32,
+                                            label_smoothing=label_smoothing)
 
 
 def resolve_dtype(dtype: str | None, device_type: str) -> str:

@@ -309,7 +309,8 @@ class Stepper:
             parallel.set_micro_step(self.raw_model, last)  # FSDP: communicate on the last micro-step only
             with contextlib.nullcontext() if last or not self.is_ddp else self.ddp_model.no_sync():
                 with self.autocast():
-                    _, loss = self.ddp_model(x, y, return_logits=not self.fused_loss)
+                    _, loss = self.ddp_model(x, y, return_logits=not self.fused_loss,
+                                             label_smoothing=self.cfg.optim.label_smoothing)
                 loss = loss / grad_accum
                 loss_sum += loss.detach()
                 self.scaler.scale(loss).backward()

@@ -455,15 +455,16 @@ def ce_problem(dtype, N=45, C=16, V=70, V_padded=80, seed=0):
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("chunk,group_chunks", [(8, 1), (8, 2), (16, 100), (1000, 1)])  # ragged chunks/groups
 @pytest.mark.parametrize("softcap", [0.0, 3.0])  # 3.0: the logits (std ~4) are well into tanh's bend
-def test_linear_cross_entropy_equals_reference(dtype, tol, chunk, group_chunks, softcap, monkeypatch):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_linear_cross_entropy_equals_reference(dtype, tol, chunk, group_chunks, softcap, smoothing, monkeypatch):
     x, w, t, V = ce_problem(dtype)
     monkeypatch.setattr(model_mod.LinearCrossEntropy, "GROUP_ELEMENTS", V * chunk * group_chunks)
     logits = x @ w[:V].t()
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
-    ref = F.cross_entropy(logits, t, ignore_index=-1)
+    ref = F.cross_entropy(logits, t, ignore_index=-1, label_smoothing=smoothing)
     ref_gx, ref_gw = torch.autograd.grad(ref * 1.7, (x, w))
-    got = model_mod.linear_cross_entropy(x, w, t, V, chunk=chunk, softcap=softcap)
+    got = model_mod.linear_cross_entropy(x, w, t, V, chunk=chunk, softcap=softcap, label_smoothing=smoothing)
     gx, gw = torch.autograd.grad(got * 1.7, (x, w))
     assert got.dtype == dtype
     torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
@@ -839,3 +840,16 @@ def test_num_params_and_flops_with_speedrun_toggles():
     per_key = 12 * 8 * 8                                            # 12 * H * hd per key per layer
     assert windowed.flops_per_token(16) == plain.flops_per_token(16) - per_key * ((16 - 4) * 3 + (16 - 10))
     assert windowed.flops_per_token(2) == plain.flops_per_token(2)   # windows longer than T change nothing
+
+
+def test_label_smoothing_in_both_loss_paths_equals_torch_over_the_real_vocabulary():
+    """Smoothing spreads eps over the real ids only: the padded columns (-inf) must not enter it."""
+    model = GPT(GPTConfig(block_size=16, vocab_size=100, pad_vocab_multiple=64, n_layer=1, n_head=2, n_embd=16))
+    x = torch.randint(0, 100, (3, 17), generator=torch.Generator().manual_seed(0))
+    logits, plain = model(x[:, :-1], x[:, 1:])
+    ref = F.cross_entropy(logits.reshape(-1, 100), x[:, 1:].reshape(-1), label_smoothing=0.1)
+    _, full = model(x[:, :-1], x[:, 1:], label_smoothing=0.1)
+    _, fused = model(x[:, :-1], x[:, 1:], return_logits=False, label_smoothing=0.1)
+    assert torch.isfinite(full) and full.item() != pytest.approx(plain.item())
+    torch.testing.assert_close(full, ref)
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)

@@ -502,6 +502,17 @@ def test_adamw8bit_without_bitsandbytes_is_a_clear_error(char_data, tmp_path):
         train.train(tiny(char_data, tmp_path, optimizer="adamw8bit"))
 
 
+def test_label_smoothing_changes_the_training_loss_but_never_the_validation_loss(char_data, tmp_path):
+    train.train(tiny(char_data, tmp_path / "plain", max_iters=1, eval_interval=1))
+    train.train(tiny(char_data, tmp_path / "smooth", max_iters=1, eval_interval=1, label_smoothing=0.2))
+    plain, smooth = rows(tmp_path / "plain", "eval"), rows(tmp_path / "smooth", "eval")
+    assert smooth[0]["val_loss"] == plain[0]["val_loss"]          # step 0: same weights, unsmoothed metric
+    first_plain, first_smooth = rows(tmp_path / "plain")[0]["loss"], rows(tmp_path / "smooth")[0]["loss"]
+    assert abs(first_smooth - first_plain) > 1e-4                 # the same weights and batch, another objective
+    with pytest.raises(config.ConfigError, match="label_smoothing=1.5 must be a fraction"):
+        tiny(char_data, tmp_path / "bad", label_smoothing=1.5)
+
+
 # ----------------------------------------------------------------------------- optional GPU extras (fp8, liger)
 
 def test_fp8_and_liger_on_cpu_are_clear_errors_before_training(char_data, tmp_path):
@@ -576,11 +587,12 @@ def test_liger_loss_keeps_the_fused_loss_contract(monkeypatch):
     only) is compared with the reference in tests/test_gpu.py. Here a stand-in computes what liger documents."""
     seen = {}
 
-    def fake_liger(x, weight, target, ignore_index=-100, softcap=None, accum_dtype=None):
-        seen.update(rows=weight.shape[0], ignore_index=ignore_index, softcap=softcap)
+    def fake_liger(x, weight, target, ignore_index=-100, softcap=None, accum_dtype=None, label_smoothing=0.0):
+        seen.update(rows=weight.shape[0], ignore_index=ignore_index, softcap=softcap, smoothing=label_smoothing)
         logits = x @ weight.t()
         logits = softcap * torch.tanh(logits / softcap) if softcap else logits
-        return torch.nn.functional.cross_entropy(logits, target, ignore_index=ignore_index)
+        return torch.nn.functional.cross_entropy(logits, target, ignore_index=ignore_index,
+                                                 label_smoothing=label_smoothing)
 
     functional = SimpleNamespace(liger_fused_linear_cross_entropy=fake_liger)
     for name, mod in (("liger_kernel", SimpleNamespace()), ("liger_kernel.transformers", SimpleNamespace()),
@@ -590,10 +602,10 @@ def test_liger_loss_keeps_the_fused_loss_contract(monkeypatch):
     x = torch.randint(0, 200, (4, 33), generator=torch.Generator().manual_seed(2))
     y = x[:, 1:].clone()
     y[0, :5] = -1                                                # ignored positions
-    _, ref = model(x[:, :-1], y)
+    _, ref = model(x[:, :-1], y, label_smoothing=0.1)
     model.fused_loss_fn = runtime.liger_linear_cross_entropy
-    _, loss = model(x[:, :-1], y, return_logits=False)
-    assert seen == dict(rows=200, ignore_index=-1, softcap=15.0)
+    _, loss = model(x[:, :-1], y, return_logits=False, label_smoothing=0.1)
+    assert seen == dict(rows=200, ignore_index=-1, softcap=15.0, smoothing=0.1)
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
