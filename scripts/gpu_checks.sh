@@ -30,6 +30,7 @@ out=${1:-out/gpu_checks}; shift || true
 parts=${*:-tests speed extras fp8curve quality nanogpt memory eval}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+export TIKTOKEN_GPT2_FILE=${TIKTOKEN_GPT2_FILE:-${SHARED_DATA:-../shared/data}/gpt2.tiktoken}  # offline: the ranks file
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
   date -u; } 2>&1 | tee "$out/gpu.txt"
