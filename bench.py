@@ -328,6 +328,7 @@ def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
            # id 1 = sentencepiece BOS; a corpus prepared without boundaries (shakespeare) times the mask only
            ("document mask (id 1)", ["--doc_mask_token=1"]),
            ("muon (hidden matrices; momentum warm-up 50)", ["--optimizer=muon", "--muon_momentum_warmup=50"]),
+           ("label smoothing 0.1", ["--label_smoothing=0.1"]),
            ("speedrun (every configs/speedrun_124m.py toggle)", SPEEDRUN)]
     for kv in sorted({n_head // 2, 1}, reverse=True):
         if 0 < kv < n_head and n_head % kv == 0:
@@ -338,7 +339,7 @@ def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
 BASELINE_KEYS = ["--pos_emb=learned", "--mlp=gelu", "--norm=layernorm", "--parallel_residual=False",
                  "--n_kv_head=None", "--mlp_hidden=None", "--logit_softcap=0",
                  "--zero_init_proj=False", "--value_embeds=0", "--x0_mix=False", "--unet_skips=False",
-                 "--window_pattern=", "--doc_mask_token=None"]
+                 "--window_pattern=", "--doc_mask_token=None", "--label_smoothing=0"]
 
 
 @dataclass

@@ -115,7 +115,8 @@ def test_plot_cli(tmp_path):
 def test_ablation_variants_cover_the_seed_claims():
     names = " ".join(name for name, _ in bench.ablation_variants(4))
     for toggle in ("rope", "alibi", "swiglu", "relu2", "rmsnorm", "parallel residual", "gqa 2", "gqa 4",
-                   "value embeddings", "x0 mix", "u-net skips", "sliding windows", "document mask", "muon", "speedrun"):
+                   "value embeddings", "x0 mix", "u-net skips", "sliding windows", "document mask", "muon", "speedrun",
+                   "label smoothing"):
         assert toggle in names
     for _, overrides in bench.ablation_variants(4):
         config.load_config(None, bench.BASELINE_KEYS + overrides)                # every variant is valid
