@@ -648,6 +648,7 @@ class DataLoader:
     def stats(self) -> dict:
         return {}
 
+
 def document_start_id(data_dir, tokenizer) -> int | None:
     """The token that starts every document in data_dir's shards (meta.json's boundary), or None if they have none.
     eot: GPT-2's <|endoftext|> before each document; bos_eos: BOS doc EOS; no meta.json: llm.c's GPT-2 shards (eot)."""
@@ -800,7 +801,6 @@ class BOSLoader:
         self.cropped, self.used = int(state["cropped"]), int(state["used"])
 
 
-
 def _check_state(loader, state: dict, kind: str, mine: dict) -> None:
     """ValueError naming what differs between a saved loader state and this loader."""
     if state.get("loader", "random") != kind:
@@ -810,6 +810,7 @@ def _check_state(loader, state: dict, kind: str, mine: dict) -> None:
             raise ValueError(f"loader state does not match this loader: {key} was {state[key]!r}, now {value!r}")
     if state["shards"] != [p.name for p in loader.paths] or state["lengths"] != loader.lengths.tolist():
         raise ValueError(f"loader state does not match this loader: the {loader.split} shards differ")
+
 
 def val_batches(data_dir, batch_size: int, seq_len: int, num_batches: int, rank: int = 0,
                 world_size: int = 1) -> list:

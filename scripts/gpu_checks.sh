@@ -31,6 +31,17 @@ parts=${*:-tests speed extras fp8curve quality nanogpt memory eval}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 export TIKTOKEN_GPT2_FILE=${TIKTOKEN_GPT2_FILE:-${SHARED_DATA:-../shared/data}/gpt2.tiktoken}  # offline: the ranks file
+# validation loss of run B against run A at each evaluation (both dirs hold metrics.jsonl)
+compare_val() { python -c "
+import sys
+from pathlib import Path
+import bench
+a, b = (Path(d) for d in sys.argv[1:3])
+evals = [[r for r in bench.read_metrics(d) if r['type'] == 'eval'] for d in (a, b)]
+print(f'step  {a.name:>16}  {b.name:>16}  rel. diff')
+for x, y in zip(*evals):
+    print(f\"{x['step']:4d}  {x['val_loss']:16.4f}  {y['val_loss']:16.4f}  {y['val_loss'] / x['val_loss'] - 1:+.2%}\")
+" "$1" "$2"; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
   date -u; } 2>&1 | tee "$out/gpu.txt"
@@ -59,14 +70,7 @@ for part in $parts; do
                   --warmup_iters=30 --eval_interval=50 --eval_iters=10 --tasks_interval=0 --sample_tokens=0 \
                   --log_interval=10 --keep_last=1 2>&1 | tail -n 3
               done
-              python -c "
-import json, sys
-runs = {f: [r for r in map(json.loads, open(f'{sys.argv[1]}/fp8_{f}/metrics.jsonl')) if r['type'] == 'eval']
-        for f in ('off', 'linear')}
-print('step  val bf16  val fp8  rel. diff')
-for a, b in zip(runs['off'], runs['linear']):
-    print(f\"{a['step']:4d}  {a['val_loss']:8.4f}  {b['val_loss']:7.4f}  {b['val_loss'] / a['val_loss'] - 1:+.2%}\")
-" "$out" 2>&1 | tee "$out/fp8curve.txt" ;;
+              compare_val "$out/fp8_off" "$out/fp8_linear" 2>&1 | tee "$out/fp8curve.txt" ;;
     quality) for preset in gpt2_124m speedrun_124m; do     # the same 200 x 16 x 1024 tokens, schedules compressed
                python train.py configs/$preset.py --data_dir="${QUALITY_DATA:?set QUALITY_DATA to prepared shards}" \
                  --out_dir="$out/quality_$preset" --overwrite --block_size=1024 --batch_size=16 --total_batch_size=0 \
@@ -74,14 +78,7 @@ for a, b in zip(runs['off'], runs['linear']):
                  $([ $preset = speedrun_124m ] && echo --muon_momentum_warmup=40) --eval_interval=50 --eval_iters=15 \
                  --tasks_interval=0 --sample_tokens=0 --log_interval=25 --keep_last=1 2>&1 | tail -n 3
              done
-             python -c "
-import json, sys
-runs = [[r for r in map(json.loads, open(f'{sys.argv[1]}/quality_{p}/metrics.jsonl')) if r['type'] == 'eval']
-        for p in ('gpt2_124m', 'speedrun_124m')]
-print('step  val gpt2_124m  val speedrun_124m  rel. diff')
-for a, b in zip(*runs):
-    print(f\"{a['step']:4d}  {a['val_loss']:13.4f}  {b['val_loss']:17.4f}  {b['val_loss'] / a['val_loss'] - 1:+.2%}\")
-" "$out" 2>&1 | tee "$out/quality.txt" ;;
+             compare_val "$out/quality_gpt2_124m" "$out/quality_speedrun_124m" 2>&1 | tee "$out/quality.txt" ;;
     nanogpt) bash scripts/nanogpt_side_by_side.sh "${NANOGPT_DIR:?set NANOGPT_DIR to a nanoGPT checkout}" \
                "$out/side_by_side" 16 60 2>&1 | tail -n 4 | tee "$out/nanogpt.txt" ;;
     memory) python bench.py configs/llama_style_350m.py --memory --steps 10 --warmup 3 --batch_size=8 \
