@@ -12,6 +12,7 @@ import errno
 import pickle
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -128,11 +129,18 @@ TRUST_HINT = ("unpickling such a file can run arbitrary code. If you trust where
               "--trust-checkpoint (train.py: --trust_checkpoint=True)")
 
 
+def warn_trusted(path: str | Path) -> None:
+    """The one warning that --trust-checkpoint prints for each file it lets through."""
+    print(f"warning: --trust-checkpoint: {path} is loaded with full unpickling, which runs any Python code "
+          f"the file holds; use it only for checkpoints from a source you trust", file=sys.stderr, flush=True)
+
+
 def load_file(path: str | Path, trust: bool = False, map_location: str | torch.device = "cpu"):
     """torch.load with weights_only=True: tensors and plain Python types only, no code can run. trust=True
     is the documented opt-in for older checkpoints (full unpickling) from a source you trust."""
     try:
         if trust:  # the explicit opt-in: full unpickling, which can run code
+            warn_trusted(path)
             return torch.load(path, map_location=map_location, weights_only=False)
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

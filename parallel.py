@@ -15,6 +15,9 @@
   Ranks write into `OUT/.tmp_ckpt_{step}/`; after all have finished, rank 0 writes the marker
   `COMPLETE` and renames the folder, so a killed save never looks like a checkpoint. DCP reshards on
   load: a run saved on N ranks resumes on M.
+- Loading is as safe as a one-file checkpoint: DCP's `.metadata` is a plain pickle, so it is read by an
+  unpickler that admits only DCP's own metadata classes, and non-tensor values load with weights_only=True.
+  Anything else is refused unless `--trust-checkpoint` (full unpickling, which can run code).
 - `consolidate` turns a sharded checkpoint into the single-file format of the contract (model weights,
   configs, tokenizer; no optimizer state) that GPT.from_checkpoint, sample.py, hellaswag.py and
   export_hf.py read. It runs in one process without torch.distributed.
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
+import pickle
 import shutil
 import sys
 import warnings
@@ -33,6 +38,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.nn as nn
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint.planner import ReadItem
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
@@ -125,6 +132,84 @@ def _single_process_ok():
         yield
 
 
+# The globals that DCP's `.metadata` pickle may name: its metadata dataclasses, torch.Size, dtypes, layouts, paths.
+METADATA_MODULE = "torch.distributed.checkpoint.metadata"
+METADATA_GLOBALS = {(METADATA_MODULE, name) for name in (
+    "Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata", "BytesStorageMetadata",
+    "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING")} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+    ("torch.serialization", "_get_layout")} | {
+    (module, name) for module in ("pathlib", "pathlib._local") for name in ("PosixPath", "WindowsPath")}
+
+
+class MetadataUnpickler(pickle.Unpickler):
+    """Reads DCP checkpoint metadata and nothing else: any other class or function is refused unloaded."""
+
+    def find_class(self, module: str, name: str):
+        is_dtype = module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        if (module, name) in METADATA_GLOBALS or is_dtype:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not checkpoint metadata")
+
+
+def check_metadata(sharded_dir: Path) -> None:
+    """Unpickle sharded_dir/.metadata with MetadataUnpickler; UntrustedCheckpoint if it names anything else."""
+    path = sharded_dir / ".metadata"
+    try:
+        with open(path, "rb") as f:
+            metadata = MetadataUnpickler(f).load()
+    except pickle.UnpicklingError as e:
+        raise checkpoint.UntrustedCheckpoint(f"{path} holds Python objects beyond checkpoint metadata ({e}); "
+                                             f"{checkpoint.TRUST_HINT}") from None
+    except (OSError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise checkpoint.CheckpointError(f"cannot read {path}: truncated or not a sharded checkpoint "
+                                         f"({type(e).__name__}: {e})") from None
+    if type(metadata).__name__ != "Metadata":
+        raise checkpoint.CheckpointError(f"{path} is not DCP metadata (a {type(metadata).__name__})")
+
+
+class SafeReader(FileSystemReader):
+    """DCP's file reader with the metadata checked by MetadataUnpickler before DCP unpickles it."""
+
+    def read_metadata(self, *args, **kwargs):
+        check_metadata(Path(self.path))
+        return super().read_metadata(*args, **kwargs)
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's planner, but a non-tensor value (optimizer hyperparameters, steps) must load with weights_only=True
+    before the default planner reads it (which would unpickle anything)."""
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        try:
+            torch.load(value, weights_only=True)
+        except pickle.UnpicklingError as e:
+            culprit = next((line.strip() for line in str(e).splitlines() if "global" in line.lower()), "")
+            raise checkpoint.UntrustedCheckpoint(f"value {read_item.dest_index.fqn} of a sharded checkpoint holds "
+                                                 f"Python objects beyond plain types ({culprit[:120]}); "
+                                                 f"{checkpoint.TRUST_HINT}") from None
+        value.seek(0)
+        super().load_bytes(read_item, value)
+
+
+def dcp_load(state: dict, path: Path, trust: bool, no_dist: bool) -> None:
+    """dcp.load that cannot run code from the files unless trust (then it warns, naming what it allows)."""
+    if trust:
+        checkpoint.warn_trusted(path)
+        reader, planner = FileSystemReader(path), DefaultLoadPlanner()
+    else:
+        check_metadata(path)  # here, so the refusal is the first and only error
+        reader, planner = SafeReader(path), SafeLoadPlanner()
+    with _single_process_ok():
+        try:
+            dcp.load(state, storage_reader=reader, planner=planner, no_dist=no_dist)
+        except dcp.CheckpointException as e:  # DCP wraps each rank's error; surface ours
+            refused = [exc for exc, _ in e.failures.values() if isinstance(exc, checkpoint.CheckpointError)]
+            if refused:
+                raise refused[0] from None
+            raise
+
+
 def sharded_dirs(out_dir: str | Path) -> list[Path]:
     """Complete sharded checkpoints in out_dir (ckpt_NNNNNNN/ with the COMPLETE marker), oldest first."""
     return [p for p in checkpoint.list_checkpoints(out_dir, sharded=True) if (p / COMPLETE).exists()]
@@ -178,8 +263,7 @@ def load_sharded(path: str | Path, model: nn.Module, optimizers: list, trust: bo
     path = resolve_sharded(path)
     model_sd, optim_sd = get_state_dict(model, optimizers)
     state = {"model": model_sd, "optim": optim_sd}
-    with _single_process_ok():
-        dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+    dcp_load(state, path, trust, no_dist=not dist.is_initialized())
     set_state_dict(model, optimizers, model_state_dict=state["model"], optim_state_dict=state["optim"])
     return checkpoint.load_file(path / META, trust)
 
@@ -193,8 +277,7 @@ def consolidate(sharded_dir: str | Path, out_file: str | Path, trust: bool = Fal
         model = GPT(GPTConfig(**meta["model_config"]))
     model.to_empty(device="cpu")
     state = {"model": model.state_dict()}
-    with _single_process_ok():
-        dcp.load(state, checkpoint_id=src, no_dist=True)
+    dcp_load(state, src, trust, no_dist=True)
     ckpt = checkpoint.weights_only(meta) | {"model": state["model"], "consolidated_from": str(src)}
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -212,17 +295,19 @@ def consolidate_on_rank0(sharded_dir: str | Path, out_file: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------- CLI
 
-USAGE = "usage: python parallel.py consolidate SHARDED_DIR_OR_RUN_DIR OUT.pt"
+USAGE = "usage: python parallel.py consolidate SHARDED_DIR_OR_RUN_DIR OUT.pt [--trust-checkpoint]"
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    trust = "--trust-checkpoint" in argv
+    argv = [a for a in argv if a != "--trust-checkpoint"]
     if len(argv) != 3 or argv[0] != "consolidate":
         print(USAGE, file=sys.stderr)
         sys.exit(2)
     try:
-        out = consolidate(argv[1], argv[2])
-    except FileNotFoundError as e:
+        out = consolidate(argv[1], argv[2], trust)
+    except (FileNotFoundError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     print(f"wrote {out}")

@@ -346,6 +346,8 @@ def load_resume_checkpoint(cfg: TrainConfig, tokenizer, is_master: bool = True) 
     for i, candidate in enumerate(candidates):
         try:  # sharded: only meta.pt now, the weights/optimizer shards after the model is built
             ckpt = checkpoint.load_file(candidate / parallel.META if sharded else candidate, cfg.run.trust_checkpoint)
+            if sharded and not cfg.run.trust_checkpoint:  # its DCP metadata is a pickle too: checked now, not later
+                parallel.check_metadata(candidate)
         except checkpoint.CheckpointError as e:
             if isinstance(e, checkpoint.UntrustedCheckpoint) or i + 1 == len(candidates):
                 raise ConfigError(f"--resume: {e}") from None

@@ -5,6 +5,7 @@ come back through files. Tiny model (2 layers, 32 wide, vocab 96), random tokens
 """
 import contextlib
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -360,3 +361,73 @@ def test_compiled_fsdp_matches_eager_fsdp_and_ddp(char_data):
     compiled = bench.bench_memory(config.load_config(None, args + ["--compile=True"]), 2, "fsdp:none", steps=2, warmup=1)
     losses = [r["loss"] for r in eager + compiled]
     assert losses == pytest.approx([losses[0]] * 3, rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- sharded checkpoints run no code
+
+class RunsCode:
+    """Unpickling this creates `marker`: the stand-in for a stranger's code in a crafted checkpoint."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def crafted_sharded_run(run_dir: Path, marker: Path, where: str) -> Path:
+    """A complete sharded checkpoint whose `.metadata` (where="metadata") or whose optimizer's learning rate
+    (where="bytes", a non-tensor value DCP stores as a pickle) runs code when unpickled."""
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    if where == "bytes":
+        opt.param_groups[0]["lr"] = RunsCode(marker)
+    with warnings_ignored():
+        final = parallel.save_sharded(run_dir, 2, model, [opt], {"model_config": CFG, "step": 2}, 1)
+    if where == "metadata":
+        (final / ".metadata").write_bytes(pickle.dumps(RunsCode(marker)))
+    return final
+
+
+@contextlib.contextmanager
+def warnings_ignored():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@pytest.mark.parametrize("where", ["metadata", "bytes"])
+def test_crafted_sharded_checkpoint_is_refused_without_running_code(tmp_path, where):
+    final = crafted_sharded_run(tmp_path, tmp_path / "ran", where)
+    model = make_model()
+    with pytest.raises(checkpoint.UntrustedCheckpoint, match="--trust-checkpoint"):
+        parallel.load_sharded(tmp_path, model, [torch.optim.AdamW(model.parameters())])
+    if where == "metadata":  # consolidate reads the model's tensors only, never the optimizer's values
+        with pytest.raises(checkpoint.UntrustedCheckpoint, match="--trust-checkpoint"):
+            parallel.consolidate(final, tmp_path / "c.pt")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_consolidate_cli_refuses_crafted_metadata_and_trust_warns(tmp_path):
+    crafted_sharded_run(tmp_path, tmp_path / "ran", "metadata")
+    cmd = [sys.executable, str(REPO / "parallel.py"), "consolidate", str(tmp_path), str(tmp_path / "c.pt")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "beyond checkpoint metadata" in r.stderr and "--trust-checkpoint" in r.stderr
+    assert not (tmp_path / "ran").exists()
+    r = subprocess.run(cmd + ["--trust-checkpoint"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert (tmp_path / "ran").exists()  # the opt-in does what it says, and says it first
+    assert "warning: --trust-checkpoint" in r.stderr and "runs any Python code" in r.stderr
+
+
+def test_train_resume_refuses_crafted_sharded_checkpoint_at_start(char_data, tmp_path):
+    out = tmp_path / "run"
+    crafted_sharded_run(out, tmp_path / "ran", "metadata")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    for resume in (f"--resume={out / 'ckpt_0000002'}", "--resume"):
+        r = subprocess.run([sys.executable, "train.py"] + train_args(char_data, out) + [resume],
+                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert "beyond checkpoint metadata" in r.stderr and "--trust_checkpoint=True" in r.stderr
+        assert not (tmp_path / "ran").exists()
