@@ -28,9 +28,13 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import fnmatch
 import inspect
 import json
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +42,6 @@ import torch
 
 import checkpoint
 import data
-from data import atomic_path
 from model import GPT, GPTConfig
 
 REMOTE_FAMILY = "nanogpt"
@@ -619,10 +622,7 @@ def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False,
     tokenizer: spec dict or data.py Tokenizer (default: the checkpoint's); False writes no tokenizer.
     """
     out = Path(out_dir)
-    occupied = any(out.iterdir()) if out.is_dir() else out.exists()
-    if occupied and not overwrite:
-        raise FileExistsError(f"output directory {out} exists and is not empty; pass --overwrite "
-                              f"(overwrite=True) to replace it")
+    replaced = previous_export_files(out, overwrite)
     if isinstance(ckpt_path_or_model, GPT):
         model, spec = ckpt_path_or_model.eval(), None
     else:
@@ -634,8 +634,8 @@ def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False,
     dtype = dtype or model.transformer.wte.weight.dtype
     family = family_of(model.config)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:  # a failed export never leaves a half-written out_dir
-        tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export", dir=out.parent))
+    try:  # written and verified beside out_dir first: a failed export never touches out_dir
         bos_id, eos_id = save_tokenizer(tmp, spec, tiktoken_file, model.config.block_size) if spec else (None, None)
         if family == REMOTE_FAMILY:
             save_remote(model, tmp, bos_id, eos_id, dtype)
@@ -643,7 +643,57 @@ def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False,
             save_native(model, family, tmp, bos_id, eos_id, dtype)
         if verify:
             verify_export(model, tmp, family, dtype)
+        install_export(tmp, out, replaced)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return family
+
+
+# The names an export writes (transformers' save_pretrained included); --overwrite replaces these and no others.
+EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+                "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model",
+                "configuration_nanogpt.py", "modeling_nanogpt.py", "tokenization_nanogpt.py")
+
+
+def is_export_file(path: Path) -> bool:
+    return path.is_file() and any(fnmatch.fnmatchcase(path.name, pattern) for pattern in EXPORT_FILES)
+
+
+def previous_export_files(out: Path, overwrite: bool) -> list[Path]:
+    """The files of an earlier export in `out` that a new export replaces (--overwrite). Refuses a training
+    run directory, a non-empty `out` without overwrite, and export-named files that no export of ours wrote."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; pass a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return []
+    if checkpoint.run_files(out):
+        raise FileExistsError(f"--out {out} holds a training run (checkpoints or metrics.jsonl), which an export "
+                              f"must never replace; pass another directory, e.g. --out {out / 'hf'}")
+    if not overwrite:
+        raise FileExistsError(f"output directory {out} exists and is not empty; pass --overwrite "
+                              f"(overwrite=True) to replace the export in it")
+    ours = [p for p in out.iterdir() if is_export_file(p)]
+    config = out / "config.json"
+    if ours and not (config.is_file() and "nanogpt_config" in config.read_text(errors="replace")):
+        raise FileExistsError(f"--out {out} holds {', '.join(sorted(p.name for p in ours))} but no config.json "
+                              f"written by export_hf.py, so --overwrite would replace files it did not write; "
+                              f"pass another directory")
+    return ours
+
+
+def install_export(tmp: Path, out: Path, replaced: list[Path]) -> None:
+    """Move the finished export in `tmp` to `out`: a rename when `out` is new or empty, else the earlier export's
+    files are replaced one by one and every other file in `out` is left alone."""
+    if not out.is_dir() or not any(out.iterdir()):
+        if out.is_dir():
+            out.rmdir()
+        os.replace(tmp, out)
+        return
+    for old in replaced:
+        old.unlink()
+    for new in tmp.iterdir():
+        os.replace(new, out / new.name)
 
 
 def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -782,6 +832,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     try:
+        previous_export_files(Path(args.out), args.overwrite)  # a bad --out stops before any work
         model, spec = load_for_export(args.ckpt, args.fill_defaults, args.trust_checkpoint)
         if spec is None:
             print("warning: checkpoint has no tokenizer spec; exporting weights and config only", file=sys.stderr)

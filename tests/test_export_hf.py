@@ -317,3 +317,35 @@ def test_remote_modeling_file_is_self_contained(tmp_path):
     allowed = set(sys.stdlib_module_names) | {"torch", "transformers", ""}
     assert imports <= allowed, imports - allowed
     assert os.path.exists(tmp_path / "hf" / "configuration_nanogpt.py")
+
+
+def test_overwrite_replaces_only_the_exports_own_files(tmp_path):
+    model = random_model(tiny_config())
+    ckpt = tmp_path / "ckpt.pt"
+    write_checkpoint(ckpt, model)
+    out = tmp_path / "hf"
+    E.main(["--ckpt", str(ckpt), "--out", str(out), "--no-verify"])
+    (out / "notes.txt").write_text("mine")
+    (out / "modeling_nanogpt.py").write_text("# left by an earlier remote-code export")
+    E.main(["--ckpt", str(ckpt), "--out", str(out), "--overwrite", "--no-verify"])
+    assert (out / "notes.txt").read_text() == "mine"  # a file it did not write is never deleted
+    assert not (out / "modeling_nanogpt.py").exists()  # the earlier export's stale file is gone
+    assert (out / "model.safetensors").exists() and not list(tmp_path.glob(".hf.export*"))
+
+
+def test_overwrite_refuses_a_run_directory_and_foreign_files(tmp_path, capsys):
+    model = random_model(tiny_config())
+    run = tmp_path / "run"
+    run.mkdir()
+    write_checkpoint(run / "ckpt_0000001.pt", model)
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(SystemExit, match="holds a training run.*another directory"):
+        E.main(["--ckpt", str(run), "--out", str(run), "--overwrite"])
+    assert sorted(p.name for p in run.iterdir()) == before
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(SystemExit, match="did not write"):
+        E.main(["--ckpt", str(run), "--out", str(foreign), "--overwrite"])
+    assert (foreign / "config.json").read_text() == '{"model_type": "bert"}'
