@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import pickle
 import re
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import torch
 
 from data import atomic_path
 from model import GPT, GPTConfig
+
+try:
+    import fcntl  # POSIX
+except ImportError:  # Windows: runs go unlocked
+    fcntl = None
 
 CKPT_RE = re.compile(r"ckpt_(\d+)(\.pt)?")
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile, DDP
@@ -84,6 +91,35 @@ def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
     for p in stale:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return stale
+
+
+LOCK_FILE = ".lock"
+
+
+class RunDirBusy(RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
+def lock_run_dir(out_dir: str | Path) -> IO:
+    """Hold an exclusive OS lock (flock) on out_dir/.lock, which records the holder's PID, until the returned file
+    is closed. The kernel drops the lock when the process dies, so a killed run leaves nothing stale."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    f = open(out_dir / LOCK_FILE, "a+")  # not "w": that would erase the holder's PID before we know we hold it
+    if fcntl is not None:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RunDirBusy(f"out_dir {out_dir} is in use by another run (PID {holder}); wait for it to end or "
+                             f"stop it, or choose another --out_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 def strip_prefix(state: dict) -> dict:

@@ -666,9 +666,29 @@ def train(cfg: TrainConfig) -> dict:
     except ValueError as e:  # a device this torch cannot use
         raise ConfigError(str(e)) from None
     try:
-        return Trainer(cfg, info).fit()
+        with hold_out_dir(cfg, info):
+            return Trainer(cfg, info).fit()
     finally:
         runtime.cleanup_distributed()
+
+
+@contextlib.contextmanager
+def hold_out_dir(cfg: TrainConfig, info: DistInfo):
+    """Rank 0 holds out_dir's lock for the whole run (checkpoint.lock_run_dir), so two runs never write into one
+    out_dir at once; a busy out_dir stops every rank before any work."""
+    lock, busy = None, None
+    if info.is_master:
+        try:
+            lock = checkpoint.lock_run_dir(cfg.run.out_dir)
+        except checkpoint.RunDirBusy as e:
+            busy = e
+    if runtime.any_rank(busy is not None):
+        raise ConfigError(str(busy) if busy else f"out_dir {cfg.run.out_dir} is in use by another run")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 USAGE = "usage: python train.py [CONFIG.py] [--key=value ...]   (every key, its default and meaning: --help)"

@@ -874,3 +874,28 @@ def test_quickstart_script_runs_and_is_idempotent(shared_data, tmp_path):
     assert "wrote" in outputs[0] or (work / "data" / "shakespeare" / "meta.json").exists()
     assert "resumed from" in outputs[1] and "---------------" in outputs[1]        # a sample, both times
     assert [r["step"] for r in rows(work / "out" / "shakespeare_tiny")] == [2, 4]   # one history
+
+
+def test_out_dir_lock_stops_a_second_run_naming_the_holder_and_dies_with_it(char_data, tmp_path):
+    first = subprocess.Popen([sys.executable, "train.py"] + tiny_args(char_data, tmp_path, max_iters=10**6,
+                                                                      eval_interval=10**6), cwd=REPO,
+                             env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lock, deadline = tmp_path / checkpoint.LOCK_FILE, time.time() + 120
+        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None and time.time() < deadline, first.stderr.read() if first.poll() else "slow"
+            time.sleep(0.1)
+        for extra in ([], ["--resume"], ["--overwrite=True"]):
+            r = subprocess.run([sys.executable, "train.py"] + tiny_args(char_data, tmp_path) + extra, cwd=REPO,
+                               env=subprocess_env(), capture_output=True, text=True, timeout=120)
+            assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+            assert f"in use by another run (PID {first.pid})" in r.stderr
+        assert not list(tmp_path.glob("replaced_*"))  # the second run touched nothing
+        with pytest.raises(checkpoint.RunDirBusy, match=str(first.pid)):
+            checkpoint.lock_run_dir(tmp_path)
+    finally:
+        first.kill()
+        first.wait()
+    checkpoint.lock_run_dir(tmp_path).close()  # kill -9 left no stale lock
+    train.train(tiny(char_data, tmp_path / "next", max_iters=2))  # and an in-process run releases its lock
+    checkpoint.lock_run_dir(tmp_path / "next").close()
