@@ -50,6 +50,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
+import checkpoint
 import config
 import data as datalib
 import runtime
@@ -450,14 +451,10 @@ def ablate(args, overrides: list[str]) -> list[AblationRow]:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """metrics.jsonl rows; after a resume the later row of a repeated (type, step) wins."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / checkpoint.METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass a train.py out_dir (it writes metrics.jsonl)")
-    rows = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[(row.get("type"), row.get("step"))] = row
+    rows = {(row.get("type"), row.get("step")): row for row in checkpoint.read_metrics(path)}
     return sorted(rows.values(), key=lambda r: r["step"])
 
 
@@ -564,7 +561,10 @@ def main(argv: list[str] | None = None):
     if bad:
         raise SystemExit(f"error: unexpected arguments {bad}")
     if args.plot:
-        out = plot_runs([Path(d) for d in args.plot], Path(args.out))
+        try:
+            out = plot_runs([Path(d) for d in args.plot], Path(args.out))
+        except (FileNotFoundError, checkpoint.MetricsFileError) as e:
+            raise SystemExit(f"error: {e}") from None
         print(f"wrote {out}")
         return out
     if args.ablate:

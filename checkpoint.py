@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import pickle
 import re
@@ -72,7 +73,7 @@ def run_files(out_dir: str | Path) -> list[Path]:
     and its config.json when any of those is there."""
     out_dir = Path(out_dir)
     found = list_checkpoints(out_dir) + list_checkpoints(out_dir, sharded=True)
-    found += [p for p in (out_dir / "best.pt", out_dir / "metrics.jsonl") if p.exists()]
+    found += [p for p in (out_dir / "best.pt", out_dir / METRICS_FILE) if p.exists()]
     return found + [out_dir / "config.json"] if found and (out_dir / "config.json").exists() else found
 
 
@@ -91,6 +92,36 @@ def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
     for p in stale:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return stale
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsFileError(ValueError):
+    """A metrics.jsonl line that is not a JSON row, before its last line; the message names file:line."""
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a metrics.jsonl in order. A last line cut short (a crash mid-write) is dropped with a note on
+    stderr; an unreadable line anywhere else raises MetricsFileError naming file:line."""
+    lines = [(n, line) for n, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1)
+             if line.strip()]
+    rows = []
+    for n, line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            row, why = None, e.msg
+        else:
+            why = None if isinstance(row, dict) else f"a JSON {type(row).__name__}, not an object"
+        if why is None:
+            rows.append(row)
+        elif n == lines[-1][0]:
+            print(f"note: {path}:{n}: dropped an incomplete last row (a run stopped while writing it)",
+                  file=sys.stderr, flush=True)
+        else:
+            raise MetricsFileError(f"{path}:{n}: not a metrics row ({why}); fix or delete that line")
+    return rows
 
 
 LOCK_FILE = ".lock"

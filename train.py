@@ -127,6 +127,16 @@ def check_resumable(cfg: TrainConfig, ckpt: dict, path: Path, tokenizer) -> None
             raise ConfigError(str(e)) from None
 
 
+def read_history(out_dir: Path, step: int) -> list[dict]:
+    """metrics.jsonl's rows up to a resumed step (read at start-up: a damaged line stops the run before work)."""
+    path = out_dir / checkpoint.METRICS_FILE
+    try:
+        rows = checkpoint.read_metrics(path) if path.exists() else []
+    except checkpoint.MetricsFileError as e:
+        raise ConfigError(f"--resume: {e}, then --resume again") from None
+    return [row for row in rows if row.get("step", 0) <= step]
+
+
 def claim_out_dir(cfg: TrainConfig, info: DistInfo) -> None:
     """A fresh run never mixes with another run's files: stop, or with overwrite=True move them aside."""
     out_dir = Path(cfg.run.out_dir)
@@ -203,20 +213,17 @@ def git_commit() -> str:
 class MetricsLog:
     """Rows to out_dir/metrics.jsonl (rank 0) and to wandb when enabled."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: Path, enabled: bool, resumed_at: int | None = None):
+    def __init__(self, cfg: TrainConfig, out_dir: Path, enabled: bool, history: list[dict] | None = None):
         self.enabled = enabled
-        self.path = out_dir / "metrics.jsonl"
-        if enabled and resumed_at is not None and self.path.exists():
-            self.drop_rows_after(resumed_at)
+        self.path = out_dir / checkpoint.METRICS_FILE
+        if enabled and history is not None:
+            self.rewrite(history)
         self.wandb = init_wandb(cfg, out_dir) if enabled and cfg.run.wandb_log else None
 
-    def drop_rows_after(self, step: int) -> None:
-        """After a crash and resume the steps past the checkpoint run again: keep one history."""
-        lines = self.path.read_text().splitlines()
-        keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-        if len(keep) != len(lines):
-            with datalib.atomic_path(self.path) as tmp:
-                tmp.write_text("".join(line + "\n" for line in keep))
+    def rewrite(self, rows: list[dict]) -> None:
+        """On resume: the rows up to the checkpoint only (the steps after it run again), so one history."""
+        with datalib.atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
 
     def write(self, row: dict) -> None:
         if not self.enabled:
@@ -379,6 +386,7 @@ class Trainer(Stepper):
         except (OSError, ValueError) as e:
             raise ConfigError(f"--tasks={cfg.run.tasks}: {e}") from None
         self.resume_path, ckpt = load_resume_checkpoint(cfg, self.tokenizer, info.is_master)
+        self.history = read_history(self.out_dir, ckpt["step"]) if ckpt is not None and info.is_master else None
         if ckpt is None:
             claim_out_dir(cfg, info)
         # --- build
@@ -622,8 +630,7 @@ class Trainer(Stepper):
             self.out_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.remove_stale_temp_files(self.out_dir)  # left by a save that was killed
             (self.out_dir / "config.json").write_text(json.dumps(cfg.flat(), indent=1))
-        self.metrics = MetricsLog(cfg, self.out_dir, self.info.is_master,
-                                  resumed_at=self.step if self.resume_path is not None else None)
+        self.metrics = MetricsLog(cfg, self.out_dir, self.info.is_master, self.history)
         self.header()
         self.bar = self.progress_bar()
         start, nonfinite, ema_s, result, reason = self.step, 0, None, None, "done"

@@ -899,3 +899,30 @@ def test_out_dir_lock_stops_a_second_run_naming_the_holder_and_dies_with_it(char
     checkpoint.lock_run_dir(tmp_path).close()  # kill -9 left no stale lock
     train.train(tiny(char_data, tmp_path / "next", max_iters=2))  # and an in-process run releases its lock
     checkpoint.lock_run_dir(tmp_path / "next").close()
+
+
+def test_resume_drops_a_truncated_last_metrics_row_and_names_garbage_by_line(char_data, tmp_path, capsys):
+    train.train(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
+    path = tmp_path / "metrics.jsonl"
+    good = path.read_text()
+    path.write_text(good + '{"type": "train", "step": 4, "lo')  # a crash mid-write
+    train.train(tiny(char_data, tmp_path, max_iters=5, eval_interval=3, resume="latest"))
+    assert f"{path}:{len(good.splitlines()) + 1}: dropped an incomplete last row" in capsys.readouterr().err
+    steps = [r["step"] for r in rows(tmp_path)]
+    assert steps == [1, 2, 3, 4, 5]
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2] + ["garbage"] + lines[2:]) + "\n")
+    r = subprocess.run([sys.executable, "train.py"] + tiny_args(char_data, tmp_path, max_iters=6) + ["--resume"],
+                       cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{path}:3: not a metrics row" in r.stderr
+
+
+def test_bench_plot_reads_metrics_the_same_way(tmp_path, capsys):
+    import bench
+    (tmp_path / "metrics.jsonl").write_text('{"type": "train", "step": 1, "loss": 2.0}\n{"type": "tr')
+    assert [r["step"] for r in bench.read_metrics(tmp_path)] == [1]
+    assert "metrics.jsonl:2: dropped an incomplete last row" in capsys.readouterr().err
+    (tmp_path / "metrics.jsonl").write_text('[1]\n{"type": "train", "step": 1, "loss": 2.0}\n')
+    with pytest.raises(SystemExit, match=r"metrics.jsonl:1: not a metrics row \(a JSON list"):
+        bench.main(["--plot", str(tmp_path), "--out", str(tmp_path / "c.png")])
