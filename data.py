@@ -485,7 +485,7 @@ def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
         meta = read_meta(data_dir)
     except FileNotFoundError:
         meta = None
-    if meta is not None:
+    if meta is not None and "shards" in meta:  # (a hand-written meta.json may record the tokenizer only)
         paths = [data_dir / s["file"] for s in meta["shards"] if s["split"] == split]
         missing = [p.name for p in paths if not p.is_file()]
         if missing:
@@ -500,15 +500,37 @@ def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
     return paths
 
 
+# Files that mean the shards beside them were made by some tokenizer other than GPT-2's.
+OTHER_TOKENIZER_FILES = (SP_MODEL_FILE, "meta.pkl", "tokenizer.json", "vocab.json")
+
+
 def load_tokenizer_for(data_dir: str | os.PathLike, tiktoken_file: str | None = None) -> Tokenizer:
-    """The tokenizer that made the shards in data_dir (from meta.json). Directories without
-    meta.json (e.g. llm.c's FineWeb shards) are assumed to be GPT-2, with a warning."""
+    """The tokenizer that made the shards in data_dir (from meta.json). Without meta.json (e.g. llm.c's FineWeb
+    shards) GPT-2 is assumed, with a warning, only where nothing says otherwise: no other tokenizer's file
+    beside the shards and no token id past GPT-2's vocabulary. Else a ValueError says how to write meta.json."""
     try:
         meta = read_meta(data_dir)
     except FileNotFoundError:
+        check_gpt2_shards(Path(data_dir))
         warnings.warn(f"no meta.json in {data_dir}; assuming the GPT-2 tokenizer")
         return gpt2_tokenizer(tiktoken_file)
     return tokenizer_from_spec(meta["tokenizer"], tiktoken_file, base_dir=data_dir)
+
+
+def check_gpt2_shards(data_dir: Path) -> None:
+    """ValueError unless the shards of a directory without meta.json can only be GPT-2's."""
+    others = [name for name in OTHER_TOKENIZER_FILES if (data_dir / name).is_file()]
+    if SP_MODEL_FILE in others:
+        raise ValueError(f"{data_dir} has no {META_FILE}, and {data_dir / SP_MODEL_FILE} beside the shards says they "
+                         f"are not GPT-2 tokens; write {data_dir / META_FILE} containing "
+                         f'{{"tokenizer": {{"kind": "sentencepiece", "model_file": "{SP_MODEL_FILE}"}}}}')
+    if others:
+        raise ValueError(f"{data_dir} has no {META_FILE}, and {others[0]} beside the shards says they are not GPT-2 "
+                         f"tokens; re-run prepare_data.py on the source text with --out {data_dir}")
+    first = read_shard(list_shards(data_dir, "val")[0])[:1 << 20]
+    if len(first) and int(first.max()) >= GPT2_VOCAB:
+        raise ValueError(f"{data_dir} has no {META_FILE}, and its shards hold token id {int(first.max())}, past "
+                         f"GPT-2's {GPT2_VOCAB}; re-run prepare_data.py on the source text with --out {data_dir}")
 
 
 # ----------------------------------------------------------------------------------------------

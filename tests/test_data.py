@@ -539,3 +539,30 @@ def test_offline_corpus_has_a_document_per_paragraph_and_row_with_only_the_gold_
     docs = (tmp_path / "corpus.txt").read_text().strip().split("\n\n")
     assert docs == ["First Citizen: Before we proceed.", "All: Speak, speak.", "A man sits down. He reads.",
                     "Open a jar twist the lid firmly a b"]
+
+
+def test_shards_without_meta_json_are_gpt2_only_when_nothing_says_otherwise(char_data, tmp_path):
+    import shutil
+    d = tmp_path / "sp"
+    shutil.copytree(char_data, d)
+    spec = json.loads((d / "meta.json").read_text())["tokenizer"]
+    (d / "meta.json").unlink()
+    with pytest.warns(UserWarning, match="assuming the GPT-2"):  # nothing contradicts GPT-2: the old assumption
+        assert data.load_tokenizer_for(d).kind == "gpt2"
+    (d / "tokenizer.model").write_bytes(data.tokenizer_from_spec(spec).proto)
+    with pytest.raises(ValueError, match=r'no meta.json, and .*tokenizer.model beside the shards says they are not '
+                                         r'GPT-2 tokens; write .*meta.json containing \{"tokenizer"'):
+        data.load_tokenizer_for(d)
+    cfg = config.load_config(None, [f"--data_dir={d}", "--vocab_size=50257", "--device=cpu"])
+    with pytest.raises(config.ConfigError, match="tokenizer.model beside the shards"):
+        config.check_data(cfg)
+    advice = '{"tokenizer": {"kind": "sentencepiece", "model_file": "tokenizer.model"}}'
+    (d / "meta.json").write_text(advice)  # the advice, followed word for word, works
+    assert data.load_tokenizer_for(d).sha256 == spec["sha256"] and data.list_shards(d, "train")
+    (d / "meta.json").unlink()
+    (d / "tokenizer.model").unlink()
+    data.write_shard(d / "x_val_000000.bin", np.array([60000, 1], dtype=np.uint16))
+    for p in d.glob("char_val_*"):
+        p.unlink()
+    with pytest.raises(ValueError, match="token id 60000, past GPT-2's 50257"):
+        data.load_tokenizer_for(d)
