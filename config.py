@@ -347,6 +347,8 @@ def check_data(cfg: TrainConfig):
     for split in ("train",) + (("val",) if cfg.run.eval_iters else ()):
         try:
             found = datalib.list_shards(d, split)
+        except datalib.MetaError as e:  # its message names the bad field and the fix
+            raise ConfigError(str(e)) from None
         except (FileNotFoundError, RuntimeError) as e:
             raise ConfigError(f"{e}; {fix}") from None
         if not found:
