@@ -662,33 +662,34 @@ def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _config_from_hf(hc: dict) -> GPTConfig:
-    """GPTConfig for a foreign (not exported by us) GPT-2 or Llama checkpoint."""
+def _config_from_hf(hc: dict, source: str) -> GPTConfig:
+    """GPTConfig for a foreign (not exported by us) GPT-2 or Llama checkpoint, checked like a checkpoint's."""
     mt = hc.get("model_type")
     if mt == "gpt2":
         act = hc.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh", "relu2"):
             raise ValueError(f"GPT-2 activation {act!r} has no GPTConfig equivalent")
-        return GPTConfig(block_size=hc["n_positions"], vocab_size=hc["vocab_size"], n_layer=hc["n_layer"],
-                         n_head=hc["n_head"], n_embd=hc["n_embd"], mlp_hidden=hc.get("n_inner"),
-                         mlp="relu2" if act == "relu2" else "gelu", norm_eps=hc.get("layer_norm_epsilon", 1e-5),
-                         tie_embeddings=hc.get("tie_word_embeddings", True), bias=True)
+        d = dict(block_size=hc.get("n_positions"), vocab_size=hc.get("vocab_size"), n_layer=hc.get("n_layer"),
+                 n_head=hc.get("n_head"), n_embd=hc.get("n_embd"), mlp_hidden=hc.get("n_inner"),
+                 mlp="relu2" if act == "relu2" else "gelu", norm_eps=hc.get("layer_norm_epsilon", 1e-5),
+                 tie_embeddings=hc.get("tie_word_embeddings", True), bias=True)
+        return checkpoint.model_config(d, fill_defaults=True, source=source)
     if mt == "llama":
         rope = hc.get("rope_parameters") or {}
         if rope.get("rope_type", "default") != "default" or hc.get("rope_scaling"):
             raise ValueError("Llama rope scaling has no GPTConfig equivalent")
-        n_head = hc["num_attention_heads"]
-        if hc.get("head_dim") not in (None, hc["hidden_size"] // n_head):
+        n_head, width = hc.get("num_attention_heads"), hc.get("hidden_size")
+        sizes_ok = isinstance(n_head, int) and isinstance(width, int) and n_head > 0  # else model_config says so
+        if sizes_ok and hc.get("head_dim") not in (None, width // n_head):
             raise ValueError("Llama head_dim != hidden_size / num_attention_heads has no GPTConfig equivalent")
         if hc.get("attention_bias", False) != hc.get("mlp_bias", False):
             raise ValueError("Llama with attention_bias != mlp_bias has no GPTConfig equivalent")
-        return GPTConfig(block_size=hc["max_position_embeddings"], vocab_size=hc["vocab_size"],
-                         n_layer=hc["num_hidden_layers"], n_head=n_head,
-                         n_kv_head=hc.get("num_key_value_heads") or n_head, n_embd=hc["hidden_size"],
-                         pos_emb="rope", rope_theta=rope.get("rope_theta", hc.get("rope_theta", 10000.0)),
-                         mlp="swiglu", mlp_hidden=hc["intermediate_size"], norm="rmsnorm",
-                         norm_eps=hc["rms_norm_eps"], tie_embeddings=hc.get("tie_word_embeddings", False),
-                         bias=hc.get("attention_bias", False))
+        d = dict(block_size=hc.get("max_position_embeddings"), vocab_size=hc.get("vocab_size"),
+                 n_layer=hc.get("num_hidden_layers"), n_head=n_head, n_kv_head=hc.get("num_key_value_heads") or n_head,
+                 n_embd=width, pos_emb="rope", rope_theta=rope.get("rope_theta", hc.get("rope_theta", 10000.0)),
+                 mlp="swiglu", mlp_hidden=hc.get("intermediate_size"), norm="rmsnorm", norm_eps=hc.get("rms_norm_eps"),
+                 tie_embeddings=hc.get("tie_word_embeddings", False), bias=hc.get("attention_bias", False))
+        return checkpoint.model_config(d, fill_defaults=True, source=source)
     raise ValueError(f"cannot import model_type {mt!r} without the 'nanogpt_config' that export_hf.py writes; "
                      f"supported foreign types: gpt2, llama")
 
@@ -707,10 +708,13 @@ def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path / 'config.json'} not found; pass a directory written by export_hf.py")
     hc = json.loads((path / "config.json").read_text())
-    if "nanogpt_config" in hc:
-        c = checkpoint.model_config(hc["nanogpt_config"], fill_defaults=True)  # older exports lack newer toggles
+    if not isinstance(hc, dict):
+        raise ValueError(f"{path / 'config.json'} is not a transformers config (a JSON object)")
+    if "nanogpt_config" in hc:  # older exports lack newer toggles: their defaults
+        c = checkpoint.model_config(hc["nanogpt_config"], fill_defaults=True,
+                                    source=f"{path / 'config.json'} nanogpt_config")
     else:
-        c = _config_from_hf(hc)
+        c = _config_from_hf(hc, source=f"{path / 'config.json'}")
     if pad_vocab_multiple is not None:
         c = dataclasses.replace(c, pad_vocab_multiple=pad_vocab_multiple)
     hf = load_hf_state_dict(path)
