@@ -99,16 +99,31 @@ class GPT2Tokenizer:
 
     @functools.cached_property
     def sha256(self) -> str:
-        """Hash of the ranks in the .tiktoken file format (base64 token, rank): the same wherever they came from."""
-        lines = (base64.b64encode(tok) + b" " + str(rank).encode() for tok, rank in
-                 sorted(self.ranks.items(), key=lambda kv: kv[1]))
-        return hashlib.sha256(b"\n".join(lines) + b"\n").hexdigest()
+        return ranks_sha256(self.ranks)
 
     def spec(self) -> dict:
         """ranks_file: where the ranks were read (later scripts find them there offline); sha256: their identity."""
         return {"kind": "gpt2", "name": "gpt2", "vocab_size": self.vocab_size, "bos_id": self.bos_id,
                 "eos_id": self.eos_id, "eot_id": self.eot_id, "ranks_file": self.tiktoken_file,
                 "sha256": self.sha256}
+
+
+def ranks_sha256(ranks: dict[bytes, int]) -> str:
+    """Hash of BPE ranks in the .tiktoken file format (base64 token, rank): the same wherever they came from."""
+    lines = (base64.b64encode(tok) + b" " + str(rank).encode() for tok, rank in
+             sorted(ranks.items(), key=lambda kv: kv[1]))
+    return hashlib.sha256(b"\n".join(lines) + b"\n").hexdigest()
+
+
+def _gpt2_encoding(ranks: dict[bytes, int]):
+    """tiktoken's GPT-2 Encoding over ranks (token bytes -> id), with <|endoftext|> as its special token."""
+    import tiktoken
+    try:
+        from tiktoken_ext.openai_public import r50k_pat_str as pat
+    except ImportError:  # pragma: no cover - tiktoken_ext ships with tiktoken
+        pat = GPT2_PAT
+    return tiktoken.Encoding(name="gpt2", pat_str=pat, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": GPT2_EOT}, explicit_n_vocab=GPT2_VOCAB)
 
 
 @functools.lru_cache(maxsize=4)
@@ -123,16 +138,10 @@ def _tiktoken_encoding(tiktoken_file: str | None):
                                f"../shared/data/gpt2.tiktoken; the scripts also take --tiktoken-file), or prepare "
                                f"the data with --tiktoken-file so meta.json records where the ranks are") from None
     from tiktoken.load import load_tiktoken_bpe
-    try:
-        from tiktoken_ext.openai_public import r50k_pat_str as pat
-    except ImportError:  # pragma: no cover - tiktoken_ext ships with tiktoken
-        pat = GPT2_PAT
     if not Path(tiktoken_file).is_file():
         raise FileNotFoundError(f"GPT-2 BPE ranks file {tiktoken_file} not found; pass --tiktoken-file PATH "
                                 f"(e.g. ../shared/data/gpt2.tiktoken) or unset TIKTOKEN_GPT2_FILE")
-    ranks = load_tiktoken_bpe(str(tiktoken_file))
-    return tiktoken.Encoding(name="gpt2", pat_str=pat, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": GPT2_EOT}, explicit_n_vocab=GPT2_VOCAB)
+    return _gpt2_encoding(load_tiktoken_bpe(str(tiktoken_file)))
 
 
 def gpt2_tokenizer(tiktoken_file: str | os.PathLike | None = None, recorded: str | None = None,
@@ -167,6 +176,48 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable unicode map (the "data gym" alphabet of vocab.json/merges.txt)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def gpt2_from_vocab_json(path: str | os.PathLike) -> GPT2Tokenizer:
+    """GPT-2 tokenizer from a transformers vocab.json (an export's, or the hub's gpt2), no ranks file needed:
+    its byte-level tokens are the BPE ranks. Only GPT-2's own vocabulary is accepted (sha256 GPT2_SHA256), for
+    which tiktoken's merge-by-rank gives exactly the ids of merges.txt."""
+    path = Path(path)
+    u2b = {u: b for b, u in bytes_to_unicode().items()}
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+        ranks = {bytes(u2b[ch] for ch in tok): int(i) for tok, i in vocab.items() if tok != "<|endoftext|>"}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} is not a GPT-2 byte-level BPE vocab.json ({type(e).__name__}: {e})") from None
+    if vocab.get("<|endoftext|>") != GPT2_EOT or ranks_sha256(ranks) != GPT2_SHA256:
+        raise ValueError(f"{path} is not GPT-2's vocabulary ({len(vocab):,} tokens, ranks sha256 "
+                         f"{ranks_sha256(ranks)[:12]}); only GPT-2 BPE and sentencepiece (tokenizer.model) are read")
+    return GPT2Tokenizer(_gpt2_encoding(ranks))
+
+
+def tokenizer_from_hf_dir(path: str | os.PathLike) -> Tokenizer | None:
+    """The tokenizer an export_hf.py directory carries: tokenizer.model (sentencepiece) or vocab.json (GPT-2
+    BPE); None when it has neither (an export of weights only)."""
+    path = Path(path)
+    if (path / SP_MODEL_FILE).is_file():
+        return load_sentencepiece(path / SP_MODEL_FILE)
+    if (path / "vocab.json").is_file():
+        return gpt2_from_vocab_json(path / "vocab.json")
+    return None
 
 
 class SentencePieceTokenizer:

@@ -461,20 +461,6 @@ def save_native(model: GPT, family: str, out: Path, bos_id, eos_id, dtype: torch
 
 # ----------------------------------------------------------------------------- tokenizers
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode map (the "data gym" alphabet of vocab.json/merges.txt)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
-        list(range(ord("\u00ae"), ord("\u00ff") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def _bpe_pair(ranks: dict[bytes, int], token: bytes, max_rank: int) -> tuple[bytes, bytes]:
     """Run BPE on token's bytes with ranks < max_rank only; for a mergeable token this ends in 2 parts."""
     parts = [bytes([b]) for b in token]
@@ -494,7 +480,7 @@ def _bpe_pair(ranks: dict[bytes, int], token: bytes, max_rank: int) -> tuple[byt
 
 def gpt2_vocab_and_merges(ranks: dict[bytes, int], special: dict[str, int]) -> tuple[dict, list[str]]:
     """HF GPT-2 vocab.json dict and merges.txt lines, rebuilt from tiktoken BPE ranks."""
-    b2u = _bytes_to_unicode()
+    b2u = data.bytes_to_unicode()
     enc = lambda b: "".join(b2u[x] for x in b)  # noqa: E731
     vocab = {enc(tok): rank for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1])}
     merges = []
