@@ -50,9 +50,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass a ckpt_*.pt file or a training out_dir")
     found = list_checkpoints(path)
+    sharded = [path] if CKPT_RE.fullmatch(path.name) else list_checkpoints(path, sharded=True)
+    if not found and sharded:  # FSDP runs write ckpt_N/ directories and no best.pt
+        one = sharded[-1].with_name(sharded[-1].name + ".pt")
+        raise FileNotFoundError(f"{path} holds sharded (FSDP) checkpoints only; turn the newest into one file with "
+                                f"`python parallel.py consolidate {sharded[-1]} {one}`, then pass {one}")
     if not found:
-        raise FileNotFoundError(f"no ckpt_*.pt files in {path}; train first (train.py writes them to out_dir) "
-                                f"or pass a checkpoint file such as {path / 'best.pt'}")
+        raise FileNotFoundError(f"no ckpt_*.pt files in {path}; train first (train.py writes them and best.pt to "
+                                f"out_dir) or pass a checkpoint file")
     return found[-1]
 
 
@@ -142,7 +147,7 @@ def load_file(path: str | Path, trust: bool = False, map_location: str | torch.d
         culprit = next((line.strip() for line in str(e).splitlines() if "global" in line.lower()), None)
         if culprit and not trust:  # torch refused a pickled class or function: this is what could run code
             raise UntrustedCheckpoint(f"{path} holds Python objects beyond tensors and plain types "
-                                      f"({culprit[:160]}); {TRUST_HINT}") from None
+                                      f"({sentences(culprit)}); {TRUST_HINT}") from None
         raise CheckpointError(f"cannot read checkpoint {path}: not a checkpoint or corrupt ({_first_line(e)})") from None
     except (RuntimeError, EOFError, OSError) as e:  # truncated, corrupt, not a torch file
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a checkpoint "
@@ -151,7 +156,16 @@ def load_file(path: str | Path, trust: bool = False, map_location: str | torch.d
 
 def _first_line(e: Exception) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return next((line for line in lines if "Unsupported" in line), lines[0] if lines else type(e).__name__)[:160]
+    return sentences(next((line for line in lines if "Unsupported" in line), lines[0] if lines else type(e).__name__))
+
+
+def sentences(text: str, limit: int = 160) -> str:
+    """The whole sentences of text that fit in limit characters (at least the first one): never cut mid-sentence."""
+    if len(text) <= limit:
+        return text
+    end = text.rfind(". ", 0, limit)
+    end = end if end > 0 else text.find(". ")
+    return text if end < 0 else text[:end + 1]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", trust: bool = False) -> dict:

@@ -163,3 +163,25 @@ def test_parameter_estimate_equals_the_built_model():
                     dict(n_layer=5, value_embeds=2, x0_mix=True, unet_skips=True, pad_vocab_multiple=64)):
         c = GPTConfig(**TINY | toggles)
         assert checkpoint.num_params(c) == GPT(c).num_params(non_embedding=False), toggles
+
+
+class Harmless:
+    """A class torch's weights_only loader refuses (its message is long)."""
+
+
+def test_checkpoint_errors_end_at_a_sentence(tmp_path):
+    """torch's long messages are shortened to whole sentences, never cut mid-sentence ("...there is a high")."""
+    torch.save({"step": 1}, tmp_path / "ckpt_0000001.pt")
+    raw = bytearray((tmp_path / "ckpt_0000001.pt").read_bytes())
+    raw[28:30] = b"\xff\xff"                                # the first zip entry's extra-field length: corrupt
+    (tmp_path / "ckpt_0000001.pt").write_bytes(raw)
+    with pytest.raises(checkpoint.CheckpointError, match=r"truncated or not a checkpoint \(PytorchStreamReader "
+                                                         r"failed .*\. This is an internal miniz error\.\)$"):
+        checkpoint.load_checkpoint(tmp_path)
+    torch.save({"step": 1, "x": Harmless()}, tmp_path / "ckpt_0000002.pt")
+    with pytest.raises(checkpoint.UntrustedCheckpoint, match=r"\(WeightsUnpickler error: Unsupported global: GLOBAL "
+                                                             r"test_checkpoint.Harmless was not an allowed global by "
+                                                             r"default\.\); unpickling such a file"):
+        checkpoint.load_checkpoint(tmp_path)
+    assert checkpoint.sentences("One. Two three. " + "x" * 200) == "One. Two three."
+    assert checkpoint.sentences("y" * 200 + ". Next.") == "y" * 200 + "."

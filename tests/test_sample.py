@@ -289,3 +289,15 @@ def test_init_from_an_export_uses_its_own_tokenizer_files(gpt2_tiktoken_file, sp
     evaluate.main(["--init-from", str(tmp_path / "gpt2"), "--tasks", "copa", "--limit", "2", "--quiet",
                    "--data-dir", str(shared_data / "evals")])
     assert re.search(r"^copa +2 ", capsys.readouterr().out, re.M)
+
+
+def test_sharded_run_directory_points_to_consolidate_not_a_missing_best_pt(tmp_path):
+    """An FSDP run writes ckpt_N/ directories and no best.pt: the error gives the command that makes one file."""
+    for step in (2, 4):
+        (tmp_path / f"ckpt_{step:07d}").mkdir()
+        (tmp_path / f"ckpt_{step:07d}" / "COMPLETE").write_text(f"step {step}\n")
+    for where in (tmp_path, tmp_path / "ckpt_0000004"):
+        with pytest.raises(SystemExit, match=r"holds sharded \(FSDP\) checkpoints only; .*`python parallel.py "
+                                             r"consolidate .*ckpt_0000004 .*ckpt_0000004.pt`") as e:
+            run(["--ckpt", where, "--prompt", "x"])
+        assert "best.pt" not in str(e.value)
