@@ -721,8 +721,9 @@ class DataLoader:
     def _check_sizes(self) -> None:
         T, need = self.T, self.B * self.world_size
         if self.lengths.max() < T + 1:
-            raise ValueError(f"seq_len {T} needs windows of {T + 1} tokens but the longest {self.split} shard "
-                             f"in {self.data_dir} has {int(self.lengths.max())} tokens; use a smaller seq_len")
+            raise ValueError(f"sequences of {T} tokens (block_size) need windows of {T + 1} tokens but the longest "
+                             f"{self.split} shard in {self.data_dir} has {int(self.lengths.max())} tokens, so "
+                             f"block_size can be at most {max(int(self.lengths.max()) - 1, 0)}")
         short = [p.name for p, n in zip(self.paths, self.lengths) if n < 2 * T + 1]
         if short:
             warnings.warn(f"{len(short)} {self.split} shard(s) shorter than 2*seq_len+1 tokens may give no "
