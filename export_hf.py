@@ -3,7 +3,8 @@
     python export_hf.py --ckpt out/run/best.pt --out hf/run [--overwrite]
 
 The directory loads with `AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`
-(add `trust_remote_code=True` for the "nanogpt" family). The GPTConfig toggles pick the target class:
+(add `trust_remote_code=True` to both for the "nanogpt" family, and to AutoTokenizer for sentencepiece unigram
+tokenizers: without it transformers stops at an interactive [y/N] prompt). The GPTConfig toggles pick the class:
 
     toggles                                                           -> transformers class
     learned pos, gelu|relu2, layernorm, sequential, MHA, no qk_norm   -> GPT2LMHeadModel
@@ -782,8 +783,14 @@ def main(argv=None) -> None:
         sys.exit(f"export_hf.py: error: {e}")
     note = f" ({why_remote(model.config)})" if family == REMOTE_FAMILY else ""
     remote = ", trust_remote_code=True" if family == REMOTE_FAMILY else ""
+    code = sorted(p.name for p in Path(args.out).glob("*_nanogpt.py"))  # remote model and/or tokenizer
     print(f"exported {args.ckpt} -> {args.out} as {HF_CLASS[family]}{note}")
     print(f"load: AutoModelForCausalLM.from_pretrained({str(args.out)!r}{remote})")
+    if spec:  # AutoTokenizer reads config.json too: a remote model's auto_map asks as well
+        print(f"      AutoTokenizer.from_pretrained({str(args.out)!r}{', trust_remote_code=True' if code else ''})")
+    if code:
+        print(f"note: this export runs its own code ({', '.join(code)}); without trust_remote_code=True, "
+              f"transformers stops at an interactive [y/N] prompt (and fails where there is no terminal)")
 
 
 if __name__ == "__main__":
