@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import math
 import os
 import pickle
 import re
 import shutil
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import IO
 
@@ -56,9 +58,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass a ckpt_*.pt file or a training out_dir")
     found = list_checkpoints(path)
+    sharded = [path] if CKPT_RE.fullmatch(path.name) else list_checkpoints(path, sharded=True)
+    if not found and sharded:  # FSDP runs write ckpt_N/ directories and no best.pt
+        one = sharded[-1].with_name(sharded[-1].name + ".pt")
+        raise FileNotFoundError(f"{path} holds sharded (FSDP) checkpoints only; turn the newest into one file with "
+                                f"`python parallel.py consolidate {sharded[-1]} {one}`, then pass {one}")
     if not found:
-        raise FileNotFoundError(f"no ckpt_*.pt files in {path}; train first (train.py writes them to out_dir) "
-                                f"or pass a checkpoint file such as {path / 'best.pt'}")
+        raise FileNotFoundError(f"no ckpt_*.pt files in {path}; train first (train.py writes them and best.pt to "
+                                f"out_dir) or pass a checkpoint file")
     return found[-1]
 
 
@@ -214,7 +221,7 @@ def load_file(path: str | Path, trust: bool = False, map_location: str | torch.d
         culprit = next((line.strip() for line in str(e).splitlines() if "global" in line.lower()), None)
         if culprit and not trust:  # torch refused a pickled class or function: this is what could run code
             raise UntrustedCheckpoint(f"{path} holds Python objects beyond tensors and plain types "
-                                      f"({culprit[:160]}); {TRUST_HINT}") from None
+                                      f"({sentences(culprit)}); {TRUST_HINT}") from None
         raise CheckpointError(f"cannot read checkpoint {path}: not a checkpoint or corrupt ({_first_line(e)})") from None
     except (RuntimeError, EOFError, OSError) as e:  # truncated, corrupt, not a torch file
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a checkpoint "
@@ -223,7 +230,16 @@ def load_file(path: str | Path, trust: bool = False, map_location: str | torch.d
 
 def _first_line(e: Exception) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return next((line for line in lines if "Unsupported" in line), lines[0] if lines else type(e).__name__)[:160]
+    return sentences(next((line for line in lines if "Unsupported" in line), lines[0] if lines else type(e).__name__))
+
+
+def sentences(text: str, limit: int = 160) -> str:
+    """The whole sentences of text that fit in limit characters (at least the first one): never cut mid-sentence."""
+    if len(text) <= limit:
+        return text
+    end = text.rfind(". ", 0, limit)
+    end = end if end > 0 else text.find(". ")
+    return text if end < 0 else text[:end + 1]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", trust: bool = False) -> dict:
@@ -234,20 +250,96 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     return ckpt
 
 
-def model_config(d: dict, fill_defaults: bool = False) -> GPTConfig:
-    """GPTConfig from a checkpoint's model_config; missing fields are an error unless fill_defaults."""
+MAX_LAYERS = 1024  # deeper than any published model (DeepNet: 1000); a file asking for more is damaged
+
+
+def model_config(d: dict, fill_defaults: bool = False, source: str = "checkpoint model_config") -> GPTConfig:
+    """GPTConfig from a model config read from a file (a checkpoint's model_config, an export's config.json),
+    checked before anything is allocated: known fields, their types, GPTConfig's ranges, at most MAX_LAYERS
+    layers, and parameters that fit in this machine's memory. Missing fields are an error unless fill_defaults."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{source} is a {type(d).__name__}, not a dict of GPTConfig fields; the file is damaged")
     fields = {f.name: f for f in dataclasses.fields(GPTConfig)}
     unknown = sorted(set(d) - set(fields))
     if unknown:
-        raise ValueError(f"checkpoint model_config has fields this model.py does not know: {unknown}; "
+        raise ValueError(f"{source} has fields this model.py does not know: {unknown}; "
                          f"update the repo to the version that wrote the checkpoint")
     missing = sorted(set(fields) - set(d))
     if missing and not fill_defaults:
         defaults = {k: fields[k].default for k in missing}
-        raise ValueError(f"checkpoint model_config lacks fields {missing} (written by an older version); "
+        raise ValueError(f"{source} lacks fields {missing} (written by an older version); "
                          f"re-run with --fill-defaults to assume GPTConfig defaults {defaults} "
                          f"only if that is how the model was trained")
-    return GPTConfig(**d)
+    _check_types(d, source)
+    try:
+        c = GPTConfig(**d)
+    except ValueError as e:  # GPTConfig's own range checks
+        raise ValueError(f"{source}: {e}") from None
+    if c.n_layer > MAX_LAYERS:
+        raise ValueError(f"{source}: n_layer={c.n_layer} is over {MAX_LAYERS} (more than any trained model); "
+                         f"the file is damaged or not a model config")
+    check_fits_memory(c, source)
+    return c
+
+
+def _check_types(d: dict, source: str) -> None:
+    """TypeError-free GPTConfig(**d): each value has its field's type (ints for ints, finite numbers for floats)."""
+    hints = typing.get_type_hints(GPTConfig)
+    for name, value in d.items():
+        allowed = typing.get_args(hints[name]) or (hints[name],)
+        if not any(_is_a(value, t) for t in allowed):
+            want = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            nan = isinstance(value, float) and not math.isfinite(value)
+            why = "a finite number" if nan else f"of type {want}, not {type(value).__name__}"
+            raise ValueError(f"{source}: {name}={value!r} must be {why}; the file is damaged or was edited by hand")
+
+
+def _is_a(value, t) -> bool:
+    if t is type(None):
+        return value is None
+    if isinstance(value, bool) or t is bool:
+        return isinstance(value, bool) and t is bool
+    if t is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, t)
+
+
+def num_params(c: GPTConfig) -> int:
+    """GPT(c).num_params(non_embedding=False) from the config alone, without building the model."""
+    d, h, kv, b = c.n_embd, c.hidden_dim, c.kv_heads * c.head_dim, int(c.bias)
+    norm = d * (2 if c.norm == "layernorm" and c.bias else 1)
+    attn = d * (d + 2 * kv) + d * d + b * (2 * d + 2 * kv) + (2 * c.head_dim if c.qk_norm else 0)
+    mats = 3 if c.mlp == "swiglu" else 2
+    mlp = mats * d * h + b * ((mats - 1) * h + d)
+    layer = attn + mlp + norm * (1 if c.parallel_residual else 2)
+    vocab = c.padded_vocab_size
+    embed = vocab * d * (1 if c.tie_embeddings else 2) + (c.block_size * d if c.pos_emb == "learned" else 0)
+    mixing = 2 * sum(t is not None for t in c.value_embed_tables) + 2 * c.n_layer * c.x0_mix + \
+        c.n_layer // 2 * c.unet_skips
+    return c.n_layer * layer + embed + norm + c.value_embeds * vocab * kv + mixing
+
+
+def memory_bytes() -> int | None:
+    """This machine's memory (physical RAM, or a smaller cgroup limit); None where it cannot be read."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    limit = Path("/sys/fs/cgroup/memory.max")
+    try:
+        text = limit.read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(text)) if text.isdigit() else total
+
+
+def check_fits_memory(c: GPTConfig, source: str = "model config") -> None:
+    """ValueError naming the numbers when GPT(c)'s float32 parameters alone exceed this machine's memory."""
+    need, have = 4 * num_params(c), memory_bytes()
+    if have is not None and need > have:
+        raise ValueError(f"{source}: asks for {num_params(c):,} parameters ({need / 2**30:,.1f} GiB in float32; "
+                         f"n_layer={c.n_layer}, n_embd={c.n_embd}, vocab_size={c.vocab_size}), more than this "
+                         f"machine's {have / 2**30:,.1f} GiB of memory; the file is damaged or needs a larger machine")
 
 
 def model_from_checkpoint(ckpt: dict, fill_defaults: bool = True) -> GPT:
@@ -257,7 +349,7 @@ def model_from_checkpoint(ckpt: dict, fill_defaults: bool = True) -> GPT:
     cfg_dict = ckpt.get("model_config") or ckpt.get("model_args")
     if cfg_dict is None or "model" not in ckpt:
         raise ValueError(f"not a train.py checkpoint (needs 'model_config' and 'model'; has {sorted(ckpt)})")
-    model = GPT(model_config(dict(cfg_dict), fill_defaults))
+    model = GPT(model_config(cfg_dict, fill_defaults))
     model.load_state_dict(strip_prefix(ckpt["model"]))
     return model.eval()
 

@@ -70,7 +70,7 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     """Learning-rate schedule (multiplies every param group's peak lr)."""
-    max_iters: int = 19073                 # optimizer steps
+    max_iters: int = 19073                 # optimizer steps (0 = no training: evaluate the initial model only)
     lr_schedule: str = "cosine"            # cosine | wsd | constant
     warmup_iters: int = 715                # linear warmup steps
     warmup_start_ratio: float = 0.0        # warmup starts at this fraction of the peak lr (0.1 = from 10%)
@@ -265,18 +265,26 @@ def validate(cfg: TrainConfig) -> None:
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}")
-    for key in ("batch_size", "max_iters", "eval_interval", "log_interval", "keep_last", "max_nonfinite",
-                "pack_buffer"):
-        if flat[key] < (0 if key == "max_iters" else 1):
+    for key in ("batch_size", "eval_interval", "log_interval", "keep_last", "max_nonfinite", "pack_buffer"):
+        if flat[key] < 1:
             raise ConfigError(f"{key}={flat[key]} must be positive")
+    if flat["max_iters"] < 0:
+        raise ConfigError(f"max_iters={flat['max_iters']} must be >= 0 (optimizer steps; 0 = no training: evaluate "
+                          f"the initial model only)")
     for key in ("total_batch_size", "warmup_iters", "eval_iters", "ckpt_interval", "sample_tokens",
                 "tasks_interval", "tasks_limit", "grad_clip"):
         if flat[key] < 0:
             raise ConfigError(f"{key}={flat[key]} must be >= 0")
     for key in ("warmup_start_ratio", "lr_hold_frac", "min_lr_ratio", "cooldown_frac", "seq_len_warmup_frac",
-                "batch_warmup_frac", "label_smoothing"):
+                "batch_warmup_frac"):
         if not 0.0 <= flat[key] <= 1.0:
             raise ConfigError(f"{key}={flat[key]} must be a fraction in [0, 1]")
+    if not 0.0 <= flat["label_smoothing"] < 1.0:
+        raise ConfigError(f"label_smoothing={flat['label_smoothing']} must be a fraction in [0, 1) (at 1 the target "
+                          f"is uniform: nothing left to learn); typical values are 0 or 0.1")
+    if cfg.run.resume and cfg.run.overwrite:
+        raise ConfigError(f"resume={cfg.run.resume!r} and overwrite=True conflict: --resume continues the run in "
+                          f"out_dir, --overwrite=True moves it aside to start a new one; drop one of them")
     for key in ("learning_rate", "muon_lr", "eps"):
         if flat[key] <= 0:
             raise ConfigError(f"{key}={flat[key]} must be > 0")
@@ -347,6 +355,8 @@ def check_data(cfg: TrainConfig):
     for split in ("train",) + (("val",) if cfg.run.eval_iters else ()):
         try:
             found = datalib.list_shards(d, split)
+        except datalib.MetaError as e:  # its message names the bad field and the fix
+            raise ConfigError(str(e)) from None
         except (FileNotFoundError, RuntimeError) as e:
             raise ConfigError(f"{e}; {fix}") from None
         if not found:
@@ -356,10 +366,15 @@ def check_data(cfg: TrainConfig):
     except (OSError, RuntimeError, ValueError) as e:  # ranks file missing or offline, wrong ranks, bad model
         raise ConfigError(str(e)) from None
     if tokenizer.vocab_size != cfg.model.vocab_size:
+        fix = (f"set --vocab_size={tokenizer.vocab_size} (embedding padding is pad_vocab_multiple's job) or point "
+               f"data_dir at matching shards")
+        if cfg.run.resume:  # the checkpoint's embedding fixes the vocabulary: only the data can change
+            fix = (f"a resumed run keeps its checkpoint's tokenizer, so point --data_dir at shards prepared with it "
+                   f"(the run's config.json in out_dir names its data_dir), or start a new run in a new --out_dir "
+                   f"with --vocab_size={tokenizer.vocab_size}")
         raise ConfigError(
             f"the shards in {d} use a {tokenizer.kind} tokenizer with vocab_size={tokenizer.vocab_size} (meta.json) "
-            f"but the model has vocab_size={cfg.model.vocab_size}; set --vocab_size={tokenizer.vocab_size} "
-            f"(embedding padding is pad_vocab_multiple's job) or point data_dir at matching shards")
+            f"but the model has vocab_size={cfg.model.vocab_size}; {fix}")
     if cfg.data.loader == "bos_aligned":
         check_documents(d, tokenizer)
     return tokenizer

@@ -37,6 +37,9 @@ SP_MODEL_FILE = "tokenizer.model"
 INCOMPLETE_MARKER = "_INCOMPLETE"   # present while prepare_data.py writes a directory
 GPT2_EOT = 50256
 GPT2_VOCAB = 50257
+# sha256 of the GPT-2 BPE ranks in the .tiktoken format (GPT2Tokenizer.sha256; tiktoken's r50k_base hash)
+GPT2_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+MAX_RANKS_BYTES = 16 << 20          # the GPT-2 ranks file is 0.8 MB: a recorded file far larger is not one
 # GPT-2's pre-tokenizer regex (tiktoken's r50k_pat_str), used if tiktoken_ext is unavailable.
 GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 # A newline between two non-space characters is a hard token boundary for GPT-2 and for the
@@ -96,16 +99,31 @@ class GPT2Tokenizer:
 
     @functools.cached_property
     def sha256(self) -> str:
-        """Hash of the ranks in the .tiktoken file format (base64 token, rank): the same wherever they came from."""
-        lines = (base64.b64encode(tok) + b" " + str(rank).encode() for tok, rank in
-                 sorted(self.ranks.items(), key=lambda kv: kv[1]))
-        return hashlib.sha256(b"\n".join(lines) + b"\n").hexdigest()
+        return ranks_sha256(self.ranks)
 
     def spec(self) -> dict:
         """ranks_file: where the ranks were read (later scripts find them there offline); sha256: their identity."""
         return {"kind": "gpt2", "name": "gpt2", "vocab_size": self.vocab_size, "bos_id": self.bos_id,
                 "eos_id": self.eos_id, "eot_id": self.eot_id, "ranks_file": self.tiktoken_file,
                 "sha256": self.sha256}
+
+
+def ranks_sha256(ranks: dict[bytes, int]) -> str:
+    """Hash of BPE ranks in the .tiktoken file format (base64 token, rank): the same wherever they came from."""
+    lines = (base64.b64encode(tok) + b" " + str(rank).encode() for tok, rank in
+             sorted(ranks.items(), key=lambda kv: kv[1]))
+    return hashlib.sha256(b"\n".join(lines) + b"\n").hexdigest()
+
+
+def _gpt2_encoding(ranks: dict[bytes, int]):
+    """tiktoken's GPT-2 Encoding over ranks (token bytes -> id), with <|endoftext|> as its special token."""
+    import tiktoken
+    try:
+        from tiktoken_ext.openai_public import r50k_pat_str as pat
+    except ImportError:  # pragma: no cover - tiktoken_ext ships with tiktoken
+        pat = GPT2_PAT
+    return tiktoken.Encoding(name="gpt2", pat_str=pat, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": GPT2_EOT}, explicit_n_vocab=GPT2_VOCAB)
 
 
 @functools.lru_cache(maxsize=4)
@@ -120,26 +138,86 @@ def _tiktoken_encoding(tiktoken_file: str | None):
                                f"../shared/data/gpt2.tiktoken; the scripts also take --tiktoken-file), or prepare "
                                f"the data with --tiktoken-file so meta.json records where the ranks are") from None
     from tiktoken.load import load_tiktoken_bpe
-    try:
-        from tiktoken_ext.openai_public import r50k_pat_str as pat
-    except ImportError:  # pragma: no cover - tiktoken_ext ships with tiktoken
-        pat = GPT2_PAT
     if not Path(tiktoken_file).is_file():
         raise FileNotFoundError(f"GPT-2 BPE ranks file {tiktoken_file} not found; pass --tiktoken-file PATH "
                                 f"(e.g. ../shared/data/gpt2.tiktoken) or unset TIKTOKEN_GPT2_FILE")
-    ranks = load_tiktoken_bpe(str(tiktoken_file))
-    return tiktoken.Encoding(name="gpt2", pat_str=pat, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": GPT2_EOT}, explicit_n_vocab=GPT2_VOCAB)
+    return _gpt2_encoding(load_tiktoken_bpe(str(tiktoken_file)))
 
 
-def gpt2_tokenizer(tiktoken_file: str | os.PathLike | None = None, recorded: str | None = None) -> GPT2Tokenizer:
+def gpt2_tokenizer(tiktoken_file: str | os.PathLike | None = None, recorded: str | None = None,
+                   recorded_sha256: str | None = None) -> GPT2Tokenizer:
     """GPT-2 tokenizer. Ranks file: the argument, else env TIKTOKEN_GPT2_FILE, else the file a spec recorded
-    (meta.json, a checkpoint) if it is there, else tiktoken.get_encoding("gpt2") (downloads, or reads the
-    cache in TIKTOKEN_CACHE_DIR)."""
-    found = recorded if recorded and Path(recorded).is_file() else None
-    path = tiktoken_file or os.environ.get("TIKTOKEN_GPT2_FILE") or found
+    (meta.json, a checkpoint) if it is there and its bytes have the recorded sha256 (GPT-2's when none is
+    recorded), else tiktoken.get_encoding("gpt2") (downloads, or reads the cache in TIKTOKEN_CACHE_DIR)."""
+    given = tiktoken_file or os.environ.get("TIKTOKEN_GPT2_FILE")
+    found = recorded if isinstance(recorded, str) and recorded and Path(recorded).is_file() else None
+    if found and not given:
+        check_recorded_ranks(found, recorded_sha256 or GPT2_SHA256)
+    path = given or found
     path = str(Path(path).expanduser().resolve()) if path else None
     return GPT2Tokenizer(_tiktoken_encoding(path), path)
+
+
+def check_recorded_ranks(path: str, sha256: str) -> None:
+    """ValueError unless the ranks file a spec recorded has the recorded sha256; checked before it is parsed,
+    since the path comes from a file (meta.json, a checkpoint) and could name anything."""
+    size = Path(path).stat().st_size
+    digest = file_sha256(path) if size <= MAX_RANKS_BYTES else None
+    if digest != sha256:
+        has = f"sha256 {digest[:12]}" if digest else f"{size:,} bytes"
+        raise ValueError(f"the GPT-2 ranks file {path} named in the tokenizer spec has {has}, not the recorded "
+                         f"sha256 {str(sha256)[:12]}, so it was not read; pass --tiktoken-file PATH (or set "
+                         f"TIKTOKEN_GPT2_FILE) to the real gpt2.tiktoken")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable unicode map (the "data gym" alphabet of vocab.json/merges.txt)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def gpt2_from_vocab_json(path: str | os.PathLike) -> GPT2Tokenizer:
+    """GPT-2 tokenizer from a transformers vocab.json (an export's, or the hub's gpt2), no ranks file needed:
+    its byte-level tokens are the BPE ranks. Only GPT-2's own vocabulary is accepted (sha256 GPT2_SHA256), for
+    which tiktoken's merge-by-rank gives exactly the ids of merges.txt."""
+    path = Path(path)
+    u2b = {u: b for b, u in bytes_to_unicode().items()}
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+        ranks = {bytes(u2b[ch] for ch in tok): int(i) for tok, i in vocab.items() if tok != "<|endoftext|>"}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} is not a GPT-2 byte-level BPE vocab.json ({type(e).__name__}: {e})") from None
+    if vocab.get("<|endoftext|>") != GPT2_EOT or ranks_sha256(ranks) != GPT2_SHA256:
+        raise ValueError(f"{path} is not GPT-2's vocabulary ({len(vocab):,} tokens, ranks sha256 "
+                         f"{ranks_sha256(ranks)[:12]}); only GPT-2 BPE and sentencepiece (tokenizer.model) are read")
+    return GPT2Tokenizer(_gpt2_encoding(ranks))
+
+
+def tokenizer_from_hf_dir(path: str | os.PathLike) -> Tokenizer | None:
+    """The tokenizer an export_hf.py directory carries: tokenizer.model (sentencepiece) or vocab.json (GPT-2
+    BPE); None when it has neither (an export of weights only)."""
+    path = Path(path)
+    if (path / SP_MODEL_FILE).is_file():
+        return load_sentencepiece(path / SP_MODEL_FILE)
+    if (path / "vocab.json").is_file():
+        return gpt2_from_vocab_json(path / "vocab.json")
+    return None
 
 
 class SentencePieceTokenizer:
@@ -205,12 +283,16 @@ class SentencePieceTokenizer:
                 "model_proto_b64": base64.b64encode(self.proto).decode("ascii")}
 
 
-def load_sentencepiece(model_file: str | os.PathLike) -> SentencePieceTokenizer:
-    """Load an existing sentencepiece `.model` file."""
+def load_sentencepiece(model_file: str | os.PathLike, sha256: str | None = None) -> SentencePieceTokenizer:
+    """Load an existing sentencepiece `.model` file; with sha256 (recorded in a spec), only if its bytes match."""
     path = Path(model_file)
     if not path.is_file():
         raise FileNotFoundError(f"sentencepiece model not found: {path}")
-    return SentencePieceTokenizer(path.read_bytes())
+    raw = path.read_bytes()
+    if sha256 and hashlib.sha256(raw).hexdigest() != sha256:
+        raise ValueError(f"sentencepiece model {path} has sha256 {hashlib.sha256(raw).hexdigest()[:12]}, not the "
+                         f"recorded {str(sha256)[:12]}, so it was not read; re-run prepare_data.py for its directory")
+    return SentencePieceTokenizer(raw)
 
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_type: str = "unigram",
@@ -273,12 +355,13 @@ def tokenizer_from_spec(spec: dict, tiktoken_file: str | None = None,
                         base_dir: str | os.PathLike | None = None) -> Tokenizer:
     """Rebuild a tokenizer from spec() (as stored in meta.json and in checkpoints)."""
     if tokenizer_kind(spec) == "gpt2":
-        tok = gpt2_tokenizer(tiktoken_file, recorded=spec.get("ranks_file"))
+        tok = gpt2_tokenizer(tiktoken_file, recorded=spec.get("ranks_file"), recorded_sha256=spec.get("sha256"))
     elif spec.get("model_proto_b64"):
         tok = SentencePieceTokenizer(base64.b64decode(spec["model_proto_b64"]))
     else:
-        model_file = Path(spec.get("model_file") or spec.get("path") or SP_MODEL_FILE)
-        tok = load_sentencepiece(Path(base_dir) / model_file if base_dir is not None else model_file)
+        model_file = spec.get("model_file") or spec.get("path") or SP_MODEL_FILE
+        path = inside(base_dir, model_file, "tokenizer model_file") if base_dir is not None else Path(model_file)
+        tok = load_sentencepiece(path, spec.get("sha256"))
     if spec.get("sha256") and spec["sha256"] != tok.sha256:
         raise ValueError(f"the {tok.kind} tokenizer loaded here (sha256 {tok.sha256[:12]}) is not the one the spec "
                          f"was written with (sha256 {spec['sha256'][:12]}); point --tiktoken-file / "
@@ -440,17 +523,82 @@ def _check_complete(data_dir: Path) -> None:
                            f"present); re-run it with --overwrite")
 
 
+class MetaError(ValueError):
+    """A meta.json unlike prepare_data.py's: not JSON, a path outside its directory, a count that is no count."""
+
+
+def inside(base: str | os.PathLike, name, what: str) -> Path:
+    """base/name for a relative path that stays inside base. Paths read from meta.json are untrusted: an
+    absolute path or '..' is refused (MetaError) before anything is read."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise MetaError(f"{Path(base) / META_FILE}: {what} {name!r} is not a file inside {base} (absolute paths "
+                        f"and '..' are refused; nothing was read); re-run prepare_data.py --out {base}")
+    return Path(base) / name
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_meta(meta, path: Path) -> dict:
+    """meta (read from path) if it has prepare_data.py's shape, else MetaError naming the field: shard files
+    inside the directory, splits train/val, counts that are integers >= 0, a vocab size that fits uint16."""
+    def bad(field: str, value, want: str) -> MetaError:
+        return MetaError(f"{path}: {field}={value!r} {want}; re-run prepare_data.py --out {path.parent}")
+    if not isinstance(meta, dict) or not isinstance(meta.get("shards", []), list):
+        raise MetaError(f"{path} is not a prepare_data.py meta.json (an object with a 'shards' list); re-run "
+                        f"prepare_data.py --out {path.parent}")
+    for i, shard in enumerate(meta.get("shards", [])):
+        if not isinstance(shard, dict):
+            raise bad(f"shards[{i}]", shard, "must be an object with file, split and tokens")
+        inside(path.parent, shard.get("file"), f"shards[{i}].file")
+        if shard.get("split") not in ("train", "val"):
+            raise bad(f"shards[{i}].split", shard.get("split"), "must be 'train' or 'val'")
+        if "tokens" in shard and not _is_count(shard["tokens"]):
+            raise bad(f"shards[{i}].tokens", shard["tokens"], "must be an integer >= 0")
+    for key in ("num_docs", "num_tokens"):
+        counts = meta.get(key, {})
+        if not isinstance(counts, dict) or not all(_is_count(v) for v in counts.values()):
+            raise bad(key, counts, "must map each split to an integer >= 0")
+    if "tokenizer" in meta:
+        _check_meta_tokenizer(meta["tokenizer"], bad)
+    part = meta.get("slice")
+    if part is not None and not (isinstance(part, dict) and _is_count(part.get("index"))
+                                 and _is_count(part.get("count")) and part["index"] < part["count"]):
+        raise bad("slice", part, "must be {index, count} with 0 <= index < count")
+    return meta
+
+
+def _check_meta_tokenizer(spec, bad) -> None:
+    if not isinstance(spec, dict):
+        raise bad("tokenizer", spec, "must be a tokenizer spec (an object)")
+    vocab = spec.get("vocab_size")
+    if vocab is not None and not (_is_count(vocab) and 1 <= vocab <= MAX_VOCAB):
+        raise bad("tokenizer.vocab_size", vocab, f"must be an integer in [1, {MAX_VOCAB:,}] (uint16 shards)")
+    for key in ("bos_id", "eos_id", "eot_id"):
+        token = spec.get(key)
+        if token is not None and not (_is_count(token) and (vocab is None or token < vocab)):
+            raise bad(f"tokenizer.{key}", token, "must be a token id below vocab_size, or null")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise MetaError(f"{path} is not valid JSON ({e}); re-run prepare_data.py --out {path.parent}") from None
+
+
 def read_meta(data_dir: str | os.PathLike) -> dict:
-    """meta.json of a prepared directory. A directory filled by `--num-shards K` slices (one
-    meta-sIIIofKKK.json each) is merged on the fly: shards listed slice after slice."""
+    """meta.json of a prepared directory, checked (check_meta: it is untrusted input). A directory filled by
+    `--num-shards K` slices (one meta-sIIIofKKK.json each) is merged on the fly: shards listed slice after slice."""
     data_dir = Path(data_dir)
     path = data_dir / META_FILE
     if path.is_file():
-        return json.loads(path.read_text())
+        return check_meta(_read_json(path), path)
     slices = sorted(data_dir.glob("meta-s*of*.json"))
     if not slices:
         raise FileNotFoundError(f"no {META_FILE} in {data_dir} (run prepare_data.py --out {data_dir})")
-    return merge_slice_metas([json.loads(p.read_text()) for p in slices], data_dir)
+    return merge_slice_metas([check_meta(_read_json(p), p) for p in slices], data_dir)
 
 
 def merge_slice_metas(metas: list[dict], where: str | os.PathLike = "") -> dict:
@@ -486,7 +634,7 @@ def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
     except FileNotFoundError:
         meta = None
     if meta is not None and "shards" in meta:  # (a hand-written meta.json may record the tokenizer only)
-        paths = [data_dir / s["file"] for s in meta["shards"] if s["split"] == split]
+        paths = [data_dir / s["file"] for s in meta["shards"] if s["split"] == split]  # inside data_dir: check_meta
         missing = [p.name for p in paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{data_dir}: shards listed in meta.json are missing: {missing[:5]}")
@@ -593,8 +741,9 @@ class DataLoader:
     def _check_sizes(self) -> None:
         T, need = self.T, self.B * self.world_size
         if self.lengths.max() < T + 1:
-            raise ValueError(f"seq_len {T} needs windows of {T + 1} tokens but the longest {self.split} shard "
-                             f"in {self.data_dir} has {int(self.lengths.max())} tokens; use a smaller seq_len")
+            raise ValueError(f"sequences of {T} tokens (block_size) need windows of {T + 1} tokens but the longest "
+                             f"{self.split} shard in {self.data_dir} has {int(self.lengths.max())} tokens, so "
+                             f"block_size can be at most {max(int(self.lengths.max()) - 1, 0)}")
         short = [p.name for p, n in zip(self.paths, self.lengths) if n < 2 * T + 1]
         if short:
             warnings.warn(f"{len(short)} {self.split} shard(s) shorter than 2*seq_len+1 tokens may give no "

@@ -3,7 +3,8 @@
     python export_hf.py --ckpt out/run/best.pt --out hf/run [--overwrite]
 
 The directory loads with `AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`
-(add `trust_remote_code=True` for the "nanogpt" family). The GPTConfig toggles pick the target class:
+(add `trust_remote_code=True` to both for the "nanogpt" family, and to AutoTokenizer for sentencepiece unigram
+tokenizers: without it transformers stops at an interactive [y/N] prompt). The GPTConfig toggles pick the class:
 
     toggles                                                           -> transformers class
     learned pos, gelu|relu2, layernorm, sequential, MHA, no qk_norm   -> GPT2LMHeadModel
@@ -464,20 +465,6 @@ def save_native(model: GPT, family: str, out: Path, bos_id, eos_id, dtype: torch
 
 # ----------------------------------------------------------------------------- tokenizers
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode map (the "data gym" alphabet of vocab.json/merges.txt)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
-        list(range(ord("\u00ae"), ord("\u00ff") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def _bpe_pair(ranks: dict[bytes, int], token: bytes, max_rank: int) -> tuple[bytes, bytes]:
     """Run BPE on token's bytes with ranks < max_rank only; for a mergeable token this ends in 2 parts."""
     parts = [bytes([b]) for b in token]
@@ -497,7 +484,7 @@ def _bpe_pair(ranks: dict[bytes, int], token: bytes, max_rank: int) -> tuple[byt
 
 def gpt2_vocab_and_merges(ranks: dict[bytes, int], special: dict[str, int]) -> tuple[dict, list[str]]:
     """HF GPT-2 vocab.json dict and merges.txt lines, rebuilt from tiktoken BPE ranks."""
-    b2u = _bytes_to_unicode()
+    b2u = data.bytes_to_unicode()
     enc = lambda b: "".join(b2u[x] for x in b)  # noqa: E731
     vocab = {enc(tok): rank for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1])}
     merges = []
@@ -712,33 +699,34 @@ def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _config_from_hf(hc: dict) -> GPTConfig:
-    """GPTConfig for a foreign (not exported by us) GPT-2 or Llama checkpoint."""
+def _config_from_hf(hc: dict, source: str) -> GPTConfig:
+    """GPTConfig for a foreign (not exported by us) GPT-2 or Llama checkpoint, checked like a checkpoint's."""
     mt = hc.get("model_type")
     if mt == "gpt2":
         act = hc.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh", "relu2"):
             raise ValueError(f"GPT-2 activation {act!r} has no GPTConfig equivalent")
-        return GPTConfig(block_size=hc["n_positions"], vocab_size=hc["vocab_size"], n_layer=hc["n_layer"],
-                         n_head=hc["n_head"], n_embd=hc["n_embd"], mlp_hidden=hc.get("n_inner"),
-                         mlp="relu2" if act == "relu2" else "gelu", norm_eps=hc.get("layer_norm_epsilon", 1e-5),
-                         tie_embeddings=hc.get("tie_word_embeddings", True), bias=True)
+        d = dict(block_size=hc.get("n_positions"), vocab_size=hc.get("vocab_size"), n_layer=hc.get("n_layer"),
+                 n_head=hc.get("n_head"), n_embd=hc.get("n_embd"), mlp_hidden=hc.get("n_inner"),
+                 mlp="relu2" if act == "relu2" else "gelu", norm_eps=hc.get("layer_norm_epsilon", 1e-5),
+                 tie_embeddings=hc.get("tie_word_embeddings", True), bias=True)
+        return checkpoint.model_config(d, fill_defaults=True, source=source)
     if mt == "llama":
         rope = hc.get("rope_parameters") or {}
         if rope.get("rope_type", "default") != "default" or hc.get("rope_scaling"):
             raise ValueError("Llama rope scaling has no GPTConfig equivalent")
-        n_head = hc["num_attention_heads"]
-        if hc.get("head_dim") not in (None, hc["hidden_size"] // n_head):
+        n_head, width = hc.get("num_attention_heads"), hc.get("hidden_size")
+        sizes_ok = isinstance(n_head, int) and isinstance(width, int) and n_head > 0  # else model_config says so
+        if sizes_ok and hc.get("head_dim") not in (None, width // n_head):
             raise ValueError("Llama head_dim != hidden_size / num_attention_heads has no GPTConfig equivalent")
         if hc.get("attention_bias", False) != hc.get("mlp_bias", False):
             raise ValueError("Llama with attention_bias != mlp_bias has no GPTConfig equivalent")
-        return GPTConfig(block_size=hc["max_position_embeddings"], vocab_size=hc["vocab_size"],
-                         n_layer=hc["num_hidden_layers"], n_head=n_head,
-                         n_kv_head=hc.get("num_key_value_heads") or n_head, n_embd=hc["hidden_size"],
-                         pos_emb="rope", rope_theta=rope.get("rope_theta", hc.get("rope_theta", 10000.0)),
-                         mlp="swiglu", mlp_hidden=hc["intermediate_size"], norm="rmsnorm",
-                         norm_eps=hc["rms_norm_eps"], tie_embeddings=hc.get("tie_word_embeddings", False),
-                         bias=hc.get("attention_bias", False))
+        d = dict(block_size=hc.get("max_position_embeddings"), vocab_size=hc.get("vocab_size"),
+                 n_layer=hc.get("num_hidden_layers"), n_head=n_head, n_kv_head=hc.get("num_key_value_heads") or n_head,
+                 n_embd=width, pos_emb="rope", rope_theta=rope.get("rope_theta", hc.get("rope_theta", 10000.0)),
+                 mlp="swiglu", mlp_hidden=hc.get("intermediate_size"), norm="rmsnorm", norm_eps=hc.get("rms_norm_eps"),
+                 tie_embeddings=hc.get("tie_word_embeddings", False), bias=hc.get("attention_bias", False))
+        return checkpoint.model_config(d, fill_defaults=True, source=source)
     raise ValueError(f"cannot import model_type {mt!r} without the 'nanogpt_config' that export_hf.py writes; "
                      f"supported foreign types: gpt2, llama")
 
@@ -757,10 +745,13 @@ def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path / 'config.json'} not found; pass a directory written by export_hf.py")
     hc = json.loads((path / "config.json").read_text())
-    if "nanogpt_config" in hc:
-        c = checkpoint.model_config(hc["nanogpt_config"], fill_defaults=True)  # older exports lack newer toggles
+    if not isinstance(hc, dict):
+        raise ValueError(f"{path / 'config.json'} is not a transformers config (a JSON object)")
+    if "nanogpt_config" in hc:  # older exports lack newer toggles: their defaults
+        c = checkpoint.model_config(hc["nanogpt_config"], fill_defaults=True,
+                                    source=f"{path / 'config.json'} nanogpt_config")
     else:
-        c = _config_from_hf(hc)
+        c = _config_from_hf(hc, source=f"{path / 'config.json'}")
     if pad_vocab_multiple is not None:
         c = dataclasses.replace(c, pad_vocab_multiple=pad_vocab_multiple)
     hf = load_hf_state_dict(path)
@@ -843,8 +834,14 @@ def main(argv=None) -> None:
         sys.exit(f"export_hf.py: error: {e}")
     note = f" ({why_remote(model.config)})" if family == REMOTE_FAMILY else ""
     remote = ", trust_remote_code=True" if family == REMOTE_FAMILY else ""
+    code = sorted(p.name for p in Path(args.out).glob("*_nanogpt.py"))  # remote model and/or tokenizer
     print(f"exported {args.ckpt} -> {args.out} as {HF_CLASS[family]}{note}")
     print(f"load: AutoModelForCausalLM.from_pretrained({str(args.out)!r}{remote})")
+    if spec:  # AutoTokenizer reads config.json too: a remote model's auto_map asks as well
+        print(f"      AutoTokenizer.from_pretrained({str(args.out)!r}{', trust_remote_code=True' if code else ''})")
+    if code:
+        print(f"note: this export runs its own code ({', '.join(code)}); without trust_remote_code=True, "
+              f"transformers stops at an interactive [y/N] prompt (and fails where there is no terminal)")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from torch.utils.checkpoint import checkpoint as recompute
 
 import checkpoint
 import runtime
-from model import GPT, GPTConfig
+from model import GPT
 
 COMPLETE = "COMPLETE"   # marker file: present only in fully written sharded checkpoints
 META = "meta.pt"        # everything except model/optimizer tensors (written by rank 0)
@@ -274,7 +274,8 @@ def consolidate(sharded_dir: str | Path, out_file: str | Path, trust: bool = Fal
     src = resolve_sharded(sharded_dir)
     meta = checkpoint.load_file(src / META, trust)
     with torch.device("meta"):
-        model = GPT(GPTConfig(**meta["model_config"]))
+        model = GPT(checkpoint.model_config(meta.get("model_config"), fill_defaults=True,
+                                            source=f"{src / META} model_config"))
     model.to_empty(device="cpu")
     state = {"model": model.state_dict()}
     dcp_load(state, src, trust, no_dist=True)

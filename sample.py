@@ -8,7 +8,8 @@ Sample text from a trained checkpoint (or OpenAI's GPT-2 weights).
 
 The prompt comes from --prompt, --prompt-file, or stdin (when piped); with none, generation starts
 from the tokenizer's BOS (sentencepiece) or <|endoftext|> (GPT-2) token. Text is decoded with the
-checkpoint's own tokenizer (its spec is stored in the checkpoint). Generation uses the model's KV
+checkpoint's own tokenizer (its spec is stored in the checkpoint; an export directory's: its vocab.json or
+tokenizer.model). Generation uses the model's KV
 cache unless --no-cache. --temperature 0 or --greedy decodes greedily; --top-k / --top-p filter the
 distribution before sampling (top-p keeps the smallest set of tokens whose probability reaches p).
 A prompt longer than the model's window is truncated from the left (models with learned positions).
@@ -53,11 +54,15 @@ def load_model(ckpt: str | None = None, init_from: str | None = None, trust: boo
 
 def load_model_and_tokenizer(ckpt: str | None = None, init_from: str | None = None, device="cpu",
                              tiktoken_file: str | None = None, trust: bool = False):
-    """(model in eval mode on `device`, tokenizer): load_model, then the checkpoint's own tokenizer (GPT-2's
-    for OpenAI weights and for old checkpoints without a spec)."""
+    """(model in eval mode on `device`, tokenizer): load_model, then the checkpoint's own tokenizer, an export
+    directory's own tokenizer files (vocab.json or tokenizer.model), or GPT-2's (OpenAI weights by name, old
+    checkpoints and exports without a tokenizer)."""
     model, spec = load_model(ckpt, init_from, trust)
+    exported = data.tokenizer_from_hf_dir(init_from) if init_from is not None and Path(init_from).is_dir() else None
     if spec is not None:
         tokenizer = data.tokenizer_from_spec(spec, tiktoken_file)
+    elif exported is not None:
+        tokenizer = exported
     elif init_from is not None or model.config.vocab_size == data.GPT2_VOCAB:
         if ckpt is not None:
             print(f"note: {ckpt} has no tokenizer spec; using the GPT-2 tokenizer", file=sys.stderr)
@@ -262,7 +267,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """Where the model comes from and how it runs; shared by sample.py and hellaswag.py."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="checkpoint file, or run directory (newest ckpt_*.pt)")
-    src.add_argument("--init-from", help="an export_hf.py directory, or OpenAI GPT-2 weights: gpt2, gpt2-medium, ...")
+    src.add_argument("--init-from", help="an export_hf.py directory (with its own tokenizer files), or OpenAI GPT-2 "
+                                         "weights: gpt2, gpt2-medium, ...")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda, else mps, else cpu)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="compute dtype (default: bfloat16 on CUDA when supported, for sample.py also on CPUs "

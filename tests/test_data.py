@@ -566,3 +566,73 @@ def test_shards_without_meta_json_are_gpt2_only_when_nothing_says_otherwise(char
         p.unlink()
     with pytest.raises(ValueError, match="token id 60000, past GPT-2's 50257"):
         data.load_tokenizer_for(d)
+
+
+# ---------------------------------------------------------------------------------------------- untrusted meta.json
+
+def edit_meta(d, edit):
+    meta = json.loads((d / "meta.json").read_text())
+    edit(meta)
+    (d / "meta.json").write_text(json.dumps(meta))
+
+
+def test_meta_shard_paths_stay_inside_data_dir(tmp_path, sp_tok):
+    """meta.json names shards; a path outside its directory ('..', absolute) is refused before it is read."""
+    from conftest import write_token_dataset
+    d = write_token_dataset(tmp_path / "d", sp_tok, [1] * 2000, [2] * 20_000)
+    data.write_shard(tmp_path / "outside_train_000001.bin", np.arange(100))         # a valid shard, elsewhere
+    cfg = config.load_config(None, [f"--data_dir={d}", f"--vocab_size={sp_tok.vocab_size}"])
+    for name in ("../outside_train_000001.bin", str(tmp_path / "outside_train_000001.bin"), "/etc/passwd"):
+        edit_meta(d, lambda m: m["shards"][1].update(file=name))
+        with pytest.raises(data.MetaError, match=r"shards\[1\].file .* is not a file inside .*nothing was read"):
+            data.list_shards(d, "train")
+        with pytest.raises(config.ConfigError, match="re-run prepare_data.py") as e:
+            config.check_data(cfg)
+        assert "remove the file" not in str(e.value) and "\n" not in str(e.value)
+    edit_meta(d, lambda m: (m["shards"][1].update(file=data.shard_name("t", "train", 1)),
+                            m["tokenizer"].update(model_proto_b64=None, model_file="../tokenizer.model")))
+    (tmp_path / "tokenizer.model").write_bytes(sp_tok.proto)
+    with pytest.raises(data.MetaError, match="tokenizer model_file '../tokenizer.model' is not a file inside"):
+        data.load_tokenizer_for(d)
+
+
+def test_recorded_ranks_file_is_checked_before_it_is_parsed(tmp_path, gpt2, monkeypatch):
+    """A ranks_file recorded in meta.json or a checkpoint is read only if its bytes have the recorded sha256."""
+    import tiktoken.load
+    monkeypatch.delenv("TIKTOKEN_GPT2_FILE", raising=False)
+    parsed = []
+    real = tiktoken.load.load_tiktoken_bpe
+    monkeypatch.setattr(tiktoken.load, "load_tiktoken_bpe", lambda path, *a, **k: parsed.append(path) or real(path))
+    monkeypatch.setattr(data, "_tiktoken_encoding", data._tiktoken_encoding.__wrapped__)   # no cached result
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password hunter2\n")
+    for spec in ({**gpt2.spec(), "ranks_file": str(secret)},                             # as meta.json records it
+                 {k: v for k, v in gpt2.spec().items() if k != "sha256"} | {"ranks_file": str(secret)}):  # older
+        with pytest.raises(ValueError, match=r"ranks file .*secret.txt named in the tokenizer spec has sha256 "
+                                             r"\w+, not the recorded sha256 306cd27f03c1, so it was not read") as e:
+            data.tokenizer_from_spec(spec)
+        assert "hunter2" not in str(e.value) and parsed == []
+    assert data.tokenizer_from_spec(gpt2.spec()).encode("Hello world") == [15496, 995]   # the real file: read
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("vocab_size", "65", r"tokenizer.vocab_size='65' must be an integer in \[1, 65,536\]"),
+    ("vocab_size", 10**9, r"tokenizer.vocab_size=1000000000 must be an integer in \[1, 65,536\]"),
+    ("eos_id", 70_000, r"tokenizer.eos_id=70000 must be a token id below vocab_size"),
+    ("num_tokens", {"train": -5}, r"num_tokens=\{'train': -5\} must map each split to an integer >= 0"),
+    ("tokens", 1.5, r"shards\[0\].tokens=1.5 must be an integer >= 0"),
+    ("split", "test", r"shards\[0\].split='test' must be 'train' or 'val'"),
+])
+def test_meta_counts_and_vocab_size_are_checked(tmp_path, sp_tok, field, value, match):
+    from conftest import write_token_dataset
+    d = write_token_dataset(tmp_path / "d", sp_tok, [1] * 2000, [2] * 20_000)
+    edit_meta(d, lambda m: (m["tokenizer"] if field in ("vocab_size", "eos_id") else
+                            m["shards"][0] if field in ("tokens", "split") else m).update({field: value}))
+    with pytest.raises(data.MetaError, match=match + r".*; re-run prepare_data.py --out"):
+        data.read_meta(d)
+
+
+def test_meta_that_is_not_json_names_the_file(tmp_path):
+    (tmp_path / "meta.json").write_text('{"shards": [')
+    with pytest.raises(data.MetaError, match=r"meta.json is not valid JSON \(Expecting value: line 1"):
+        data.list_shards(tmp_path, "train")

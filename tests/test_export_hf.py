@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -349,3 +350,20 @@ def test_overwrite_refuses_a_run_directory_and_foreign_files(tmp_path, capsys):
     with pytest.raises(SystemExit, match="did not write"):
         E.main(["--ckpt", str(run), "--out", str(foreign), "--overwrite"])
     assert (foreign / "config.json").read_text() == '{"model_type": "bert"}'
+
+
+def test_cli_says_when_autotokenizer_needs_trust_remote_code(tmp_path, shakespeare, capsys):
+    """A remote-code tokenizer (sentencepiece unigram) or model makes AutoTokenizer ask [y/N] interactively
+    without trust_remote_code=True: the printed load lines say so."""
+    import data
+    tok = data.train_sentencepiece([shakespeare[:100_000]], vocab_size=400, model_type="unigram", num_threads=1)
+    for name, toggles, model_trust in (("native", dict(), False), ("remote", dict(pos_emb="alibi"), True)):
+        write_checkpoint(tmp_path / f"{name}.pt", random_model(tiny_config(vocab_size=tok.vocab_size, **toggles)),
+                         tok.spec())
+        E.main(["--ckpt", str(tmp_path / f"{name}.pt"), "--out", str(tmp_path / name), "--no-verify"])
+        out = capsys.readouterr().out
+        assert f"AutoTokenizer.from_pretrained({str(tmp_path / name)!r}, trust_remote_code=True)" in out
+        assert ("trust_remote_code=True" in out.split("AutoModelForCausalLM")[1].splitlines()[0]) == model_trust
+        assert "tokenization_nanogpt.py" in out and "interactive [y/N] prompt" in out
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "`AutoTokenizer` included: without it transformers stops at an interactive `[y/N]`" in readme

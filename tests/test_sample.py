@@ -1,6 +1,7 @@
 """sample.py: greedy/top-k/top-p/seed behaviour, tokenizer round trip, streaming, bad input."""
 import dataclasses
 import io
+import re
 
 import pytest
 import torch
@@ -254,3 +255,49 @@ def test_cpu_decodes_in_bf16_where_the_cpu_has_it(sp_run, capsys, monkeypatch, n
          "--threads", "1"])
     assert "dtype float32" in capsys.readouterr().err
     assert runtime.decode_threads(None) == min(torch.get_num_threads(), 4) and runtime.decode_threads(3) == 3
+
+
+# --- --init-from an export directory ----------------------------------------------------------
+
+
+@pytest.fixture
+def offline_no_ranks(monkeypatch):
+    """No GPT-2 ranks anywhere: no TIKTOKEN_GPT2_FILE, no cached encoding, no download."""
+    import data
+    monkeypatch.delenv("TIKTOKEN_GPT2_FILE", raising=False)
+    monkeypatch.setattr(data, "_tiktoken_encoding", data._tiktoken_encoding.__wrapped__)
+    monkeypatch.setattr("tiktoken.get_encoding", lambda name: (_ for _ in ()).throw(ConnectionError("offline")))
+
+
+def test_init_from_an_export_uses_its_own_tokenizer_files(gpt2_tiktoken_file, sp_tokenizer, shared_data, tmp_path,
+                                                          capsys, offline_no_ranks):
+    """sample.py / evaluate.py --init-from DIR read the export's vocab.json or tokenizer.model: the same ids as
+    the tokenizer it was exported with, offline and without a tiktoken ranks file."""
+    import data
+    import evaluate
+    import export_hf
+    text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000] + " caf\u00e9 \u2603\n\n\t 1234"
+    gpt2 = data.GPT2Tokenizer(data._tiktoken_encoding(str(gpt2_tiktoken_file)), str(gpt2_tiktoken_file))
+    for name, tok in (("gpt2", gpt2), ("sp", sp_tokenizer)):
+        export_hf.export(tiny_gpt(tok.vocab_size, block_size=64), tmp_path / name, tokenizer=tok,
+                         tiktoken_file=str(gpt2_tiktoken_file))
+        model, loaded = smp.load_model_and_tokenizer(init_from=str(tmp_path / name))
+        assert loaded.kind == tok.kind and loaded.sha256 == tok.sha256
+        assert loaded.encode(text) == tok.encode(text) and loaded.decode(tok.encode(text)) == text
+        samples, _ = run(["--init-from", tmp_path / name, "--prompt", PROMPT, "--greedy", "--max-new-tokens", 4])
+        assert samples[0].prompt_ids == tok.encode(PROMPT)
+    evaluate.main(["--init-from", str(tmp_path / "gpt2"), "--tasks", "copa", "--limit", "2", "--quiet",
+                   "--data-dir", str(shared_data / "evals")])
+    assert re.search(r"^copa +2 ", capsys.readouterr().out, re.M)
+
+
+def test_sharded_run_directory_points_to_consolidate_not_a_missing_best_pt(tmp_path):
+    """An FSDP run writes ckpt_N/ directories and no best.pt: the error gives the command that makes one file."""
+    for step in (2, 4):
+        (tmp_path / f"ckpt_{step:07d}").mkdir()
+        (tmp_path / f"ckpt_{step:07d}" / "COMPLETE").write_text(f"step {step}\n")
+    for where in (tmp_path, tmp_path / "ckpt_0000004"):
+        with pytest.raises(SystemExit, match=r"holds sharded \(FSDP\) checkpoints only; .*`python parallel.py "
+                                             r"consolidate .*ckpt_0000004 .*ckpt_0000004.pt`") as e:
+            run(["--ckpt", where, "--prompt", "x"])
+        assert "best.pt" not in str(e.value)

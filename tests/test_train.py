@@ -926,3 +926,56 @@ def test_bench_plot_reads_metrics_the_same_way(tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text('[1]\n{"type": "train", "step": 1, "loss": 2.0}\n')
     with pytest.raises(SystemExit, match=r"metrics.jsonl:1: not a metrics row \(a JSON list"):
         bench.main(["--plot", str(tmp_path), "--out", str(tmp_path / "c.png")])
+
+
+# ----------------------------------------------------------------------------- small promises (issue 21, item 15)
+
+def test_max_iters_0_evaluates_only_and_a_negative_one_says_what_0_means(char_data, tmp_path):
+    res = train.train(tiny(char_data, tmp_path, max_iters=0))
+    assert res["step"] == 0 and res["val_loss"] is not None and not list(tmp_path.glob("ckpt_*"))
+    assert [r["step"] for r in rows(tmp_path, "eval")] == [0] and rows(tmp_path) == []
+    with pytest.raises(config.ConfigError, match=r"max_iters=-1 must be >= 0 \(optimizer steps; 0 = no training: "
+                                                 r"evaluate the initial model only\)"):
+        tiny(char_data, tmp_path / "x", max_iters=-1)
+
+
+def test_label_smoothing_1_is_refused(char_data, tmp_path):
+    tiny(char_data, tmp_path, label_smoothing=0.999)
+    with pytest.raises(config.ConfigError, match=r"label_smoothing=1.0 must be a fraction in \[0, 1\) \(at 1 the "
+                                                 r"target is uniform"):
+        tiny(char_data, tmp_path, label_smoothing=1.0)
+
+
+def test_resume_with_overwrite_is_a_conflict_not_silently_ignored(char_data, tmp_path):
+    with pytest.raises(config.ConfigError, match=r"resume='latest' and overwrite=True conflict: .*drop one of them"):
+        tiny(char_data, tmp_path, resume="latest", overwrite=True)
+    with pytest.raises(config.ConfigError, match=r"resume=.* and overwrite=True conflict"):
+        config.load_config(None, ["--init_from=resume", "--overwrite=True"])
+
+
+def test_too_short_shards_name_block_size_not_seq_len(char_data, tmp_path):
+    tok = datalib.load_tokenizer_for(char_data)
+    short = write_token_dataset(tmp_path / "short", tok, [1] * 200, [2] * 20, prefix="char")
+    with pytest.raises(config.ConfigError, match=r"sequences of 32 tokens \(block_size\) need windows of 33 tokens "
+                                                 r"but the longest train shard .* has 20 tokens, so block_size can be "
+                                                 r"at most 19; lower batch_size or block_size") as e:
+        train.train(tiny(short, tmp_path / "run", eval_iters=0))
+    assert "seq_len" not in str(e.value)
+
+
+def test_resume_onto_data_of_another_vocabulary_does_not_advise_a_new_vocab_size(char_data, shared_data, tmp_path):
+    """The checkpoint fixes vocab_size, so --vocab_size=N (the fresh-run advice) would only fail next."""
+    train.train(tiny(char_data, tmp_path / "run", max_iters=2, eval_interval=2))
+    text = (shared_data / "tinyshakespeare.txt").read_text()[:300_000]
+    other = datalib.train_sentencepiece([text], vocab_size=100, model_type="bpe", byte_fallback=False, num_threads=1)
+    ids = other.encode(text)
+    other_dir = write_token_dataset(tmp_path / "other", other, ids[:20_000], ids[20_000:], prefix="bpe")
+    with pytest.raises(config.ConfigError, match=r"vocab_size=100 \(meta.json\) but the model has vocab_size=65; a "
+                                                 r"resumed run keeps its checkpoint's tokenizer, so point --data_dir "
+                                                 r"at shards prepared with it") as e:
+        train.train(config.load_config(None, tiny_args(char_data, tmp_path / "run", max_iters=4, resume="latest") +
+                                       [f"--data_dir={other_dir}"]))
+    assert "set --vocab_size" not in str(e.value)
+    with pytest.raises(config.ConfigError, match=r"trained with vocab_size=65 \(config says 100\)"):   # the old advice
+        train.train(config.load_config(None, tiny_args(char_data, tmp_path / "run", max_iters=4, resume="latest",
+                                                       vocab_size=100) + [f"--data_dir={other_dir}"]))
