@@ -179,6 +179,18 @@ def test_config_errors_and_overrides(tmp_path):
         config.load_config(tmp_path / "wrongtype.py")
 
 
+@pytest.mark.parametrize("body, line, what", [("n_layer = 2\nn_embd = (\n", 2, "was never closed"),
+                                              ("n_layer = 2\n\nn_embd = 32 * undefined\n", 3, "NameError")])
+def test_broken_config_file_is_one_line_naming_file_and_line(tmp_path, capsys, body, line, what):
+    path = tmp_path / "broken.py"
+    path.write_text(body)
+    with pytest.raises(SystemExit) as e:
+        train.main([str(path), "--max_iters=1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err and "runpy" not in err
+    assert err.startswith(f"error: {path}:{line}: ") and what in err and "fix that line" in err
+
+
 def test_each_default_is_written_once():
     """configs/base.py (kept for `from configs.base import *`) sets no key: the defaults live in config.py."""
     assert config.read_config_file(REPO / "configs" / "base.py") == {}
