@@ -41,6 +41,7 @@ from runtime import DistInfo
 
 REPO_ROOT = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = 1
+TASK_FLAGS = evaluate.Flags(data_dir="--tasks_dir", tasks="--tasks=")  # task errors name train.py's keys
 
 
 # ----------------------------------------------------------------------------- schedules (pure functions)
@@ -373,7 +374,8 @@ class Trainer(Stepper):
         check_optimizer_available(cfg)
         self.tokenizer = check_data(cfg)
         try:  # the downstream tasks' files, read now: a bad name or a missing file stops the run before it trains
-            self.tasks = evaluate.load_tasks(cfg.run.tasks, cfg.run.tasks_dir or None) if cfg.run.tasks_interval else []
+            self.tasks = (evaluate.load_tasks(cfg.run.tasks, cfg.run.tasks_dir or None, flags=TASK_FLAGS)
+                          if cfg.run.tasks_interval else [])
         except (OSError, ValueError) as e:
             raise ConfigError(f"--tasks={cfg.run.tasks}: {e}") from None
         self.resume_path, ckpt = load_resume_checkpoint(cfg, self.tokenizer, info.is_master)

@@ -25,6 +25,7 @@ from conftest import write_token_dataset
 import checkpoint
 import config
 import data as datalib
+import evaluate
 import optim
 import runtime
 import train
@@ -686,12 +687,27 @@ def test_downstream_tasks_and_sample_hooks(char_data, shared_data, tmp_path, cap
 def test_bad_tasks_stop_the_run_at_start_up(char_data, shared_data, tmp_path):
     with pytest.raises(config.ConfigError, match="unknown task 'pica'; known tasks: hellaswag"):
         train.train(tiny(char_data, tmp_path / "a", tasks="pica", tasks_interval=2, eval_interval=2))
-    with pytest.raises(config.ConfigError, match="piqa_validation.jsonl is not in --data-dir"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(config.ConfigError, match="piqa_validation.jsonl is not in --tasks_dir"):
         train.train(tiny(char_data, tmp_path / "b", tasks="piqa", tasks_interval=2, eval_interval=2,
                          tasks_dir=tmp_path / "empty"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written
     with pytest.raises(config.ConfigError, match="hellaswag_interval'; renamed: use --tasks=hellaswag --tasks_interval=N"):
         config.build_config({"hellaswag_interval": 250})
+
+
+def test_task_errors_name_train_keys_not_evaluate_flags(char_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "hub_rows", lambda *a: (_ for _ in ()).throw(ConnectionError("offline")))
+    (tmp_path / "evals").mkdir()
+    cases = [(tmp_path / "nope", r"--tasks=piqa: --tasks_dir=\S*nope: directory not found"),
+             (tmp_path / "evals", r"--tasks=piqa: piqa: piqa_validation\.jsonl is not in --tasks_dir / \$EVALS_DIR "
+                                  r".*leave the task out \(e\.g\. --tasks=core,-piqa\)")]
+    for tasks_dir, message in cases:
+        with pytest.raises(config.ConfigError, match=message) as e:
+            train.train(tiny(char_data, tmp_path / "run", tasks="piqa", tasks_interval=2, eval_interval=2,
+                             tasks_dir=tasks_dir))
+        assert "--data-dir" not in str(e.value) and "--tasks " not in str(e.value)
+    assert not (tmp_path / "run").exists()
 
 
 # ----------------------------------------------------------------------------- torch.compile
