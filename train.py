@@ -42,6 +42,7 @@ from runtime import DistInfo
 REPO_ROOT = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = 1
 TASK_FLAGS = evaluate.Flags(data_dir="--tasks_dir", tasks="--tasks=")  # task errors name train.py's keys
+INTERRUPTED = 130  # exit status after a Ctrl-C save (128 + SIGINT): `set -e` scripts stop instead of going on
 
 
 # ----------------------------------------------------------------------------- schedules (pure functions)
@@ -608,10 +609,11 @@ class Trainer(Stepper):
                  "start again")
         return f"{count} non-finite losses in a row, the last at step {self.step}; stopping. {where}"
 
-    def stop_on_signal(self, where: str) -> str:
+    def stop_on_signal(self, stop: runtime.StopSignal, where: str) -> str:
+        """Save and say so; returns the signal's name (SIGINT, SIGTERM; "signal" when only another rank got one)."""
         self.save_checkpoint()
         self.print(f"stopped by signal {where}; resume with --resume")
-        return "signal"
+        return stop.received or "signal"
 
     def due(self, interval: int) -> bool:
         return self.step % interval == 0 or self.step >= self.cfg.schedule.max_iters
@@ -638,7 +640,7 @@ class Trainer(Stepper):
                         break
                     result = self.train_step(stop)
                     if result is None:  # stopped between micro-steps: save the last completed step
-                        reason = self.stop_on_signal(f"during step {self.step + 1}; saved step {self.step}")
+                        reason = self.stop_on_signal(stop, f"during step {self.step + 1}; saved step {self.step}")
                         break
                     self.step += 1
                     nonfinite = 0 if result.finite else nonfinite + 1
@@ -650,7 +652,7 @@ class Trainer(Stepper):
                     self.bar.update(1)
                     self.bar.set_postfix(loss=f"{result.loss:.4f}", refresh=False)
                     if result.stop:
-                        reason = self.stop_on_signal(f"at step {self.step}")
+                        reason = self.stop_on_signal(stop, f"at step {self.step}")
                         break
         finally:
             self.bar.close()
@@ -682,7 +684,7 @@ def main(argv: list[str] | None = None) -> None:
     path = argv[0] if argv and not argv[0].startswith("--") else None
     is_master = int(os.environ.get("RANK", 0)) == 0
     try:
-        train(load_config(path, argv[1:] if path else argv))
+        result = train(load_config(path, argv[1:] if path else argv))
     except ConfigError as e:
         if is_master:
             print(f"error: {e}", file=sys.stderr)
@@ -691,6 +693,8 @@ def main(argv: list[str] | None = None) -> None:
         if is_master:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    if result["stopped"] == "SIGINT":  # saved; SIGTERM (a scheduler's stop) still exits 0
+        sys.exit(INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -844,7 +844,7 @@ def test_sigterm_between_micro_steps_saves_the_last_completed_step(char_data, tm
 
     monkeypatch.setattr(datalib.DataLoader, "next_batch", next_batch)
     res = train.train(tiny(char_data, tmp_path / "run", **common))
-    assert res["stopped"] == "signal" and res["step"] == 1 and len(calls) == 6
+    assert res["stopped"] == "SIGTERM" and res["step"] == 1 and len(calls) == 6
     assert load_checkpoint(tmp_path / "run")["step"] == 1
     monkeypatch.undo()
     train.train(tiny(char_data, tmp_path / "run", **common, resume="latest"))
@@ -902,3 +902,56 @@ def test_quickstart_script_runs_and_is_idempotent(shared_data, tmp_path):
     assert "wrote" in outputs[0] or (work / "data" / "shakespeare" / "meta.json").exists()
     assert "resumed from" in outputs[1] and "---------------" in outputs[1]        # a sample, both times
     assert [r["step"] for r in rows(work / "out" / "shakespeare_tiny")] == [2, 4]   # one history
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(char_data, tmp_path):
+    """An interrupted run is not a finished one: scripts (`set -e`) stop instead of going on to sample."""
+    out = tmp_path / "run"
+    args = tiny_args(char_data, out, max_iters=100000, lr_schedule="constant", eval_interval=100000)
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((out / "metrics.jsonl").exists() and len(rows(out)) >= 2):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == train.INTERRUPTED == 130, output
+    assert "received SIGINT" in output and "stopped by signal" in output and "Traceback" not in output
+    assert load_checkpoint(out)["step"] == rows(out)[-1]["step"] >= 2
+
+
+def stub_python(tmp_path, script: str) -> dict:
+    """PYTHON for the scripts: a bash stub that logs each call and runs `script` (a case body on "$1 $2")."""
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{tmp_path}/calls.log"\ncase "$1 $2" in\n{script}\nesac\n')
+    stub.chmod(0o755)
+    return {**subprocess_env(), "PYTHON": str(stub)}
+
+
+def test_quickstart_stops_when_training_is_interrupted(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    for name in ("quickstart.sh", "setup.sh"):
+        shutil.copy(REPO / "scripts" / name, tmp_path / "scripts" / name)
+    env = stub_python(tmp_path, '  "train.py "*) exit 130 ;;\n  *) exit 0 ;;')
+    proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    calls = (tmp_path / "calls.log").read_text()
+    assert proc.returncode == 130 and "train.py configs/shakespeare_tiny.py" in calls and "sample.py" not in calls
+
+
+def test_setup_falls_back_to_the_default_index_within_seconds_when_the_torch_index_is_unreachable(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    env = stub_python(tmp_path, f'  "-c import torch") exit 1 ;;\n  "-c "*) exec {sys.executable} "$@" ;;\n'
+                                f'  *) exit 0 ;;')
+    env["TORCH_INDEX_URL"] = "http://127.0.0.1:9/whl/cpu"          # nothing listens there
+    t0 = time.time()
+    proc = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert time.time() - t0 < 30 and "127.0.0.1:9/whl/cpu cannot be reached" in proc.stderr
+    install = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("-m pip install")]
+    assert install[0] == "-m pip install --quiet torch>=2.5"        # pip's default index, no --index-url
