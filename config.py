@@ -88,7 +88,7 @@ class RunConfig:
     """Everything about running: output, evaluation, checkpoints, precision, logging."""
     out_dir: str = "out"                   # checkpoints, config.json, metrics.jsonl, wandb/
     eval_interval: int = 250               # val loss (+ sample, + downstream tasks if due) every N steps and at the end
-    eval_iters: int = 20                   # fixed validation batches per rank (0 = no validation)
+    eval_iters: int = 20                   # fixed validation batches in all, shared out over the ranks (0 = none)
     log_interval: int = 10                 # one log line / metrics.jsonl row every N steps
     ckpt_interval: int = 0                 # checkpoint every N steps (0 = every eval_interval) and at the end
     keep_last: int = 3                     # keep this many ckpt_*.pt (plus best.pt)

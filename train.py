@@ -145,7 +145,8 @@ def claim_out_dir(cfg: TrainConfig, info: DistInfo) -> None:
 # ----------------------------------------------------------------------------- building
 
 def build_data(cfg: TrainConfig, info: DistInfo, tokenizer) -> tuple:
-    """The training loader of this rank (random windows or BOS-aligned rows) and its fixed validation batches."""
+    """The training loader of this rank (random windows or BOS-aligned rows) and its share of the fixed validation
+    batches: (loader, (batches, how many of them count); data.val_batches)."""
     d, where = cfg.data, dict(rank=info.rank, world_size=info.world_size, seed=cfg.run.seed)
     try:
         loader = (datalib.DataLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, **where)
@@ -153,7 +154,7 @@ def build_data(cfg: TrainConfig, info: DistInfo, tokenizer) -> tuple:
                   datalib.BOSLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, buffer_size=d.pack_buffer,
                                     bos_id=datalib.document_start_id(d.data_dir, tokenizer), **where))
         val = (datalib.val_batches(d.data_dir, d.batch_size, cfg.model.block_size, cfg.run.eval_iters,
-                                   rank=info.rank, world_size=info.world_size) if cfg.run.eval_iters else [])
+                                   rank=info.rank, world_size=info.world_size) if cfg.run.eval_iters else ([], 0))
     except datalib.ShardFormatError as e:  # damaged, truncated or foreign file
         raise ConfigError(f"{e}; re-run prepare_data.py for {d.data_dir} (or remove the file)") from None
     except ValueError as e:  # too little data for one batch
@@ -384,7 +385,7 @@ class Trainer(Stepper):
             claim_out_dir(cfg, info)
         # --- build
         super().__init__(cfg, info)
-        self.loader, self.val_data = build_data(cfg, info, self.tokenizer)
+        self.loader, (self.val_data, self.val_counted) = build_data(cfg, info, self.tokenizer)
         torch.manual_seed(cfg.run.seed + info.rank)  # dropout differs per rank
         self.step, self.best_val, self.last_val, self.val_step = 0, float("inf"), None, -1
         # a stop signal is heeded between micro-steps too (schedulers wait ~30-120 s); FSDP: at the step's end
@@ -465,16 +466,17 @@ class Trainer(Stepper):
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss over the fixed validation batches of all ranks."""
+        """Mean loss over the fixed validation batches, which the ranks share out: the same on any number of ranks."""
         self.model.eval()
-        total = torch.zeros((), device=self.device)
-        for x, y in self.val_data:
+        sums = torch.zeros(2, device=self.device)  # summed batch losses, batches counted
+        for i, (x, y) in enumerate(self.val_data):
             with self.autocast():
                 _, loss = self.model(x.to(self.device), y.to(self.device), return_logits=not self.fused_loss)
-            total += loss.float()
-        total /= max(1, len(self.val_data))
+            if i < self.val_counted:  # the rest only keep FSDP's collectives in step
+                sums += torch.stack([loss.float(), torch.ones((), device=self.device)])
         self.model.train()
-        return runtime.all_reduce_sum(total).item() / self.info.world_size
+        sums = runtime.all_reduce_sum(sums)
+        return (sums[0] / sums[1]).item()
 
     def run_evals(self) -> None:
         """Val loss, the downstream tasks when due, and a sample; logged as one eval row."""

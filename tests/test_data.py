@@ -469,19 +469,29 @@ def test_loader_errors(token_dir):
 
 
 def test_val_batches_fixed_and_disjoint(token_dir):
-    one = data.val_batches(token_dir, 4, 16, num_batches=3)
-    two = data.val_batches(token_dir, 4, 16, num_batches=3)
-    assert len(one) == 3 and all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(one, two))
-    ranks = [data.val_batches(token_dir, 4, 16, num_batches=3, rank=r, world_size=2) for r in range(2)]
-    starts = [{int(v) for x, _ in rb for v in x[:, 0]} for rb in ranks]
-    assert len(starts[0]) == len(starts[1]) == 12 and not starts[0] & starts[1]
-    every = data.val_batches(token_dir, 4, 16, num_batches=1000)   # more than exist: the whole split once
+    one, counted = data.val_batches(token_dir, 4, 16, num_batches=3)
+    two, _ = data.val_batches(token_dir, 4, 16, num_batches=3)
+    assert len(one) == counted == 3 and all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(one, two))
+    every, _ = data.val_batches(token_dir, 4, 16, num_batches=1000)   # more than exist: the whole split once
     assert len(every) == (1_000 - 1) // 16 // 4
-    with pytest.warns(UserWarning, match="one batch of 1"):     # val smaller than one batch: a smaller batch
-        small = data.val_batches(token_dir, 64, 300, num_batches=5, rank=1, world_size=3)
-    assert len(small) == 1 and small[0][0].shape == (1, 300) and small[0][0][0, 0] == 50_000 + 300
-    with pytest.raises(ValueError, match="fewer than world_size"):
-        data.val_batches(token_dir, 4, 300, num_batches=5, world_size=4)
+    with pytest.warns(UserWarning, match="one batch of 3"):     # val smaller than one batch: a smaller batch
+        small, counted = data.val_batches(token_dir, 64, 300, num_batches=5)
+    assert counted == 1 and small[0][0].shape == (3, 300) and small[0][0][0, 0] == 50_000
+    with pytest.raises(ValueError, match="no window of 1001 tokens"):
+        data.val_batches(token_dir, 4, 1000, num_batches=5)
+
+
+@pytest.mark.parametrize("num_batches, world_size", [(6, 2), (5, 2), (7, 3), (1, 2)])
+def test_val_batches_of_the_ranks_together_are_the_one_rank_batches(token_dir, num_batches, world_size):
+    """eval_iters counts batches in total: each rank gets disjoint ones and together they are the 1-rank list;
+    every rank runs the same number of batches (FSDP), the padding ones not counted."""
+    single, _ = data.val_batches(token_dir, 4, 16, num_batches=num_batches)
+    shares = [data.val_batches(token_dir, 4, 16, num_batches, rank=r, world_size=world_size)
+              for r in range(world_size)]
+    assert len({len(batches) for batches, _ in shares}) == 1 and sum(c for _, c in shares) == num_batches
+    counted = [x for batches, c in shares for x, _ in batches[:c]]
+    key = lambda x: tuple(x[:, 0].tolist())  # noqa: E731
+    assert sorted(map(key, counted)) == sorted(key(x) for x, _ in single)
 
 
 def test_cli_shakespeare_sentencepiece_trains_and_round_trips(tmp_path, shared_data, shakespeare):

@@ -388,6 +388,20 @@ def test_two_ddp_ranks_equal_one_rank_with_accumulation(char_data, tmp_path):
     assert res["step"] == 4
 
 
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_val_loss_does_not_depend_on_the_number_of_ranks(char_data, tmp_path, parallelism):
+    """eval_iters batches in total, shared out over the ranks (5 over 2: one rank pads with an uncounted batch, so
+    FSDP's collective forwards stay in step): 2 ranks give 1 rank's val loss on the same (initial) weights."""
+    common = dict(max_iters=1, eval_interval=1, eval_iters=5, parallelism=parallelism)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           *tiny_args(char_data, tmp_path / "two", **common)]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    train.train(tiny(char_data, tmp_path / "one", **{**common, "parallelism": "ddp"}))
+    two, one = (rows(tmp_path / name, "eval")[0] for name in ("two", "one"))
+    assert two["step"] == one["step"] == 0 and two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-6)
+
+
 def test_world_size_change_is_logged(char_data, tmp_path, capsys):
     train.train(tiny(char_data, tmp_path, max_iters=2))
     ckpt_path = resolve_checkpoint(tmp_path)
