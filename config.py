@@ -18,6 +18,7 @@ import os
 import re
 import runpy
 import sys
+import traceback
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -87,7 +88,7 @@ class RunConfig:
     """Everything about running: output, evaluation, checkpoints, precision, logging."""
     out_dir: str = "out"                   # checkpoints, config.json, metrics.jsonl, wandb/
     eval_interval: int = 250               # val loss (+ sample, + downstream tasks if due) every N steps and at the end
-    eval_iters: int = 20                   # fixed validation batches per rank (0 = no validation)
+    eval_iters: int = 20                   # fixed validation batches in all, shared out over the ranks (0 = none)
     log_interval: int = 10                 # one log line / metrics.jsonl row every N steps
     ckpt_interval: int = 0                 # checkpoint every N steps (0 = every eval_interval) and at the end
     keep_last: int = 3                     # keep this many ckpt_*.pt (plus best.pt)
@@ -222,8 +223,23 @@ def read_config_file(path: str | os.PathLike) -> dict:
         raise ConfigError(f"config file {path} not found (configs live in {REPO_ROOT / 'configs'})")
     if str(REPO_ROOT) not in sys.path:  # so presets can `from configs.gpt2_124m import *`
         sys.path.insert(0, str(REPO_ROOT))
-    namespace = runpy.run_path(str(path))
+    try:
+        namespace = runpy.run_path(str(path))
+    except SyntaxError as e:  # also in a preset it imports
+        raise ConfigError(f"{e.filename}:{e.lineno}: {e.msg} (a syntax error in config file {path}; fix that "
+                          f"line)") from None
+    except Exception as e:  # the file's own code failed: name its line, not runpy's
+        where = _config_frame(e, path)
+        raise ConfigError(f"{where}: {type(e).__name__}: {e} (while running config file {path}; fix that "
+                          f"line)") from None
     return {k: v for k, v in namespace.items() if not k.startswith("_") and isinstance(v, SIMPLE_TYPES)}
+
+
+def _config_frame(error: Exception, path: Path) -> str:
+    """file:line of the deepest frame of `error` in the config file or a preset under configs/."""
+    roots = {path.resolve().parent, REPO_ROOT / "configs"}
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve().parent in roots]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(path)
 
 
 def parse_overrides(args: list[str]) -> dict:

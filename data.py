@@ -984,38 +984,43 @@ def _check_state(loader, state: dict, kind: str, mine: dict) -> None:
 
 
 def val_batches(data_dir, batch_size: int, seq_len: int, num_batches: int, rank: int = 0,
-                world_size: int = 1) -> list:
-    """A fixed list of validation (x, y) batches, identical on every call.
+                world_size: int = 1) -> tuple[list, int]:
+    """This rank's share of a fixed list of validation (x, y) batches: identical on every call, and the same
+    list whatever the world size, so the validation loss does not depend on the number of ranks.
 
     The val shards are cut into windows of seq_len+1 tokens at stride seq_len from offset 0; the
-    num_batches * batch_size * world_size windows used are spread evenly over all of them. Global
-    batch i holds windows [i*B*W, (i+1)*B*W) of that list; rank r gets its slice [r*B, (r+1)*B), so
-    ranks are disjoint. If the split has too few windows, fewer batches are returned (all ranks get
-    the same number) and together they cover the whole split once; if it has fewer than
-    batch_size * world_size windows, each rank gets one smaller batch (with a warning).
+    num_batches * batch_size windows used are spread evenly over all of them, and batch i holds windows
+    [i*B, (i+1)*B). num_batches counts batches over all ranks: rank r gets batches r, r+W, r+2W, ..., so the
+    ranks' shares are disjoint and together are the 1-rank list. Every rank gets ceil(num_batches / W)
+    batches (an FSDP forward is collective); when num_batches is not a multiple of W the short ranks' last
+    batch repeats batch 0 and is not counted. Returns (batches, counted): the first `counted` are this
+    rank's share. If the split has too few windows, fewer batches are used (together the whole split once);
+    if it has fewer than batch_size windows, one smaller batch (with a warning).
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} out of range for world_size {world_size}")
     paths, shards = _load_shards(data_dir, "val")
     T = seq_len
     counts = [max((len(s) - 1) // T, 0) for s in shards]
-    total, per_batch = sum(counts), batch_size * world_size
-    if total < world_size:
+    total = sum(counts)
+    if total == 0:
         raise ValueError(f"val data in {data_dir} ({sum(len(s) for s in shards)} tokens in {len(shards)} shard(s)) "
-                         f"has {total} windows of {T + 1} tokens, fewer than world_size {world_size}")
-    if total < per_batch:
-        batch_size, per_batch = total // world_size, (total // world_size) * world_size
-        warnings.warn(f"val data in {data_dir} has only {total} windows of {T + 1} tokens; using one batch of "
-                      f"{batch_size} per rank")
-    n = min(num_batches, total // per_batch) * per_batch
+                         f"has no window of {T + 1} tokens")
+    if total < batch_size:
+        batch_size = total
+        warnings.warn(f"val data in {data_dir} has only {total} windows of {T + 1} tokens; using one batch of {total}")
+    n_batches = min(num_batches, total // batch_size)
+    n = n_batches * batch_size
     chosen = (np.arange(n, dtype=np.int64) * total) // n        # evenly spread window indices
     shard_of = np.repeat(np.arange(len(shards)), counts)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     starts = (chosen - first[shard_of[chosen]]) * T
+    mine = list(range(rank, n_batches, world_size))
+    rounds = -(-n_batches // world_size)
     batches = []
-    for i in range(0, n, per_batch):
-        sel = slice(i + rank * batch_size, i + (rank + 1) * batch_size)
+    for i in mine + [0] * (rounds - len(mine)):
+        sel = slice(i * batch_size, (i + 1) * batch_size)
         rows = [_gather(shards[s], starts[sel][shard_of[chosen[sel]] == s], T + 1)
                 for s in np.unique(shard_of[chosen[sel]])]
         batches.append(_to_xy(np.concatenate(rows)))
-    return batches
+    return batches, len(mine)

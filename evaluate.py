@@ -248,7 +248,7 @@ def parse_tasks(spec: str) -> list[str]:
         group = SUITES.get(key, (key,))
         names = [n for n in names if n not in group] if drop else names + [n for n in group if n not in names]
     if not names:
-        raise ValueError(f"--tasks {spec!r} selects no task")
+        raise ValueError(f"the task spec {spec!r} selects no task")
     return names
 
 
@@ -258,6 +258,17 @@ def default_limit(spec: str) -> int | None:
 
 
 # ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Flags:
+    """How the calling script spells the settings that error messages point to (train.py has its own keys)."""
+    data_dir: str | None = "--data-dir"   # the directory of task files (None: the script has none)
+    tasks: str | None = "--tasks "        # ...followed by a spec, to leave a task out (None: no such choice)
+    data_file: str | None = None          # a flag naming HellaSwag's file itself (hellaswag.py --data)
+
+
+CLI_FLAGS = Flags()
 
 
 @dataclass
@@ -341,7 +352,7 @@ def hub_rows(split: Split, task: Task) -> list[dict]:
     return rows
 
 
-def load_split(task: Task, split: Split, data_dir) -> tuple[list[dict], str | None]:
+def load_split(task: Task, split: Split, data_dir, flags: Flags = CLI_FLAGS) -> tuple[list[dict], str | None]:
     """(rows, local path, or None when they came from the hub / a download: then so may the shots)."""
     path = local_file(split, data_dir, task.name)
     if path is not None:
@@ -349,17 +360,29 @@ def load_split(task: Task, split: Split, data_dir) -> tuple[list[dict], str | No
     try:
         return (read_jsonl(download(split), task) if split.url else hub_rows(split, task)), None
     except Exception as e:  # offline, no `datasets`, unknown dataset: say where the file goes
-        raise FileNotFoundError(
-            f"{task.name}: {split.file} is not in --data-dir / ${EVALS_ENV} ({data_dir or os.environ.get(EVALS_ENV)}) "
-            f"and loading {split.url or split.hub[0]} failed ({type(e).__name__}: {str(e)[:160]}); put the hub "
-            f"split there as jsonl, connect to the hub, or leave the task out (e.g. --tasks core,-{task.name})") from None
+        raise FileNotFoundError(missing_split_message(task, split, data_dir, flags, e)) from None
 
 
-def load_task(name: str, data_dir=None, shots: int = 0) -> TaskData:
+def missing_split_message(task: Task, split: Split, data_dir, flags: Flags, error: Exception) -> str:
+    """Where the split was looked for, why the download failed, and the fixes, in the caller's own flags."""
+    dirs = " / ".join(([flags.data_dir] if flags.data_dir else []) + [f"${EVALS_ENV}"])
+    where = f"{dirs} ({data_dir or os.environ.get(EVALS_ENV) or 'not set'})"
+    if task.name == "hellaswag":  # its file is not among the other tasks' files: HELLASWAG_FILE points at it
+        where += f" nor ${HELLASWAG_ENV}"
+        also = f"pass {flags.data_file} FILE" if flags.data_file else f"put it in {flags.data_dir}" if flags.data_dir else ""
+        fix = f"set {HELLASWAG_ENV}=path/to/{split.file}" + (f" (or {also})" if also else "")
+    else:
+        fix = "put the hub split there as jsonl"
+    drop = f", or leave the task out (e.g. {flags.tasks}core,-{task.name})" if flags.tasks else ""
+    return (f"{task.name}: {split.file} is not in {where}, and loading {split.url or split.hub[0]} failed "
+            f"({type(error).__name__}: {str(error)[:160]}); {fix}, go online{drop}")
+
+
+def load_task(name: str, data_dir=None, shots: int = 0, flags: Flags = CLI_FLAGS) -> TaskData:
     """A task's scored split and, for shots > 0, its shot split: a local file, else the hub when the scored
     split came from there too; else None (shots are then drawn from the scored split without the item)."""
     task = TASKS[name]
-    docs, path = load_split(task, task.split, data_dir)
+    docs, path = load_split(task, task.split, data_dir, flags)
     shot_docs = None
     if shots and task.shots is not None:
         shot_file = local_file(task.shots, data_dir, name)
@@ -371,13 +394,24 @@ def load_task(name: str, data_dir=None, shots: int = 0) -> TaskData:
             except Exception:  # no shot split online either: the scored split serves
                 shot_docs = None
         if task.same_subject_shots and shot_docs is None:
-            raise FileNotFoundError(f"{name}: {shots}-shot needs its dev split {task.shots.file} in --data-dir")
+            raise FileNotFoundError(f"{name}: {shots}-shot needs its dev split {task.shots.file} in "
+                                    f"{flags.data_dir or '$' + EVALS_ENV}")
     return TaskData(task, docs, shot_docs)
 
 
-def load_tasks(spec: str, data_dir=None, shots: int = 0) -> list[TaskData]:
+def load_tasks(spec: str, data_dir=None, shots: int = 0, flags: Flags = CLI_FLAGS) -> list[TaskData]:
     """Every task of a --tasks spec, read before any scoring so that bad input stops the run at once."""
-    return [load_task(name, data_dir, shots) for name in parse_tasks(spec)]
+    names = parse_tasks(spec)
+    check_data_dir(data_dir, flags)
+    return [load_task(name, data_dir, shots, flags) for name in names]
+
+
+def check_data_dir(data_dir, flags: Flags = CLI_FLAGS) -> None:
+    """A task directory that is not there stops at once (not after the hub's retries for every task)."""
+    name, value = (flags.data_dir, data_dir) if data_dir else (f"${EVALS_ENV}", os.environ.get(EVALS_ENV))
+    if value and not Path(value).is_dir():
+        raise FileNotFoundError(f"{name}={value}: directory not found; give the directory that holds the tasks' "
+                                f"jsonl files (e.g. ../shared/data/evals)")
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -709,6 +743,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
+        check_out_file(args.out)
         info = runtime.setup_distributed(args.device)
         datas = load_tasks(args.tasks, args.data_dir, args.shots)  # before the model
         model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=info.device,
@@ -726,13 +761,31 @@ def main(argv=None) -> None:
     runtime.cleanup_distributed()
 
 
+def check_out_file(out: str | None) -> None:
+    """--out can be written: not a directory, its folder made now. Checked before any scoring, so that a long
+    run's results are never lost at the end."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise IsADirectoryError(f"--out {out} is a directory; give a file name, e.g. --out {path / 'results.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+        raise OSError(f"--out {out}: cannot create its folder {path.parent} ({why}); choose another path") from None
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(f"--out {out}: folder {path.parent} is not writable; choose another path")
+
+
 def report(text: str, n_cut: int, res: dict, out: str | None, indent: str = "") -> None:
     """Print a result, a note on truncated contexts, and write the JSON file if asked (rank 0 of a CLI)."""
     print(text)
     if n_cut:
         print(f"{indent}note: {n_cut} requests had their context cut from the left to fit the model window")
     if out:
-        Path(out).write_text(json.dumps(res, indent=1))
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(res, indent=1))
         print(f"{indent}wrote {out}")
 
 

@@ -62,6 +62,7 @@ REFERENCE = MappingProxyType({
     "harness": MappingProxyType({"acc": 0.2892, "acc_norm": 0.3114}),
 })
 TASK = ev.TASKS["hellaswag"]
+FLAGS = ev.Flags(data_dir=None, tasks=None, data_file="--data")  # this script's way to the file, for messages
 
 
 def load_examples(path: str | Path | None = None, limit: int | None = None) -> list[dict]:
@@ -71,7 +72,7 @@ def load_examples(path: str | Path | None = None, limit: int | None = None) -> l
             raise FileNotFoundError(f"HellaSwag data file not found: {path}")
         docs = ev.read_jsonl(Path(path), TASK)
     else:
-        docs = ev.load_task("hellaswag").docs
+        docs = ev.load_task("hellaswag", flags=FLAGS).docs
     return docs[:limit] if limit is not None else docs
 
 
@@ -143,6 +144,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
+        ev.check_out_file(args.out)
         info = runtime.setup_distributed(args.device)  # torchrun: one process group per rank
         rank, world_size, device = info.rank, info.world_size, info.device
         examples = load_examples(args.data, args.limit)

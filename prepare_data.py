@@ -15,7 +15,9 @@ dataset name. `--input PATH` reads a local copy instead of the preset's download
 Output (--out DIR): {prefix}_val_000000.bin, {prefix}_train_000001.bin, ... (llm.c format), meta.json,
 and tokenizer.model for sentencepiece. The validation split is the first --val-tokens tokens of the
 corpus in whole documents (the shakespeare preset instead uses nanoGPT's split: the last 10% of
-the characters). While the script runs, DIR/_INCOMPLETE exists, and loaders refuse the directory.
+the characters). While the script runs, DIR/_INCOMPLETE exists, and loaders refuse the directory; a run
+that fails removes what it wrote. `--overwrite` replaces only these files (shards with this --prefix,
+meta.json, tokenizer.model): any other file in DIR is kept.
 
 Slices for several machines: `--num-shards K --shard-index i` tokenizes the i-th of K contiguous,
 disjoint parts of the corpus (split by data file for streamed datasets, by row otherwise) into
@@ -29,10 +31,12 @@ to every slice with --sp-model.
 from __future__ import annotations
 
 import argparse
+import codecs
 import itertools
 import json
 import multiprocessing as mp
 import os
+import re
 import sys
 import time
 import urllib.request
@@ -48,6 +52,7 @@ import data
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 CHUNK_CHARS = 1 << 17      # long documents are cut into ~128K-character pieces (see data.split_text)
 BATCH_CHARS = 1 << 20      # characters per task sent to a worker process
+SCAN_BYTES = 1 << 20       # input files are checked for binary content and bad bytes in chunks of this size
 
 
 @dataclass(frozen=True)
@@ -100,10 +105,14 @@ class SplitWriter:
     buf: np.ndarray | None = None
     fill: int = 0
     docs: dict = field(default_factory=lambda: {"val": 0, "train": 0})
+    val_doc_ends: tuple = (0, 0)    # val tokens at the end of the last two val documents
 
     def add_val(self, tokens: np.ndarray) -> None:
         self.val_parts.append(tokens)
         self.val_count += len(tokens)
+
+    def end_val_doc(self) -> None:
+        self.val_doc_ends = (self.val_doc_ends[1], self.val_count)
 
     def close_val(self) -> None:
         if self.val_parts:
@@ -250,6 +259,7 @@ def write_stream(stream, writer: SplitWriter, val_tokens: int) -> None:
         while val_open and val_docs < len(ends):
             end = int(ends[val_docs])
             writer.add_val(tokens[start:end])
+            writer.end_val_doc()
             start, val_docs = end, val_docs + 1
             if writer.val_count >= val_tokens:
                 val_open = False
@@ -286,9 +296,9 @@ def shakespeare_corpus(args) -> Corpus:
         urllib.request.urlretrieve(SHAKESPEARE_URL, path)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding=args.encoding, errors=args.errors)
     if not text:
-        raise ValueError(f"empty corpus: {path} is empty")
+        raise ValueError(f"empty corpus: {path} is empty; give a file with text")
     cut = int(len(text) * (1 - args.val_fraction))
     return Corpus(describe={"preset": "shakespeare", "path": str(path), "chars": len(text),
                             "val": f"last {args.val_fraction:g} of the characters (text[{cut}:])"},
@@ -297,11 +307,82 @@ def shakespeare_corpus(args) -> Corpus:
 
 
 LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+KINDS = ".txt, .jsonl/.json, .parquet or .csv"
+SAVED_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
 def _builder_for(path: Path) -> str | None:
-    suffixes = [s for s in path.suffixes if s not in (".gz", ".bz2", ".xz", ".zst")]
+    suffixes = [s for s in path.suffixes if s not in COMPRESSED]
     return LOCAL_BUILDERS.get(suffixes[-1]) if suffixes else None
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / f).exists() for f in SAVED_DATASET_FILES)
+
+
+def looks_like_path(source: str) -> bool:
+    """A SOURCE meant as a local path rather than a hub name ("org/name")."""
+    return source.startswith(("/", ".", "~")) or _builder_for(Path(source)) is not None or source.count("/") > 1
+
+
+def data_files(path: Path) -> list[Path]:
+    """The corpus files of a local input: the file itself, or the supported files under a directory, all of
+    one kind; else a ValueError naming what was found."""
+    if path.is_file():
+        if _builder_for(path) is None:
+            raise ValueError(f"{path}: unsupported file type '{''.join(path.suffixes) or 'no suffix'}'; prepare_data.py "
+                             f"reads {KINDS} files (also compressed: {', '.join(COMPRESSED)})")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and _builder_for(p))
+    kinds = sorted({_builder_for(p) for p in files})
+    if len(kinds) != 1:
+        found = " and ".join(kinds) + " files mixed" if kinds else "none"
+        raise ValueError(f"{path}: need {KINDS} files of a single kind, found {found}")
+    return files
+
+
+def check_text(path: Path, encoding: str, errors: str) -> None:
+    """A text-kind file is not binary and (errors=strict) decodes with `encoding`: else a ValueError naming the
+    file, the byte offset and the options. Compressed files are checked as they are read."""
+    if path.suffix in COMPRESSED or _builder_for(path) == "parquet":
+        return
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))  # NUL bytes are normal there
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    offset = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(SCAN_BYTES):
+            if not wide and (nul := chunk.find(b"\0")) >= 0:
+                raise ValueError(f"{path} looks binary (a NUL byte at offset {offset + nul:,}), not text: give a "
+                                 f"{KINDS} corpus, or --encoding utf-16 if it is UTF-16 text")
+            if errors == "strict":
+                pending = len(decoder.getstate()[0])
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"{path} is not valid {encoding} text at byte offset {offset - pending + e.start:,} "
+                                     f"({e.reason}); pass its --encoding (e.g. latin-1, cp1252, utf-16), or --errors "
+                                     f"replace (bad bytes become U+FFFD) or ignore (dropped)") from None
+            offset += len(chunk)
+    if errors == "strict" and decoder.getstate()[0]:
+        raise ValueError(f"{path} ends inside a {encoding} character (byte offset {offset - len(decoder.getstate()[0]):,}); "
+                         f"pass its --encoding, or --errors replace or ignore")
+
+
+def check_inputs(args) -> None:
+    """The local corpus, before any work: it exists, is of one supported kind, is not empty, and is text."""
+    path = args.local
+    if path is None:
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"input {path} not found: give an existing file or directory, or a hub dataset name")
+    if _is_saved_dataset(path):
+        return
+    files = [path] if args.preset == "shakespeare" and not _is_dataset_input(args) else data_files(path)
+    if all(p.stat().st_size == 0 for p in files):
+        raise ValueError(f"empty corpus: {path} is empty; give a file with text")
+    for p in files:
+        check_text(p, args.encoding, args.errors)
 
 
 def _is_text_input(path: Path) -> bool:
@@ -313,22 +394,20 @@ def _is_text_input(path: Path) -> bool:
 def load_local(path: Path, args):
     """A local file / directory as a datasets Dataset (or IterableDataset when streaming)."""
     import datasets
-    if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+    if _is_saved_dataset(path):
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             if args.split not in ds:
                 raise ValueError(f"{path}: no split {args.split!r}; splits found: {list(ds)}")
             ds = ds[args.split]
         return ds
-    files = sorted(p for p in path.rglob("*") if p.is_file() and _builder_for(p)) if path.is_dir() else [path]
-    builders = {_builder_for(p) for p in files}
-    if not files or None in builders or len(builders) != 1:
-        raise ValueError(f"{path}: need .txt, .jsonl/.json, .parquet or .csv files of a single kind, "
-                         f"found {sorted(str(b) for b in builders) or 'none'}")
-    if all(p.stat().st_size == 0 for p in files):
-        raise ValueError(f"empty corpus: {path} has no data")
-    builder = builders.pop()
+    files = data_files(path)
+    builder = _builder_for(files[0])
     kwargs = {"sample_by": args.sample_by, "keep_linebreaks": True} if builder == "text" else {}
+    if builder != "parquet":
+        kwargs.update(encoding=args.encoding, encoding_errors=args.errors)
+        if builder == "json" and args.errors != "strict" and codecs.lookup(args.encoding).name == "utf-8":
+            kwargs["encoding"] = "utf_8"  # datasets' json reader honours encoding_errors only for other spellings
     return datasets.load_dataset(builder, data_files={"train": [str(p) for p in files]}, split="train",
                                  streaming=args.streaming, cache_dir=args.cache_dir, **kwargs)
 
@@ -415,29 +494,55 @@ def slice_tag(args) -> str:
 
 
 def owned_files(out: Path, args) -> list[Path]:
-    """Files in OUT that this run would (re)write, i.e. what --overwrite removes."""
+    """Files in OUT that this run writes (its shards, meta, tokenizer.model, _INCOMPLETE marker, and their
+    temporaries): what --overwrite replaces and a failed run removes. Any other file is never touched."""
     tag = slice_tag(args)
-    if tag:
-        patterns = [f"{args.prefix}-{tag}_*", f"meta-{tag}.json*", f"{data.INCOMPLETE_MARKER}-{tag}"]
-    else:
-        patterns = ["meta*.json*", "*_train_*.bin*", "*_val_*.bin*", "*_train_*.npy", "*_val_*.npy",
-                    "train.bin", "val.bin", data.SP_MODEL_FILE + "*", data.INCOMPLETE_MARKER + "*"]
-    return sorted({p for pat in patterns for p in out.glob(pat) if p.is_file()})
+    prefix = f"{args.prefix}-{tag}" if tag else args.prefix
+    names = [rf"{re.escape(prefix)}_(?:train|val)_\d{{6}}\.bin",
+             re.escape(f"meta-{tag}.json" if tag else data.META_FILE),
+             re.escape(data.INCOMPLETE_MARKER + (f"-{tag}" if tag else ""))]
+    if not tag:  # slices share one model, made by --tokenizer-only
+        names.append(re.escape(data.SP_MODEL_FILE))
+    own = re.compile(rf"(?:{'|'.join(names)})|\.(?:{'|'.join(names)})\.tmp\d+")
+    given = Path(args.sp_model).resolve() if args.sp_model else None  # an input, even when it lies in OUT
+    return sorted(p for p in out.iterdir() if p.is_file() and own.fullmatch(p.name) and p.resolve() != given)
 
 
-def prepare_out_dir(out: Path, args) -> None:
-    """Refuse a used output directory unless --overwrite (then remove only our own files)."""
+def check_out_dir(out: Path, args) -> None:
+    """--out is a directory or absent, and holds no files (slices: none of this slice's) unless --overwrite."""
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} exists and is not a directory")
-    mine = owned_files(out, args) if out.exists() else []
-    used = mine if args.num_shards > 1 else ([p for p in out.iterdir()] if out.exists() else [])
+        raise NotADirectoryError(f"--out {out} is a file; give a directory (it is created if missing)")
+    if not out.exists() or args.overwrite:
+        return
+    used = owned_files(out, args) if args.num_shards > 1 else sorted(out.iterdir())
     used = [p for p in used if p.name != "input.txt"]  # shakespeare download cache
-    if used and not args.overwrite:
-        raise FileExistsError(f"output directory {out} already holds {used[0].name} (and {len(used) - 1} more); "
-                              f"pass --overwrite to replace it")
-    for p in mine:
+    marker = next((p for p in used if p.name.startswith(data.INCOMPLETE_MARKER)), None)
+    if marker is not None:
+        raise FileExistsError(f"{out} holds an unfinished preparation ({marker.name}: a run was killed); pass "
+                              f"--overwrite to redo it")
+    if used:
+        raise FileExistsError(f"output directory {out} already holds {used[0].name} (and {len(used) - 1} more); pass "
+                              f"--overwrite to replace the files prepare_data.py writes (others are kept), or choose "
+                              f"another --out")
+
+
+def prepare_out_dir(out: Path, args) -> bool:
+    """Check --out, remove this run's own files from it (--overwrite), create it; returns whether it was created."""
+    check_out_dir(out, args)
+    if not out.exists():
+        out.mkdir(parents=True)
+        return True
+    for p in owned_files(out, args):
         p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def remove_partial(out: Path, args, created: bool) -> None:
+    """A failed run takes back what it wrote, so the corrected retry starts clean (no _INCOMPLETE left)."""
+    for p in owned_files(out, args):
+        p.unlink(missing_ok=True)
+    if created and not any(out.iterdir()):
+        out.rmdir()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="?", help="preset name, local file/directory, or hub dataset name")
     p.add_argument("--input", help="local file or directory to read (e.g. a copy of the preset's corpus)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="replace the shards already in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files this script wrote in --out before (other files are kept)")
     g = p.add_argument_group("source")
     g.add_argument("--name", help="hub dataset config / subset")
     g.add_argument("--split", help="dataset split to read (default: train)")
@@ -460,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-by", choices=["document", "paragraph", "line"], default="document",
                    help=".txt inputs: one document per file, per blank-line paragraph, or per line")
     g.add_argument("--max-docs", type=int, help="only the first N documents (quick tries)")
+    g.add_argument("--encoding", default="utf-8", help="text encoding of local .txt/.jsonl/.json/.csv files")
+    g.add_argument("--errors", choices=["strict", "replace", "ignore"], default="strict",
+                   help="bytes invalid in --encoding: stop naming the file and offset (strict), replace them with "
+                        "U+FFFD, or drop them")
     g.add_argument("--cache-dir", help="datasets cache directory")
     g = p.add_argument_group("tokenizer")
     g.add_argument("--tokenizer", choices=["gpt2", "sentencepiece"])
@@ -496,11 +606,16 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     args.preset = args.source if args.source in PRESETS else None
     preset = PRESETS.get(args.preset, Preset())
     if args.input is not None:
-        args.local = Path(args.input)
-    elif args.preset is None and Path(args.source).exists():
-        args.local = Path(args.source)
+        args.local = Path(args.input).expanduser()
+    elif args.preset is None and (Path(args.source).expanduser().exists() or looks_like_path(args.source)):
+        args.local = Path(args.source).expanduser()
     else:
         args.local = None
+    try:
+        codecs.lookup(args.encoding)
+    except LookupError:
+        raise SystemExit(f"--encoding {args.encoding!r} is not an encoding Python knows (e.g. utf-8, latin-1, "
+                         f"cp1252, utf-16)") from None
     args.dataset = preset.dataset if args.preset else args.source
     for key in ("name", "split", "text_field", "tokenizer", "vocab_size", "prefix", "val_tokens", "shard_size"):
         if getattr(args, key) is None:
@@ -540,14 +655,26 @@ def check_boundary(tok, boundary: str) -> None:
 
 
 def prepare(args: argparse.Namespace) -> dict:
-    """Run the whole preparation; returns the meta dict written to disk."""
+    """Run the whole preparation; returns the meta dict written to disk. Bad input stops before any work;
+    a run that fails later removes what it wrote."""
     out = Path(args.out)
     t0 = time.time()
+    check_inputs(args)
+    check_out_dir(out, args)
     tok = None
     if args.tokenizer == "gpt2" or args.sp_model:
         tok = make_tokenizer(args, None)          # fail fast, before reading the corpus
         data.check_vocab_fits(tok)
-    prepare_out_dir(out, args)
+    created = prepare_out_dir(out, args)
+    try:
+        return write_prepared(args, out, tok, t0)
+    except BaseException:
+        remove_partial(out, args, created)
+        raise
+
+
+def write_prepared(args: argparse.Namespace, out: Path, tok, t0: float) -> dict:
+    """Read the corpus, make the tokenizer if needed, write the shards and meta.json into `out`."""
     corpus = shakespeare_corpus(args) if args.preset == "shakespeare" and not _is_dataset_input(args) \
         else dataset_corpus(args)
     if tok is None:
@@ -596,14 +723,25 @@ def run_tokenization(corpus: Corpus, tok, writer: SplitWriter, args) -> None:
                                  f"{val_tokens:,}; use fewer slices or a smaller --val-tokens")
     finally:
         progress.close()
-    counts = writer.num_tokens()
-    if counts["train"] == 0:
-        hint = ""
-        if corpus.describe.get("sample_by") == "document":
-            hint = (" (each .txt file is one document: try --sample-by paragraph, or the shakespeare preset's "
-                    "character split: `prepare_data.py shakespeare --input FILE.txt`)")
-        raise ValueError(f"no train tokens: the corpus has {counts['val']:,} tokens and all of them went to val "
-                         f"(--val-tokens {args.val_tokens:,}); use a smaller --val-tokens{hint}")
+    if writer.num_tokens()["train"] == 0:
+        raise ValueError(no_train_advice(corpus, writer, args))
+
+
+def no_train_advice(corpus: Corpus, writer: SplitWriter, args) -> str:
+    """Why every token went to val, and a setting that leaves some for training."""
+    n = writer.num_tokens()["val"]
+    if corpus.docs is None:
+        return (f"no train tokens: the text is too short for a train part (--val-fraction {args.val_fraction:g}); "
+                f"use a longer text or a smaller --val-fraction")
+    keep = writer.val_doc_ends[0]   # val tokens before the last document
+    if keep:
+        return (f"no train tokens: all {writer.docs['val']:,} documents ({n:,} tokens) went to val, which takes whole "
+                f"documents until it holds --val-tokens {args.val_tokens}; use --val-tokens {keep} or less")
+    split = (" (--sample-by paragraph or line for .txt, or the shakespeare preset's character split: "
+             "`prepare_data.py shakespeare --input FILE.txt`)" if corpus.describe.get("sample_by") else "")
+    return (f"no train tokens: the corpus is one document ({n:,} tokens) and val takes whole documents, so it all "
+            f"went to val; split it into documents{split}, or pass --val-tokens 0 (no val split: train with "
+            f"--eval_iters=0)")
 
 
 def build_meta(args, tok, corpus: Corpus, writer: SplitWriter, seconds: float) -> dict:
@@ -617,8 +755,11 @@ def build_meta(args, tok, corpus: Corpus, writer: SplitWriter, seconds: float) -
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = resolve_args(build_parser().parse_args(argv))
-    return prepare(args)
+    args = build_parser().parse_args(argv)
+    try:
+        return prepare(resolve_args(args))
+    except (OSError, ValueError, RuntimeError, KeyError) as e:  # bad input: one line, no traceback
+        sys.exit(f"prepare_data.py: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
 
 
 if __name__ == "__main__":

@@ -144,10 +144,12 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
 
 
 class StopSignal:
-    """SIGTERM/SIGINT set a flag (the loop finishes the step, saves, exits); a second SIGINT aborts."""
+    """SIGTERM/SIGINT set a flag (the loop finishes the step, saves, exits); a second SIGINT aborts.
+    `received`: the name of the first signal this process got (None: none, or only another rank did)."""
 
     def __init__(self):
         self.requested = False
+        self.received: str | None = None
         self._previous = {}
 
     def __enter__(self):
@@ -160,6 +162,7 @@ class StopSignal:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.received = self.received or signal.Signals(signum).name
         print(f"\nreceived {signal.Signals(signum).name}: finishing this step, saving a checkpoint, exiting",
               flush=True)
 

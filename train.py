@@ -41,6 +41,8 @@ from runtime import DistInfo
 
 REPO_ROOT = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = 1
+TASK_FLAGS = evaluate.Flags(data_dir="--tasks_dir", tasks="--tasks=")  # task errors name train.py's keys
+INTERRUPTED = 130  # exit status after a Ctrl-C save (128 + SIGINT): `set -e` scripts stop instead of going on
 
 
 # ----------------------------------------------------------------------------- schedules (pure functions)
@@ -153,7 +155,8 @@ def claim_out_dir(cfg: TrainConfig, info: DistInfo) -> None:
 # ----------------------------------------------------------------------------- building
 
 def build_data(cfg: TrainConfig, info: DistInfo, tokenizer) -> tuple:
-    """The training loader of this rank (random windows or BOS-aligned rows) and its fixed validation batches."""
+    """The training loader of this rank (random windows or BOS-aligned rows) and its share of the fixed validation
+    batches: (loader, (batches, how many of them count); data.val_batches)."""
     d, where = cfg.data, dict(rank=info.rank, world_size=info.world_size, seed=cfg.run.seed)
     try:
         loader = (datalib.DataLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, **where)
@@ -161,7 +164,7 @@ def build_data(cfg: TrainConfig, info: DistInfo, tokenizer) -> tuple:
                   datalib.BOSLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, buffer_size=d.pack_buffer,
                                     bos_id=datalib.document_start_id(d.data_dir, tokenizer), **where))
         val = (datalib.val_batches(d.data_dir, d.batch_size, cfg.model.block_size, cfg.run.eval_iters,
-                                   rank=info.rank, world_size=info.world_size) if cfg.run.eval_iters else [])
+                                   rank=info.rank, world_size=info.world_size) if cfg.run.eval_iters else ([], 0))
     except datalib.ShardFormatError as e:  # damaged, truncated or foreign file
         raise ConfigError(f"{e}; re-run prepare_data.py for {d.data_dir} (or remove the file)") from None
     except ValueError as e:  # too little data for one batch
@@ -382,7 +385,8 @@ class Trainer(Stepper):
         check_optimizer_available(cfg)
         self.tokenizer = check_data(cfg)
         try:  # the downstream tasks' files, read now: a bad name or a missing file stops the run before it trains
-            self.tasks = evaluate.load_tasks(cfg.run.tasks, cfg.run.tasks_dir or None) if cfg.run.tasks_interval else []
+            self.tasks = (evaluate.load_tasks(cfg.run.tasks, cfg.run.tasks_dir or None, flags=TASK_FLAGS)
+                          if cfg.run.tasks_interval else [])
         except (OSError, ValueError) as e:
             raise ConfigError(f"--tasks={cfg.run.tasks}: {e}") from None
         self.resume_path, ckpt = load_resume_checkpoint(cfg, self.tokenizer, info.is_master)
@@ -391,7 +395,7 @@ class Trainer(Stepper):
             claim_out_dir(cfg, info)
         # --- build
         super().__init__(cfg, info)
-        self.loader, self.val_data = build_data(cfg, info, self.tokenizer)
+        self.loader, (self.val_data, self.val_counted) = build_data(cfg, info, self.tokenizer)
         torch.manual_seed(cfg.run.seed + info.rank)  # dropout differs per rank
         self.step, self.best_val, self.last_val, self.val_step = 0, float("inf"), None, -1
         # a stop signal is heeded between micro-steps too (schedulers wait ~30-120 s); FSDP: at the step's end
@@ -472,16 +476,17 @@ class Trainer(Stepper):
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss over the fixed validation batches of all ranks."""
+        """Mean loss over the fixed validation batches, which the ranks share out: the same on any number of ranks."""
         self.model.eval()
-        total = torch.zeros((), device=self.device)
-        for x, y in self.val_data:
+        sums = torch.zeros(2, device=self.device)  # summed batch losses, batches counted
+        for i, (x, y) in enumerate(self.val_data):
             with self.autocast():
                 _, loss = self.model(x.to(self.device), y.to(self.device), return_logits=not self.fused_loss)
-            total += loss.float()
-        total /= max(1, len(self.val_data))
+            if i < self.val_counted:  # the rest only keep FSDP's collectives in step
+                sums += torch.stack([loss.float(), torch.ones((), device=self.device)])
         self.model.train()
-        return runtime.all_reduce_sum(total).item() / self.info.world_size
+        sums = runtime.all_reduce_sum(sums)
+        return (sums[0] / sums[1]).item()
 
     def run_evals(self) -> None:
         """Val loss, the downstream tasks when due, and a sample; logged as one eval row."""
@@ -616,10 +621,11 @@ class Trainer(Stepper):
                  "start again")
         return f"{count} non-finite losses in a row, the last at step {self.step}; stopping. {where}"
 
-    def stop_on_signal(self, where: str) -> str:
+    def stop_on_signal(self, stop: runtime.StopSignal, where: str) -> str:
+        """Save and say so; returns the signal's name (SIGINT, SIGTERM; "signal" when only another rank got one)."""
         self.save_checkpoint()
         self.print(f"stopped by signal {where}; resume with --resume")
-        return "signal"
+        return stop.received or "signal"
 
     def due(self, interval: int) -> bool:
         return self.step % interval == 0 or self.step >= self.cfg.schedule.max_iters
@@ -645,7 +651,7 @@ class Trainer(Stepper):
                         break
                     result = self.train_step(stop)
                     if result is None:  # stopped between micro-steps: save the last completed step
-                        reason = self.stop_on_signal(f"during step {self.step + 1}; saved step {self.step}")
+                        reason = self.stop_on_signal(stop, f"during step {self.step + 1}; saved step {self.step}")
                         break
                     self.step += 1
                     nonfinite = 0 if result.finite else nonfinite + 1
@@ -657,7 +663,7 @@ class Trainer(Stepper):
                     self.bar.update(1)
                     self.bar.set_postfix(loss=f"{result.loss:.4f}", refresh=False)
                     if result.stop:
-                        reason = self.stop_on_signal(f"at step {self.step}")
+                        reason = self.stop_on_signal(stop, f"at step {self.step}")
                         break
         finally:
             self.bar.close()
@@ -709,7 +715,7 @@ def main(argv: list[str] | None = None) -> None:
     path = argv[0] if argv and not argv[0].startswith("--") else None
     is_master = int(os.environ.get("RANK", 0)) == 0
     try:
-        train(load_config(path, argv[1:] if path else argv))
+        result = train(load_config(path, argv[1:] if path else argv))
     except ConfigError as e:
         if is_master:
             print(f"error: {e}", file=sys.stderr)
@@ -718,6 +724,8 @@ def main(argv: list[str] | None = None) -> None:
         if is_master:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    if result["stopped"] == "SIGINT":  # saved; SIGTERM (a scheduler's stop) still exits 0
+        sys.exit(INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 # new, keeps the prepared data, resumes a stopped run (a finished one is done at once) and samples again.
 #   bash scripts/quickstart.sh [--key=value ...]    # extra arguments go to train.py
 # SHARED_DATA: a folder with tinyshakespeare.txt and gpt2.tiktoken (default ../shared/data); without it both
-# are downloaded. PYTHON, TORCH_SPEC, TORCH_INDEX_URL: see scripts/setup.sh.
+# are downloaded. PYTHON, TORCH_SPEC, TORCH_INDEX_URL: see scripts/setup.sh. Ctrl-C while training saves a
+# checkpoint and stops here (train.py exits 130; run the script again to resume); it never goes on to sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$(command -v python || command -v python3)}"

@@ -1,6 +1,7 @@
 """Tests for data.py (tokenizers, shards, loader) and prepare_data.py (the CLI)."""
 import json
 import os
+import re
 import struct
 
 import numpy as np
@@ -158,7 +159,7 @@ def test_vocab_over_uint16_fails_before_tokenizing(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"'cl100k'.*100,277.*65,536"):
         data.check_vocab_fits(Big())
     monkeypatch.setattr(prepare_data, "make_tokenizer", lambda args, corpus: Big())
-    with pytest.raises(ValueError, match="uint16"):
+    with pytest.raises(SystemExit, match="uint16"):
         run_cli(write_jsonl(tmp_path / "c.jsonl", ["hi"]), "--out", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -231,28 +232,147 @@ def test_slices_together_equal_one_full_run(tmp_path):
     assert np.array_equal(read_split(sliced, "train"), read_split(tmp_path / "full", "train"))
     merged = data.read_meta(sliced)
     assert merged["num_tokens"] == full["num_tokens"] and merged["num_docs"] == full["num_docs"]
-    with pytest.raises(FileExistsError):       # a slice refuses to overwrite its own files
+    with pytest.raises(SystemExit, match="already holds"):       # a slice refuses to overwrite its own files
         run_cli(src, "--out", sliced, "--num-shards", 2, "--shard-index", 1, *common)
 
 
 def test_cli_bad_inputs(tmp_path, shared_data):
-    with pytest.raises(ValueError, match="empty corpus"):
+    with pytest.raises(SystemExit, match="empty corpus"):
         run_cli(write_jsonl(tmp_path / "empty.jsonl", []), "--out", tmp_path / "o1")
-    with pytest.raises(KeyError, match=r"'content' not found; fields found: \['text', 'id'\]"):
+    with pytest.raises(SystemExit, match=r"error: text field 'content' not found; fields found: \['text', 'id'\]"):
         run_cli(write_jsonl(tmp_path / "c.jsonl", ["a b c"]), "--out", tmp_path / "o2", "--text-field", "content")
     out = tmp_path / "o3"
     args = ["shakespeare", "--input", shared_data / "tinyshakespeare.txt", "--out", out, "--num-proc", 1]
     run_cli(*args)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(SystemExit, match="--overwrite"):
         run_cli(*args)
-    (out / "stale_train_000009.bin").write_bytes(b"")
+    (out / "shakespeare_train_000009.bin").write_bytes(b"")    # a stale shard of this preparation
     run_cli(*args, "--overwrite")
-    assert not (out / "stale_train_000009.bin").exists()
+    assert not (out / "shakespeare_train_000009.bin").exists()
     (out / "_INCOMPLETE").write_text("{}")      # what an interrupted run leaves behind
     with pytest.raises(RuntimeError, match="incomplete"):
         data.list_shards(out, "train")
-    with pytest.raises(ValueError, match="no train tokens"):
+    with pytest.raises(SystemExit, match="unfinished preparation .*--overwrite to redo it"):
+        run_cli(*args)
+    with pytest.raises(SystemExit, match="no train tokens"):
         run_cli(write_jsonl(tmp_path / "d.jsonl", ["a b c"]), "--out", tmp_path / "o4", "--val-tokens", "1000")
+
+
+def test_overwrite_replaces_only_the_files_prepare_data_writes(tmp_path):
+    src = write_jsonl(tmp_path / "c.jsonl", make_docs(20))
+    out = tmp_path / "out"
+    common = ["--out", out, "--prefix", "c", "--val-tokens", 50, "--num-proc", 1]
+    run_cli(src, *common)
+    foreign = {"old_train_000001.bin": b"someone else's shard", "train.bin": b"nanoGPT", "notes.txt": b"mine",
+               "c_train_000001.bin.bak": b"a backup"}
+    for name, content in foreign.items():
+        (out / name).write_bytes(content)
+    (out / "c_train_000009.bin").write_bytes(b"")          # a stale shard of this preparation: replaced
+    meta = run_cli(src, *common, "--overwrite")
+    assert all((out / name).read_bytes() == content for name, content in foreign.items())
+    assert not (out / "c_train_000009.bin").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted([*foreign, "meta.json", *(s["file"] for s in meta["shards"])])
+
+
+def stop_message(capsys, *argv) -> str:
+    """The one-line error of a run that must stop before tokenizing."""
+    with pytest.raises(SystemExit) as e:
+        run_cli(*argv)
+    assert isinstance(e.value.code, str) and "\n" not in e.value.code and "Traceback" not in capsys.readouterr().err
+    assert e.value.code.startswith("prepare_data.py: error: ")
+    return e.value.code
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("empty", r"empty corpus: .*empty\.txt is empty; give a file with text"),
+    ("binary", r"binary\.txt looks binary \(a NUL byte at offset 3\), not text"),
+    ("missing", r"input .*missing\.txt not found: give an existing file or directory"),
+    ("unsupported", r"notes\.md: unsupported file type '\.md'; prepare_data\.py reads \.txt, \.jsonl"),
+    ("out_is_a_file", r"--out .*taken is a file; give a directory"),
+    ("out_in_use", r"output directory .*used already holds x\.bin \(and 0 more\); pass --overwrite"),
+])
+def test_bad_input_is_one_line_naming_the_fix_before_any_work(tmp_path, monkeypatch, capsys, case, expected):
+    monkeypatch.setattr(prepare_data, "tokenize_stream", lambda *a, **k: pytest.fail("must not tokenize"))
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "binary.txt").write_bytes(b"PK\x03\x00\x14\x00 zip-like bytes")
+    (tmp_path / "notes.md").write_text("# not a corpus kind")
+    (tmp_path / "ok.txt").write_text("some text\n")
+    (tmp_path / "taken").write_text("a file")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x.bin").write_bytes(b"")
+    src = {"empty": "empty.txt", "binary": "binary.txt", "missing": "missing.txt", "unsupported": "notes.md"}
+    out = {"out_is_a_file": "taken", "out_in_use": "used"}.get(case, "out")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert re.search(expected, stop_message(capsys, tmp_path / src.get(case, "ok.txt"), "--out", tmp_path / out))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before      # nothing written
+
+
+def test_non_utf8_bytes_name_the_file_and_offset_and_encoding_or_errors_read_them(tmp_path, capsys):
+    raw = "caf\u00e9 au lait\n".encode("latin-1")                   # é is one byte, 0xe9, at offset 3
+    for name in ("latin.txt", "latin.jsonl"):
+        path = tmp_path / name
+        path.write_bytes(raw if name.endswith(".txt") else b'{"text": "' + raw.strip() + b'"}\n')
+        offset = 3 if name.endswith(".txt") else 13
+        message = stop_message(capsys, path, "--out", tmp_path / "o", "--val-tokens", 0)
+        assert f"{path} is not valid utf-8 text at byte offset {offset}" in message
+        assert "--encoding" in message and "--errors replace" in message
+        for fix, text in ((["--encoding", "latin-1"], "caf\u00e9 au lait"), (["--errors", "replace"], "caf\ufffd au lait")):
+            out = tmp_path / f"{name}{fix[1]}"
+            run_cli(path, "--out", out, "--val-tokens", 0, "--num-proc", 1, *fix)
+            decoded = data.load_tokenizer_for(out).decode(read_split(out, "train").tolist())
+            assert decoded.removeprefix("<|endoftext|>").strip() == text
+
+
+def test_no_train_tokens_advice_works_and_the_failed_run_does_not_block_the_retry(tmp_path, capsys):
+    one = tmp_path / "one.txt"
+    one.write_text("To be, or not to be, that is the question.\n")
+    out = tmp_path / "out"
+    message = stop_message(capsys, one, "--out", out)
+    assert "the corpus is one document" in message and "--val-tokens 0" in message and "--sample-by" in message
+    assert not out.exists()                                         # no _INCOMPLETE, nothing to --overwrite
+    meta = run_cli(one, "--out", out, "--val-tokens", 0)           # the advice, into the same --out
+    assert meta["num_tokens"]["train"] > 0
+    docs = tmp_path / "docs.jsonl"
+    write_jsonl(docs, ["first document here", "a second one", "the third and last"])
+    message = stop_message(capsys, docs, "--out", tmp_path / "o2", "--val-tokens", 1000)
+    advised = int(re.search(r"use --val-tokens ([\d,]+) or less", message).group(1).replace(",", ""))
+    meta = run_cli(docs, "--out", tmp_path / "o2", "--val-tokens", advised)
+    assert meta["num_docs"] == {"val": 2, "train": 1} and meta["num_tokens"]["val"] >= advised
+
+
+def test_failed_run_removes_what_it_wrote_and_keeps_other_files(tmp_path, monkeypatch):
+    src = write_jsonl(tmp_path / "c.jsonl", make_docs(30))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("kept")
+
+    def crash(*a, **k):
+        prepare_data.write_stream.__wrapped__(*a, **k)
+        raise OSError(28, "No space left on device")
+    crash.__wrapped__ = prepare_data.write_stream
+    monkeypatch.setattr(prepare_data, "write_stream", crash)
+    with pytest.raises(SystemExit, match="No space left on device"):
+        run_cli(src, "--out", out, "--overwrite", "--val-tokens", 50, "--num-proc", 1)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    monkeypatch.undo()
+    assert run_cli(src, "--out", out, "--overwrite", "--val-tokens", 50, "--num-proc", 1)["num_tokens"]["train"] > 0
+
+
+def test_offline_without_gpt2_ranks_is_one_line_naming_the_fix(tmp_path, monkeypatch, capsys):
+    import tiktoken
+
+    def offline(name):
+        raise ConnectionError("no network")
+    monkeypatch.delenv("TIKTOKEN_GPT2_FILE", raising=False)
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    data._tiktoken_encoding.cache_clear()
+    try:
+        src = write_jsonl(tmp_path / "c.jsonl", ["some text"])
+        message = stop_message(capsys, src, "--out", tmp_path / "out")
+    finally:
+        data._tiktoken_encoding.cache_clear()
+    assert "could not load the GPT-2 tokenizer" in message and "TIKTOKEN_GPT2_FILE=" in message
+    assert "--tiktoken-file" in message and not (tmp_path / "out").exists()
 
 
 def test_cli_sentencepiece_vocab_size_promise(tmp_path, shakespeare, capsys):
@@ -349,19 +469,29 @@ def test_loader_errors(token_dir):
 
 
 def test_val_batches_fixed_and_disjoint(token_dir):
-    one = data.val_batches(token_dir, 4, 16, num_batches=3)
-    two = data.val_batches(token_dir, 4, 16, num_batches=3)
-    assert len(one) == 3 and all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(one, two))
-    ranks = [data.val_batches(token_dir, 4, 16, num_batches=3, rank=r, world_size=2) for r in range(2)]
-    starts = [{int(v) for x, _ in rb for v in x[:, 0]} for rb in ranks]
-    assert len(starts[0]) == len(starts[1]) == 12 and not starts[0] & starts[1]
-    every = data.val_batches(token_dir, 4, 16, num_batches=1000)   # more than exist: the whole split once
+    one, counted = data.val_batches(token_dir, 4, 16, num_batches=3)
+    two, _ = data.val_batches(token_dir, 4, 16, num_batches=3)
+    assert len(one) == counted == 3 and all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(one, two))
+    every, _ = data.val_batches(token_dir, 4, 16, num_batches=1000)   # more than exist: the whole split once
     assert len(every) == (1_000 - 1) // 16 // 4
-    with pytest.warns(UserWarning, match="one batch of 1"):     # val smaller than one batch: a smaller batch
-        small = data.val_batches(token_dir, 64, 300, num_batches=5, rank=1, world_size=3)
-    assert len(small) == 1 and small[0][0].shape == (1, 300) and small[0][0][0, 0] == 50_000 + 300
-    with pytest.raises(ValueError, match="fewer than world_size"):
-        data.val_batches(token_dir, 4, 300, num_batches=5, world_size=4)
+    with pytest.warns(UserWarning, match="one batch of 3"):     # val smaller than one batch: a smaller batch
+        small, counted = data.val_batches(token_dir, 64, 300, num_batches=5)
+    assert counted == 1 and small[0][0].shape == (3, 300) and small[0][0][0, 0] == 50_000
+    with pytest.raises(ValueError, match="no window of 1001 tokens"):
+        data.val_batches(token_dir, 4, 1000, num_batches=5)
+
+
+@pytest.mark.parametrize("num_batches, world_size", [(6, 2), (5, 2), (7, 3), (1, 2)])
+def test_val_batches_of_the_ranks_together_are_the_one_rank_batches(token_dir, num_batches, world_size):
+    """eval_iters counts batches in total: each rank gets disjoint ones and together they are the 1-rank list;
+    every rank runs the same number of batches (FSDP), the padding ones not counted."""
+    single, _ = data.val_batches(token_dir, 4, 16, num_batches=num_batches)
+    shares = [data.val_batches(token_dir, 4, 16, num_batches, rank=r, world_size=world_size)
+              for r in range(world_size)]
+    assert len({len(batches) for batches, _ in shares}) == 1 and sum(c for _, c in shares) == num_batches
+    counted = [x for batches, c in shares for x, _ in batches[:c]]
+    key = lambda x: tuple(x[:, 0].tolist())  # noqa: E731
+    assert sorted(map(key, counted)) == sorted(key(x) for x, _ in single)
 
 
 def test_cli_shakespeare_sentencepiece_trains_and_round_trips(tmp_path, shared_data, shakespeare):

@@ -321,7 +321,50 @@ def test_missing_file_says_where_to_get_it(tmp_path, monkeypatch):
         ev.load_task("mmlu", tmp_path, shots=5)
 
 
+def test_missing_data_dir_stops_at_once_without_the_hub(tmp_path, monkeypatch):
+    monkeypatch.setattr(ev, "hub_rows", lambda *a: pytest.fail("must not go to the hub"))
+    monkeypatch.setattr(ev, "download", lambda *a: pytest.fail("must not download"))
+    monkeypatch.delenv(ev.EVALS_ENV, raising=False)
+    with pytest.raises(SystemExit, match=r"^evaluate\.py: error: --data-dir=\S*nope: directory not found; give the "
+                                         r"directory that holds the tasks' jsonl files"):
+        ev.main(["--ckpt", str(tmp_path / "unused"), "--tasks", "quick", "--data-dir", str(tmp_path / "nope")])
+    monkeypatch.setenv(ev.EVALS_ENV, str(tmp_path / "gone"))
+    with pytest.raises(FileNotFoundError, match=r"\$EVALS_DIR=\S*gone: directory not found"):
+        ev.load_tasks("piqa")
+
+
+def test_missing_hellaswag_file_names_hellaswag_file(evals, tmp_path, monkeypatch):
+    """HellaSwag's file is not among the other tasks' files (../shared/data/evals): the error says how to point at it."""
+    def offline(split):
+        raise ConnectionError("no network")
+    monkeypatch.setattr(ev, "download", offline)
+    monkeypatch.delenv(ev.HELLASWAG_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))          # no cached download either
+    with pytest.raises(FileNotFoundError, match=r"hellaswag_val\.jsonl is not in --data-dir / \$EVALS_DIR \(.*evals\) "
+                                                r"nor \$HELLASWAG_FILE.*set HELLASWAG_FILE=path/to/hellaswag_val\.jsonl"):
+        ev.load_task("hellaswag", evals)
+
+
 # ----------------------------------------------------------------------------- command line
+
+
+def test_unwritable_out_stops_before_anything_is_scored(tmp_path, monkeypatch):
+    monkeypatch.setattr(ev, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("must not load the model"))
+    (tmp_path / "a_file").write_text("")
+    argv = ["--ckpt", str(tmp_path / "unused"), "--tasks", "piqa", "--out"]
+    with pytest.raises(SystemExit, match=r"^evaluate\.py: error: --out \S+ is a directory; give a file name, e\.g\. "
+                                         r"--out \S+results\.json$"):
+        ev.main(argv + [str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"^evaluate\.py: error: --out \S+: cannot create its folder \S+a_file \(a file "
+                                         r"is in the way\); choose another path$"):
+        ev.main(argv + [str(tmp_path / "a_file" / "r.json")])
+
+
+def test_out_in_a_missing_folder_is_made_and_written(gpt2_run, evals, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "results" / "today" / "r.json"
+    ev.main(["--ckpt", str(gpt2_run), "--tasks", "copa", "--limit", "2", "--data-dir", str(evals), "--out", str(out),
+             "--quiet", "--device", "cpu"])
+    assert json.loads(out.read_text())["tasks"]["copa"]["n"] == 2
 
 
 def test_cli_prints_the_table_and_writes_json(gpt2_run, evals, tmp_path, capsys):  # noqa: F811

@@ -9,6 +9,7 @@ from stubs import ByteTokenizer, CausalMixModel, OracleModel, UniformModel
 
 import evaluate as ev
 import hellaswag as hs
+from test_sample import gpt2_run  # noqa: F401  (fixture: a tiny GPT-2-tokenizer checkpoint)
 
 
 # --- fixtures: byte tokenizer, stub models, tiny data file -------------------------------------
@@ -243,6 +244,25 @@ def test_empty_data_file_is_an_error(tmp_path, content):
     with pytest.raises(SystemExit, match=r"^hellaswag\.py: error: no examples in .*empty\.jsonl") as e:
         hs.main(["--ckpt", str(tmp_path / "unused.pt"), "--data", str(path), "--device", "cpu"])
     assert "\n" not in e.value.code
+
+
+def test_missing_data_names_the_data_flag_and_hellaswag_file(tmp_path, monkeypatch):
+    def offline(split):
+        raise ConnectionError("no network")
+    monkeypatch.setattr(ev, "download", offline)
+    monkeypatch.delenv(hs.DATA_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"set HELLASWAG_FILE=path/to/hellaswag_val\.jsonl \(or pass --data FILE\)"):
+        hs.load_examples()
+
+
+def test_out_checked_before_scoring_and_its_folder_made(gpt2_run, shared_data, tmp_path, monkeypatch):  # noqa: F811
+    with pytest.raises(SystemExit, match=r"^hellaswag\.py: error: --out \S+ is a directory; give a file name"):
+        hs.main(["--ckpt", str(tmp_path / "unused.pt"), "--data", str(tmp_path / "unused.jsonl"), "--out", str(tmp_path)])
+    out = tmp_path / "new" / "r.json"
+    hs.main(["--ckpt", str(gpt2_run), "--data", str(shared_data / "hellaswag_val.jsonl"), "--limit", "2",
+             "--out", str(out), "--quiet", "--device", "cpu"])
+    assert json.loads(out.read_text())["num_examples"] == 2
 
 
 def test_missing_data_file_and_bad_style(tmp_path):

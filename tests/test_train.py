@@ -25,6 +25,7 @@ from conftest import write_token_dataset
 import checkpoint
 import config
 import data as datalib
+import evaluate
 import optim
 import runtime
 import train
@@ -177,6 +178,18 @@ def test_config_errors_and_overrides(tmp_path):
     (tmp_path / "wrongtype.py").write_text("batch_size = 'eight'\n")
     with pytest.raises(config.ConfigError, match="batch_size expects int"):
         config.load_config(tmp_path / "wrongtype.py")
+
+
+@pytest.mark.parametrize("body, line, what", [("n_layer = 2\nn_embd = (\n", 2, "was never closed"),
+                                              ("n_layer = 2\n\nn_embd = 32 * undefined\n", 3, "NameError")])
+def test_broken_config_file_is_one_line_naming_file_and_line(tmp_path, capsys, body, line, what):
+    path = tmp_path / "broken.py"
+    path.write_text(body)
+    with pytest.raises(SystemExit) as e:
+        train.main([str(path), "--max_iters=1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err and "runpy" not in err
+    assert err.startswith(f"error: {path}:{line}: ") and what in err and "fix that line" in err
 
 
 def test_each_default_is_written_once():
@@ -373,6 +386,20 @@ def test_two_ddp_ranks_equal_one_rank_with_accumulation(char_data, tmp_path):
     # a 2-rank checkpoint resumes on 1 rank and says what happens to the data order
     res = train.train(tiny(char_data, ddp_out, **{**common, "max_iters": 4}, resume="latest"))
     assert res["step"] == 4
+
+
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_val_loss_does_not_depend_on_the_number_of_ranks(char_data, tmp_path, parallelism):
+    """eval_iters batches in total, shared out over the ranks (5 over 2: one rank pads with an uncounted batch, so
+    FSDP's collective forwards stay in step): 2 ranks give 1 rank's val loss on the same (initial) weights."""
+    common = dict(max_iters=1, eval_interval=1, eval_iters=5, parallelism=parallelism)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           *tiny_args(char_data, tmp_path / "two", **common)]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    train.train(tiny(char_data, tmp_path / "one", **{**common, "parallelism": "ddp"}))
+    two, one = (rows(tmp_path / name, "eval")[0] for name in ("two", "one"))
+    assert two["step"] == one["step"] == 0 and two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-6)
 
 
 def test_world_size_change_is_logged(char_data, tmp_path, capsys):
@@ -674,12 +701,27 @@ def test_downstream_tasks_and_sample_hooks(char_data, shared_data, tmp_path, cap
 def test_bad_tasks_stop_the_run_at_start_up(char_data, shared_data, tmp_path):
     with pytest.raises(config.ConfigError, match="unknown task 'pica'; known tasks: hellaswag"):
         train.train(tiny(char_data, tmp_path / "a", tasks="pica", tasks_interval=2, eval_interval=2))
-    with pytest.raises(config.ConfigError, match="piqa_validation.jsonl is not in --data-dir"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(config.ConfigError, match="piqa_validation.jsonl is not in --tasks_dir"):
         train.train(tiny(char_data, tmp_path / "b", tasks="piqa", tasks_interval=2, eval_interval=2,
                          tasks_dir=tmp_path / "empty"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written
     with pytest.raises(config.ConfigError, match="hellaswag_interval'; renamed: use --tasks=hellaswag --tasks_interval=N"):
         config.build_config({"hellaswag_interval": 250})
+
+
+def test_task_errors_name_train_keys_not_evaluate_flags(char_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "hub_rows", lambda *a: (_ for _ in ()).throw(ConnectionError("offline")))
+    (tmp_path / "evals").mkdir()
+    cases = [(tmp_path / "nope", r"--tasks=piqa: --tasks_dir=\S*nope: directory not found"),
+             (tmp_path / "evals", r"--tasks=piqa: piqa: piqa_validation\.jsonl is not in --tasks_dir / \$EVALS_DIR "
+                                  r".*leave the task out \(e\.g\. --tasks=core,-piqa\)")]
+    for tasks_dir, message in cases:
+        with pytest.raises(config.ConfigError, match=message) as e:
+            train.train(tiny(char_data, tmp_path / "run", tasks="piqa", tasks_interval=2, eval_interval=2,
+                             tasks_dir=tasks_dir))
+        assert "--data-dir" not in str(e.value) and "--tasks " not in str(e.value)
+    assert not (tmp_path / "run").exists()
 
 
 # ----------------------------------------------------------------------------- torch.compile
@@ -816,7 +858,7 @@ def test_sigterm_between_micro_steps_saves_the_last_completed_step(char_data, tm
 
     monkeypatch.setattr(datalib.DataLoader, "next_batch", next_batch)
     res = train.train(tiny(char_data, tmp_path / "run", **common))
-    assert res["stopped"] == "signal" and res["step"] == 1 and len(calls) == 6
+    assert res["stopped"] == "SIGTERM" and res["step"] == 1 and len(calls) == 6
     assert load_checkpoint(tmp_path / "run")["step"] == 1
     monkeypatch.undo()
     train.train(tiny(char_data, tmp_path / "run", **common, resume="latest"))
@@ -979,3 +1021,56 @@ def test_resume_onto_data_of_another_vocabulary_does_not_advise_a_new_vocab_size
     with pytest.raises(config.ConfigError, match=r"trained with vocab_size=65 \(config says 100\)"):   # the old advice
         train.train(config.load_config(None, tiny_args(char_data, tmp_path / "run", max_iters=4, resume="latest",
                                                        vocab_size=100) + [f"--data_dir={other_dir}"]))
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(char_data, tmp_path):
+    """An interrupted run is not a finished one: scripts (`set -e`) stop instead of going on to sample."""
+    out = tmp_path / "run"
+    args = tiny_args(char_data, out, max_iters=100000, lr_schedule="constant", eval_interval=100000)
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((out / "metrics.jsonl").exists() and len(rows(out)) >= 2):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == train.INTERRUPTED == 130, output
+    assert "received SIGINT" in output and "stopped by signal" in output and "Traceback" not in output
+    assert load_checkpoint(out)["step"] == rows(out)[-1]["step"] >= 2
+
+
+def stub_python(tmp_path, script: str) -> dict:
+    """PYTHON for the scripts: a bash stub that logs each call and runs `script` (a case body on "$1 $2")."""
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{tmp_path}/calls.log"\ncase "$1 $2" in\n{script}\nesac\n')
+    stub.chmod(0o755)
+    return {**subprocess_env(), "PYTHON": str(stub)}
+
+
+def test_quickstart_stops_when_training_is_interrupted(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    for name in ("quickstart.sh", "setup.sh"):
+        shutil.copy(REPO / "scripts" / name, tmp_path / "scripts" / name)
+    env = stub_python(tmp_path, '  "train.py "*) exit 130 ;;\n  *) exit 0 ;;')
+    proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    calls = (tmp_path / "calls.log").read_text()
+    assert proc.returncode == 130 and "train.py configs/shakespeare_tiny.py" in calls and "sample.py" not in calls
+
+
+def test_setup_falls_back_to_the_default_index_within_seconds_when_the_torch_index_is_unreachable(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    env = stub_python(tmp_path, f'  "-c import torch") exit 1 ;;\n  "-c "*) exec {sys.executable} "$@" ;;\n'
+                                f'  *) exit 0 ;;')
+    env["TORCH_INDEX_URL"] = "http://127.0.0.1:9/whl/cpu"          # nothing listens there
+    t0 = time.time()
+    proc = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert time.time() - t0 < 30 and "127.0.0.1:9/whl/cpu cannot be reached" in proc.stderr
+    install = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("-m pip install")]
+    assert install[0] == "-m pip install --quiet torch>=2.5"        # pip's default index, no --index-url
