@@ -54,6 +54,7 @@ import checkpoint
 import config
 import data as datalib
 import runtime
+import sample
 import train
 from config import grad_accum_steps, load_config
 from model import GPT
@@ -128,10 +129,10 @@ def sampling_speed(model, cfg: config.TrainConfig, device: str, new_tokens: int,
     idx = torch.zeros((1, 1), dtype=torch.long, device=device)
     g = torch.Generator(device=device).manual_seed(0)
     with autocast:
-        model.generate(idx, min(4, new_tokens), use_cache=use_cache, generator=g)
+        sample.generate(model, idx, min(4, new_tokens), use_cache=use_cache, generator=g)
         runtime.synchronize(device)
         t0 = time.perf_counter()
-        model.generate(idx, new_tokens, use_cache=use_cache, generator=g)
+        sample.generate(model, idx, new_tokens, use_cache=use_cache, generator=g)
         runtime.synchronize(device)
     model.train()
     return new_tokens / (time.perf_counter() - t0)
@@ -218,7 +219,7 @@ def memory_worker(rank: int, world: int, port: int, cfg: config.TrainConfig, ste
         state = state_mib(runner.raw_model, runner.optimizers)  # FSDP: all sharded now (not after a forward)
         x, y = next_batch()
         with torch.no_grad(), runner.autocast():
-            loss = runner.ddp_model(x, y, return_logits=False)[1].item()
+            loss = runner.ddp_model(x, y).item()
         row = {"rank": rank, "peak_mib": mem, "memory_kind": kind, "ms_per_step": 1000 * statistics.median(times),
                "state_mib": state, "loss": loss}
         rows = runtime.gather_object(row)

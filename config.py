@@ -51,7 +51,7 @@ class OptimConfig:
     """Optimizer and its hyper-parameters."""
     optimizer: str = "adamw"               # adamw | muon (hidden matrices; AdamW for the rest) | adamw8bit
     learning_rate: float = 6e-4            # peak lr (AdamW part)
-    weight_decay: float = 0.1              # on 2-D weights only (model.param_groups)
+    weight_decay: float = 0.1              # on 2-D weights only (optim.decay_groups)
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8

@@ -54,7 +54,6 @@ from tqdm import tqdm
 
 import runtime
 from data import atomic_path
-from model import variable_shape_attention
 from sample import add_model_args, load_model_and_tokenizer
 
 STYLES = ("harness", "completion")
@@ -566,7 +565,7 @@ def score_requests(model, requests: list[Request], device="cpu", autocast_dtype=
                 b_pos += range(first, first + r.n_cont)
                 targets += r.tokens[-r.n_cont:]
                 owner += [i] * r.n_cont
-        with runtime.autocast(device, autocast_dtype), variable_shape_attention():
+        with runtime.autocast(device, autocast_dtype), runtime.variable_shape_attention():
             token_nll, hit = token_scores(model, idx.to(device), torch.tensor(b_rows, device=device),
                                           torch.tensor(b_pos, device=device), torch.tensor(targets, device=device))
         owner_t = torch.tensor(owner)

@@ -359,7 +359,7 @@ class NanoGPTForCausalLM(PreTrainedModel, GenerationMixin):
         if attention_mask is not None and not bool(attention_mask.bool().all()):
             raise ValueError("NanoGPTForCausalLM does not support padding masks (attention_mask with zeros); "
                              "run unpadded batches or batch size 1")
-        logits, _ = self.gpt(input_ids)
+        logits = self.gpt(input_ids)
         loss = None
         if labels is not None:
             loss = torch.nn.functional.cross_entropy(
@@ -736,7 +736,9 @@ def load_pretrained(name_or_dir: str, pad_vocab_multiple: int = 64) -> GPT:
     through import_hf, else OpenAI GPT-2 weights by hub name (gpt2, gpt2-medium, ...; needs transformers)."""
     if Path(name_or_dir).is_dir():
         return import_hf(name_or_dir, pad_vocab_multiple)
-    return GPT.from_pretrained(name_or_dir, pad_vocab_multiple)
+    from transformers import AutoModelForCausalLM  # optional dependency, downloads on first use
+    hf = AutoModelForCausalLM.from_pretrained(name_or_dir)
+    return model_from_hf(hf.config.to_dict(), hf.state_dict(), pad_vocab_multiple, source=name_or_dir)
 
 
 def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
@@ -747,14 +749,18 @@ def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
     hc = json.loads((path / "config.json").read_text())
     if not isinstance(hc, dict):
         raise ValueError(f"{path / 'config.json'} is not a transformers config (a JSON object)")
+    return model_from_hf(hc, load_hf_state_dict(path), pad_vocab_multiple, source=str(path / "config.json"))
+
+
+def model_from_hf(hc: dict, hf: dict[str, torch.Tensor], pad_vocab_multiple: int | None, source: str) -> GPT:
+    """GPT from a transformers config dict and state dict: our own export (any family), or plain GPT-2 / Llama."""
     if "nanogpt_config" in hc:  # older exports lack newer toggles: their defaults
-        c = checkpoint.model_config(hc["nanogpt_config"], fill_defaults=True,
-                                    source=f"{path / 'config.json'} nanogpt_config")
+        c = checkpoint.model_config(hc["nanogpt_config"], fill_defaults=True, source=f"{source} nanogpt_config")
     else:
-        c = _config_from_hf(hc, source=f"{path / 'config.json'}")
+        c = _config_from_hf(hc, source=source)
     if pad_vocab_multiple is not None:
         c = dataclasses.replace(c, pad_vocab_multiple=pad_vocab_multiple)
-    hf = load_hf_state_dict(path)
+    hf = {k: v for k, v in hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}  # old GPT-2 buffers
     model = GPT(c)
     if hc.get("model_type") == REMOTE_FAMILY:
         sd = {k.removeprefix("gpt."): v for k, v in hf.items()}
@@ -788,7 +794,7 @@ def verify_export(model: GPT, out: Path, family: str, dtype: torch.dtype | None 
     g = torch.Generator().manual_seed(0)
     T = min(seq_len, model.config.block_size)
     idx = torch.randint(0, model.config.vocab_size, (2, T), generator=g)
-    ours = ref(idx)[0]
+    ours = ref(idx)
     theirs = hf(idx).logits.float()
     if theirs.shape != ours.shape:
         raise RuntimeError(f"export verification failed: logits {tuple(theirs.shape)} vs {tuple(ours.shape)}")

@@ -43,16 +43,13 @@ allowed for rope, alibi and none (length extrapolation); learned positions raise
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 try:  # block-sparse attention masks (torch >= 2.5); without it windows and documents use SDPA masks
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -274,13 +271,6 @@ class ValueMix(nn.Module):
         return (self.lambdas[0] * v + self.lambdas[1] * ve).to(v.dtype)  # v's dtype: bf16 under autocast
 
 
-def variable_shape_attention():
-    """SDPA without the cuDNN backend, for inference whose shapes change call to call (generation, scoring).
-    Recent PyTorch prefers cuDNN attention on Hopper GPUs, which builds a plan for every new shape: right
-    for training's fixed shapes, but it made token-by-token generation 12x slower on an H100."""
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head / grouped-query / multi-query attention with a fused q,k,v projection."""
 
@@ -299,7 +289,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple | None, bias: torch.Tensor | FlexMask | None,
+    def forward(self, x: torch.Tensor, rope: tuple | None, attend: SDPAMask | FlexMask,
                 cache: KVCache | None = None, ve: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         hd = self.head_dim
@@ -315,25 +305,9 @@ class CausalSelfAttention(nn.Module):
         q, k = q.to(v.dtype), k.to(v.dtype)                          # norms may upcast under autocast
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        y = self._sdpa(q, k, v, bias)
+        y = attend(q, k, v, self.dropout if self.training else 0.0, self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
-
-    def _sdpa(self, q, k, v, bias):
-        """bias: None (causal), an additive float bias or a boolean mask (True = attend), or a FlexMask."""
-        if isinstance(bias, FlexMask):
-            return bias(q, k, v, enable_gqa=self.n_kv_head != self.n_head)
-        Tq, Tk = q.size(2), k.size(2)
-        mask, causal = None, False
-        if bias is not None:
-            mask = bias if bias.dtype == torch.bool else bias.to(q.dtype)  # no-op unless dtypes differ
-        elif Tq == Tk:
-            causal = True
-        elif Tq > 1:                                                 # chunk of queries after a cached prefix
-            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
-        p = self.dropout if self.training else 0.0
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal,
-                                              enable_gqa=self.n_kv_head != self.n_head)
 
 
 class MLP(nn.Module):
@@ -376,8 +350,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x, rope, bias, cache=None, ve=None):
-        x = x + self.attn(self.ln_1(x), rope, bias, cache, ve)
+    def forward(self, x, rope, attend, cache=None, ve=None):
+        x = x + self.attn(self.ln_1(x), rope, attend, cache, ve)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -390,9 +364,9 @@ class ParallelBlock(nn.Module):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x, rope, bias, cache=None, ve=None):
+    def forward(self, x, rope, attend, cache=None, ve=None):
         h = self.ln_1(x)
-        return x + self.attn(h, rope, bias, cache, ve) + self.mlp(h)
+        return x + self.attn(h, rope, attend, cache, ve) + self.mlp(h)
 
 
 class KVCache:
@@ -501,6 +475,26 @@ def flex_applies(device: torch.device) -> bool:
     return flex_attention is not None and device.type == "cuda" and torch.compiler.is_compiling()
 
 
+class SDPAMask:
+    """Attention through F.scaled_dot_product_attention under `mask`: None (causal), an additive float bias
+    (ALiBi) or a boolean mask (True = attend). The masks below hand one to each layer; FlexMask is the other kind."""
+
+    def __init__(self, mask: torch.Tensor | None):
+        self.mask = mask
+
+    def __call__(self, q, k, v, dropout_p: float, enable_gqa: bool) -> torch.Tensor:
+        Tq, Tk = q.size(2), k.size(2)
+        mask, causal = self.mask, False
+        if mask is not None:
+            mask = mask if mask.dtype == torch.bool else mask.to(q.dtype)  # no-op unless dtypes differ
+        elif Tq == Tk:
+            causal = True
+        elif Tq > 1:                                                 # chunk of queries after a cached prefix
+            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal,
+                                              enable_gqa=enable_gqa)
+
+
 class FlexMask:
     """flex_attention with a block-sparse mask (fully masked blocks are skipped) and ALiBi as a score_mod."""
 
@@ -519,7 +513,7 @@ class FlexMask:
         self.block_mask = create_block_mask(mask_mod, batch, None, T, T, device=device)
         self.score_mod = alibi if slopes is not None else None
 
-    def __call__(self, q, k, v, enable_gqa: bool) -> torch.Tensor:
+    def __call__(self, q, k, v, dropout_p: float, enable_gqa: bool) -> torch.Tensor:  # (used without dropout)
         return flex_attention(q, k, v, score_mod=self.score_mod, block_mask=self.block_mask, enable_gqa=enable_gqa)
 
 
@@ -529,8 +523,8 @@ class CausalMasks:
     def __init__(self, config: GPTConfig, alibi: ALiBi | None):
         self.n_layer = config.n_layer
 
-    def __call__(self, idx, start, bias, cache=None, flex=False) -> list:
-        return [bias] * self.n_layer
+    def __call__(self, idx, start, bias, cache=None, flex=False) -> list[SDPAMask]:
+        return [SDPAMask(bias)] * self.n_layer
 
 
 class WindowDocMasks:
@@ -548,7 +542,7 @@ class WindowDocMasks:
             masks = {w: FlexMask(end, w, docs, slopes, dev) for w in set(self.windows)}
         else:
             allowed = {w: allowed_keys(start, end, w, docs, dev) for w in set(self.windows)}
-            masks = {w: a if bias is None else torch.where(a, bias, float("-inf")) for w, a in allowed.items()}
+            masks = {w: SDPAMask(a if bias is None else torch.where(a, bias, float("-inf"))) for w, a in allowed.items()}
         return [masks[w] for w in self.windows]
 
     def _doc_ids(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor | None:
@@ -676,9 +670,16 @@ class SoftCap(nn.Module):
 
 # ----------------------------------------------------------------------------- the model
 
-class GPT(nn.Module):
+LOSSES = ("chunked", "full")
 
-    def __init__(self, config: GPTConfig):
+
+class GPT(nn.Module):
+    """forward(idx) -> logits; forward(idx, targets) -> the mean loss, by the method `loss` picks once here:
+    "chunked" (linear_cross_entropy: output layer and loss fused, a chunk of rows at a time; lean, the CPU
+    default), "full" (full logits, then F.cross_entropy: the compiled GPU path), or a function with
+    linear_cross_entropy's signature (liger-kernel's, see runtime.py)."""
+
+    def __init__(self, config: GPTConfig, loss: str | Callable = "chunked"):
         super().__init__()
         self.config = config
         block = ParallelBlock if config.parallel_residual else Block
@@ -702,7 +703,10 @@ class GPT(nn.Module):
         self.attn_masks = (WindowDocMasks if masked else CausalMasks)(config, self.alibi)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
-        self.fused_loss_fn = linear_cross_entropy           # forward(return_logits=False); train.py may swap in liger's
+        if isinstance(loss, str) and loss not in LOSSES:
+            raise ValueError(f"GPT(loss={loss!r}) is unknown; choose one of {', '.join(LOSSES)} or pass a function")
+        self.loss = self.full_logits_loss if loss == "full" else self.fused_loss
+        self.fused_loss_fn = loss if callable(loss) else linear_cross_entropy
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 n_layer)
             if name.endswith("c_proj.weight") and config.zero_init_proj:
@@ -767,26 +771,25 @@ class GPT(nn.Module):
             return logits
         return logits[..., :self.config.vocab_size]
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_logits: bool = True,
-                label_smoothing: float = 0.0):
-        """idx (B, T) -> logits (B, T, vocab_size) and mean cross-entropy over real ids (or None).
-
-        With targets and return_logits=False the output layer and the loss are fused (see
-        linear_cross_entropy): much faster and leaner for large vocabularies; returns (None, loss).
-        label_smoothing (training only): targets (1 - eps) one-hot + eps uniform over the real vocabulary.
-        """
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                label_smoothing: float = 0.0) -> torch.Tensor:
+        """idx (B, T) -> logits (B, T, vocab_size); given targets (B, T; -1 = ignored), the mean cross-entropy
+        over the real ids instead. label_smoothing (training only): targets (1 - eps) one-hot + eps uniform."""
         x = self.hidden_states(idx)
-        V = self.config.vocab_size
-        if targets is not None and not return_logits:
-            return None, self.fused_loss_fn(x, self.lm_head.weight, targets, V, softcap=self.config.logit_softcap,
-                                            label_smoothing=label_smoothing)
+        if targets is None:
+            return self.output_logits(x)
+        return self.loss(x, targets, label_smoothing)
+
+    def fused_loss(self, x: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The output layer and the loss in one (linear_cross_entropy, or liger's): the logits never exist."""
+        return self.fused_loss_fn(x, self.lm_head.weight, targets, self.config.vocab_size,
+                                  softcap=self.config.logit_softcap, label_smoothing=label_smoothing)
+
+    def full_logits_loss(self, x: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         logits = self.output_logits(x, padded=True)          # CE over the contiguous padded width: cheaper
-        loss = None
-        if targets is not None:
-            scored = logits[..., :V] if label_smoothing else logits  # (smoothing must not reach the -inf padding)
-            loss = F.cross_entropy(scored.reshape(-1, scored.size(-1)), targets.reshape(-1), ignore_index=-1,
-                                   label_smoothing=label_smoothing)
-        return logits[..., :V], loss
+        scored = logits[..., :self.config.vocab_size] if label_smoothing else logits  # (smoothing: not the padding)
+        return F.cross_entropy(scored.reshape(-1, scored.size(-1)), targets.reshape(-1), ignore_index=-1,
+                               label_smoothing=label_smoothing)
 
     def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Feed idx (B, T) after the cache.pos tokens already cached; return next-token logits (B, vocab)."""
@@ -796,79 +799,6 @@ class GPT(nn.Module):
         x = self._blocks(x, idx, rope, self.attn_masks(idx, start, bias, cache), cache)
         cache.pos += idx.size(1)
         return self.output_logits(self.transformer.ln_f(x[:, -1]))
-
-    # -- generation
-
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        if self.config.pos_emb == "learned":
-            max_len = min(max_len, self.config.block_size)
-        return KVCache(self.config, batch, max_len)
-
-    def context_start(self, start: int, length: int) -> int:
-        """Where the context of the next token starts, given the last start and the tokens so far. Learned
-        positions see at most block_size tokens: once the window is full it drops its oldest half at once, so
-        a KV cache is refilled once every block_size/2 tokens instead of every token (the context then holds
-        block_size/2 to block_size tokens). Other positions keep everything."""
-        window = self.config.block_size if self.config.pos_emb == "learned" else None
-        if window is None or length - start <= window:
-            return start
-        return length - window // 2
-
-    @torch.no_grad()
-    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
-        """Logits (B, vocab) for the token after idx[:, start:]. With a cache: prefill once, then feed only
-        the new tokens; a new start (the window slid) or a shorter idx refills it."""
-        ctx = idx[:, start:]
-        with variable_shape_attention():
-            if cache is None:
-                return self(ctx)[0][:, -1]
-            if cache.start != start or cache.pos >= ctx.size(1):
-                cache.start, cache.pos = start, 0
-            return self.forward_cached(ctx[:, cache.pos:], cache)
-
-    @staticmethod
-    def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Pick one token per row of logits (B, V): greedy at temperature 0, else top-k/top-p sampling."""
-        if temperature == 0:
-            return logits.argmax(dim=-1, keepdim=True)
-        logits = logits.float() / temperature
-        candidates = None
-        if top_k is not None and top_k < logits.size(-1):
-            # draw among the k best only: the softmax and the draw run over k values, not the vocabulary
-            logits, candidates = torch.topk(logits, top_k)
-        if top_p is not None and top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True)
-            cum = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cum - sorted_logits.softmax(-1) >= top_p         # keep the smallest set reaching top_p
-            logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
-        choice = torch.multinomial(logits.softmax(-1), 1, generator=generator)
-        return choice if candidates is None else candidates.gather(-1, choice)
-
-    @torch.no_grad()
-    def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                        top_k: int | None = None, top_p: float | None = None, stop_token: int | None = None,
-                        use_cache: bool = True, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-        """Yield each new token (B, 1). Rows that emitted stop_token keep emitting it; stops when all have."""
-        cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens) if use_cache else None
-        done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
-        start = 0
-        for _ in range(max_new_tokens):
-            start = self.context_start(start, idx.size(1))
-            tok = self.sample(self.next_token_logits(idx, cache, start), temperature, top_k, top_p, generator)
-            if stop_token is not None:
-                tok = tok.masked_fill(done, stop_token)
-                done |= tok == stop_token
-            idx = torch.cat((idx, tok), dim=1)
-            yield tok
-            if stop_token is not None and bool(done.all()):
-                return
-
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
-        """idx (B, T) -> (B, T + new) with new <= max_new_tokens; kwargs as in generate_stream."""
-        new = list(self.generate_stream(idx, max_new_tokens, **kwargs))
-        return torch.cat([idx] + new, dim=1)
 
     # -- accounting
 
@@ -899,64 +829,3 @@ class GPT(nn.Module):
         keys = sum(T if w is None else min(T, w) for w in c.layer_windows)     # keys per query, all layers
         return 6 * matmul + 12 * c.n_head * c.head_dim * keys
 
-    # -- optimisation
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        """2-D (and larger) tensors decay (matmuls, embeddings); biases and norm gains do not."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-
-    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
-                             eps: float = 1e-8, device_type: str = "cpu") -> torch.optim.AdamW:
-        """AdamW over param_groups; the fused kernel on CUDA and on CPU (torch >= 2.4 has a CPU one)."""
-        kwargs = {"fused": True} if fused_adamw_available(device_type) else {}
-        return torch.optim.AdamW(self.param_groups(weight_decay), lr=learning_rate, betas=betas, eps=eps, **kwargs)
-
-    # -- loading
-
-    @classmethod
-    def from_pretrained(cls, model_type: str = "gpt2", pad_vocab_multiple: int = 64) -> GPT:
-        """OpenAI GPT-2 weights ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" or a hub path) via transformers.
-        A local directory written by export_hf.py loads with export_hf.import_hf."""
-        from transformers import GPT2LMHeadModel  # optional dependency, downloads on first use
-        return cls.from_hf_gpt2(GPT2LMHeadModel.from_pretrained(model_type), pad_vocab_multiple)
-
-    @classmethod
-    def from_hf_gpt2(cls, hf_model, pad_vocab_multiple: int = 64) -> GPT:
-        """Copy an in-memory transformers GPT2LMHeadModel (its Conv1D weights are stored transposed)."""
-        hc = hf_model.config
-        config = GPTConfig(block_size=hc.n_positions, vocab_size=hc.vocab_size, pad_vocab_multiple=pad_vocab_multiple,
-                           n_layer=hc.n_layer, n_head=hc.n_head, n_embd=hc.n_embd, norm_eps=hc.layer_norm_epsilon,
-                           tie_embeddings=True, bias=True, dropout=0.0)
-        model = cls(config)
-        src = {k: v for k, v in hf_model.state_dict().items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        dst = model.state_dict()
-        with torch.no_grad():
-            for key, value in src.items():
-                if key not in dst:
-                    raise KeyError(f"unexpected GPT-2 weight {key!r}")
-                value = value.t() if key.endswith(transposed) else value
-                if key in ("transformer.wte.weight", "lm_head.weight"):
-                    dst[key].zero_()
-                    dst[key][:value.size(0)].copy_(value)
-                else:
-                    dst[key].copy_(value)
-        return model
-
-
-@functools.lru_cache(maxsize=None)
-def fused_adamw_available(device_type: str) -> bool:
-    """Whether torch.optim.AdamW(fused=True) runs on this device type (CPU: torch >= 2.4); probed once."""
-    if "fused" not in inspect.signature(torch.optim.AdamW).parameters:
-        return False
-    if device_type != "cpu":
-        return device_type == "cuda"
-    try:
-        p = nn.Parameter(torch.zeros(2))
-        p.grad = torch.ones(2)
-        torch.optim.AdamW([p], fused=True).step()
-        return True
-    except (RuntimeError, NotImplementedError):
-        return False

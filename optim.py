@@ -1,11 +1,14 @@
 """The optimizers of a run and their per-step settings (config.py holds the keys, train.py steps them).
 
-adamw: the model's weight-decay groups (model.param_groups). muon: Muon (torch.optim.Muon, optionally with cautious
+adamw: two weight-decay groups (decay_groups). muon: Muon (torch.optim.Muon, optionally with cautious
 weight decay) for the hidden 2-D matrices of the blocks; AdamW for the embeddings, the head and the scalars, each
 group at its own peak lr; momentum warm-up. adamw8bit: bitsandbytes. Every param group keeps its peak lr; the
 schedule scales them all by the same factor (set_lr).
 """
 from __future__ import annotations
+
+import functools
+import inspect
 
 import torch
 
@@ -21,26 +24,55 @@ def muon_split(raw: GPT) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
     hidden = the 2-D matrices of the blocks; embed = token, position and value-embedding tables; head = an untied
     lm_head; scalar = everything else (norm gains, biases, the toggles' mixing scalars)."""
     groups = {name: [] for name in MUON_GROUPS}
+    tables = {id(m.weight) for m in raw.modules() if isinstance(m, torch.nn.Embedding)}  # any toggle's tables too
     for n, p in raw.named_parameters():
         if not p.requires_grad:
             continue
-        kind = ("hidden" if n.startswith("transformer.h.") and p.dim() == 2 else
-                "embed" if n.startswith(("transformer.wte.", "transformer.wpe.", "value_embeds.")) else
-                "head" if n.startswith("lm_head.") else "scalar")
+        kind = ("embed" if id(p) in tables else "head" if n.startswith("lm_head.") else
+                "hidden" if n.startswith("transformer.h.") and p.dim() == 2 else "scalar")
         groups[kind].append((n, p))
     return groups
 
 
+def decay_groups(raw: GPT, weight_decay: float) -> list[dict]:
+    """AdamW's two groups: 2-D (and larger) tensors decay (matmuls, embeddings); biases and norm gains do not."""
+    params = [p for p in raw.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+@functools.lru_cache(maxsize=None)
+def fused_adamw_available(device_type: str) -> bool:
+    """Whether torch.optim.AdamW(fused=True) runs on this device type (CPU: torch >= 2.4); probed once."""
+    if "fused" not in inspect.signature(torch.optim.AdamW).parameters:
+        return False
+    if device_type != "cpu":
+        return device_type == "cuda"
+    try:
+        p = torch.nn.Parameter(torch.zeros(2))
+        p.grad = torch.ones(2)
+        torch.optim.AdamW([p], fused=True).step()
+        return True
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+def adamw(groups: list[dict], o: OptimConfig, device_type: str) -> torch.optim.AdamW:
+    """AdamW at o's lr, betas and eps; the fused kernel where this device has one (CUDA, and CPU in torch >= 2.4)."""
+    fused = {"fused": True} if fused_adamw_available(device_type) else {}
+    return torch.optim.AdamW(groups, lr=o.learning_rate, betas=(o.beta1, o.beta2), eps=o.eps, **fused)
+
+
 def build_optimizers(raw: GPT, cfg: TrainConfig, device_type: str) -> list[torch.optim.Optimizer]:
-    """adamw (model.configure_optimizers), muon (Muon for the hidden matrices + AdamW for the rest, each group at
-    its own peak lr), or adamw8bit."""
+    """adamw (decay_groups), muon (Muon for the hidden matrices + AdamW for the rest, each group at its own peak
+    lr), or adamw8bit."""
     o = cfg.optim
-    betas = (o.beta1, o.beta2)
     if o.optimizer == "adamw":
-        return [raw.configure_optimizers(o.weight_decay, o.learning_rate, betas, o.eps, device_type)]
+        return [adamw(decay_groups(raw, o.weight_decay), o, device_type)]
     if o.optimizer == "adamw8bit":
         import bitsandbytes as bnb  # optional dependency (CUDA); config.check_optimizer_available said if missing
-        return [bnb.optim.AdamW8bit(raw.param_groups(o.weight_decay), lr=o.learning_rate, betas=betas, eps=o.eps)]
+        return [bnb.optim.AdamW8bit(decay_groups(raw, o.weight_decay), lr=o.learning_rate, betas=(o.beta1, o.beta2),
+                                    eps=o.eps)]
     split = muon_split(raw)
     wd = o.muon_weight_decay if o.muon_weight_decay is not None else o.weight_decay
     muon = Muon([p for _, p in split["hidden"]], lr=o.muon_lr, weight_decay=wd, momentum=o.muon_momentum,
@@ -48,8 +80,7 @@ def build_optimizers(raw: GPT, cfg: TrainConfig, device_type: str) -> list[torch
     lrs = {"embed": o.embed_lr, "head": o.head_lr, "scalar": o.scalar_lr}
     rest = [{"params": [p for _, p in split[k]], "name": k, "lr": lrs[k] if lrs[k] is not None else o.learning_rate,
              "weight_decay": 0.0 if k == "scalar" else o.weight_decay} for k in lrs if split[k]]
-    fused = {"fused": True} if device_type == "cuda" else {}
-    return [muon, torch.optim.AdamW(rest, lr=o.learning_rate, betas=betas, eps=o.eps, **fused)]
+    return [muon, adamw(rest, o, device_type)]
 
 
 class Muon(torch.optim.Muon):

@@ -104,7 +104,7 @@ def sliding_nll(model: GPT, tokens: torch.Tensor, ctx: int, stride: int, batch_t
     for x, y in window_batches(tokens, starts, first, length, batch_size):
         x, y = x.to(device), y.to(device)
         with runtime.autocast(device, autocast_dtype):
-            logits, _ = model(x)
+            logits = model(x)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
         count += int((y >= 0).sum())
         bar.update(len(x))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -203,6 +204,13 @@ def use_fused_loss(setting: str, device_type: str) -> bool:
     return setting in ("on", "liger") or (setting == "auto" and device_type == "cpu")
 
 
+def model_loss(setting: str, device_type: str):
+    """GPT's `loss` for the fused_loss setting: "chunked" (fused), "full" (logits), or liger's function."""
+    if setting == "liger":
+        return liger_linear_cross_entropy
+    return "chunked" if use_fused_loss(setting, device_type) else "full"
+
+
 def convert_to_fp8(model: torch.nn.Module, include_head: bool) -> int:
     """Swap the model's Linear layers for torchao's Float8Linear (dynamic tensorwise scaling: matmuls in
     float8 on the tensor cores, master weights and parameter names unchanged, so checkpoints stay plain).
@@ -287,6 +295,13 @@ def autocast(device: str | torch.device, dtype: str | torch.dtype | None):
     if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type(device), dtype=dtype)
+
+
+def variable_shape_attention():
+    """SDPA without the cuDNN backend, for inference whose shapes change call to call (generation, scoring).
+    Recent PyTorch prefers cuDNN attention on Hopper GPUs, which builds a plan for every new shape: right
+    for training's fixed shapes, but it made token-by-token generation 12x slower on an H100."""
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def enable_tf32(device: str | torch.device) -> None:

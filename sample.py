@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Iterator, TextIO
 
 import torch
 
@@ -29,7 +29,87 @@ import checkpoint
 import data
 import export_hf
 import runtime
-from model import GPT
+from model import GPT, KVCache
+
+# -----------------------------------------------------------------------------
+# generation: a model's next-token logits, with a KV cache, and the token picked from them
+
+
+def new_cache(model: GPT, batch: int, max_len: int) -> KVCache:
+    """A KV cache for `batch` rows of up to max_len tokens (learned positions: at most block_size)."""
+    if model.config.pos_emb == "learned":
+        max_len = min(max_len, model.config.block_size)
+    return KVCache(model.config, batch, max_len)
+
+
+def context_start(model: GPT, start: int, length: int) -> int:
+    """Where the context of the next token starts, given the last start and the tokens so far. Learned
+    positions see at most block_size tokens: once the window is full it drops its oldest half at once, so
+    a KV cache is refilled once every block_size/2 tokens instead of every token (the context then holds
+    block_size/2 to block_size tokens). Other positions keep everything."""
+    window = model.config.block_size if model.config.pos_emb == "learned" else None
+    if window is None or length - start <= window:
+        return start
+    return length - window // 2
+
+
+@torch.no_grad()
+def next_token_logits(model: GPT, idx: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+    """Logits (B, vocab) for the token after idx[:, start:]. With a cache: prefill once, then feed only
+    the new tokens; a new start (the window slid) or a shorter idx refills it."""
+    ctx = idx[:, start:]
+    with runtime.variable_shape_attention():
+        if cache is None:
+            return model(ctx)[:, -1]
+        if cache.start != start or cache.pos >= ctx.size(1):
+            cache.start, cache.pos = start, 0
+        return model.forward_cached(ctx[:, cache.pos:], cache)
+
+
+def pick_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of logits (B, V): greedy at temperature 0, else top-k/top-p sampling."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    candidates = None
+    if top_k is not None and top_k < logits.size(-1):
+        # draw among the k best only: the softmax and the draw run over k values, not the vocabulary
+        logits, candidates = torch.topk(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p         # keep the smallest set reaching top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+    choice = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+    return choice if candidates is None else candidates.gather(-1, choice)
+
+
+@torch.no_grad()
+def generate_stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                    top_k: int | None = None, top_p: float | None = None, stop_token: int | None = None,
+                    use_cache: bool = True, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Yield each new token (B, 1). Rows that emitted stop_token keep emitting it; stops when all have."""
+    cache = new_cache(model, idx.size(0), idx.size(1) + max_new_tokens) if use_cache else None
+    done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
+    start = 0
+    for _ in range(max_new_tokens):
+        start = context_start(model, start, idx.size(1))
+        tok = pick_token(next_token_logits(model, idx, cache, start), temperature, top_k, top_p, generator)
+        if stop_token is not None:
+            tok = tok.masked_fill(done, stop_token)
+            done |= tok == stop_token
+        idx = torch.cat((idx, tok), dim=1)
+        yield tok
+        if stop_token is not None and bool(done.all()):
+            return
+
+
+@torch.no_grad()
+def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+    """idx (B, T) -> (B, T + new) with new <= max_new_tokens; kwargs as in generate_stream."""
+    return torch.cat([idx] + list(generate_stream(model, idx, max_new_tokens, **kwargs)), dim=1)
+
 
 # -----------------------------------------------------------------------------
 # loading (shared by sample.py, hellaswag.py and perplexity.py)
@@ -184,7 +264,7 @@ def stop_id(tokenizer, cfg: SampleConfig) -> int | None:
 
 def generate_one(model, tokenizer, prompt_ids: list[int], cfg: SampleConfig, generator: torch.Generator,
                  device, autocast_dtype=None, out: TextIO | None = None, hide: int = 0) -> Sample:
-    """One sample with model.generate (or generate_stream, echoing text to `out` as it arrives).
+    """One sample with generate (or generate_stream, echoing text to `out` as it arrives).
 
     The first `hide` prompt tokens (the start token of an unconditional sample) are not shown."""
     device = torch.device(device)
@@ -200,7 +280,7 @@ def generate_one(model, tokenizer, prompt_ids: list[int], cfg: SampleConfig, gen
                 out.write(decoder.emitted)
                 out.flush()
             new_ids = []
-            for tok in model.generate_stream(idx, cfg.max_new_tokens, **kwargs):
+            for tok in generate_stream(model, idx, cfg.max_new_tokens, **kwargs):
                 tok = int(tok.view(-1)[0])
                 new_ids.append(tok)
                 if tok == stop:
@@ -212,7 +292,7 @@ def generate_one(model, tokenizer, prompt_ids: list[int], cfg: SampleConfig, gen
             if out is not None:
                 out.write(decoder.flush())
         else:
-            new_ids = model.generate(idx, cfg.max_new_tokens, **kwargs)[0, len(prompt_ids):].tolist()
+            new_ids = generate(model, idx, cfg.max_new_tokens, **kwargs)[0, len(prompt_ids):].tolist()
     runtime.synchronize(device)
     seconds = time.perf_counter() - t0
     if stop is not None and stop in new_ids:

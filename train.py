@@ -34,6 +34,7 @@ import export_hf
 import optim
 import parallel
 import runtime
+import sample
 from config import (SECTIONS, ConfigError, TrainConfig, check_data, check_gpu_extras, check_optimizer_available,
                     grad_accum_steps, help_text, load_config)
 from model import GPT
@@ -172,12 +173,15 @@ def build_data(cfg: TrainConfig, info: DistInfo, tokenizer) -> tuple:
     return loader, val
 
 
-def build_model(cfg: TrainConfig) -> GPT:
-    if cfg.run.init_from not in ("scratch", "resume"):
-        model = export_hf.load_pretrained(cfg.run.init_from, cfg.model.pad_vocab_multiple)
-        cfg.model = model.config
-        return model
-    return GPT(cfg.model)
+def build_model(cfg: TrainConfig, loss) -> GPT:
+    """The run's GPT (its loss chosen here, see GPT): new, or with init_from's weights."""
+    if cfg.run.init_from in ("scratch", "resume"):
+        return GPT(cfg.model, loss)
+    pretrained = export_hf.load_pretrained(cfg.run.init_from, cfg.model.pad_vocab_multiple)
+    cfg.model = pretrained.config
+    model = GPT(cfg.model, loss)
+    model.load_state_dict(pretrained.state_dict())
+    return model
 
 
 def place_model(raw: GPT, cfg: TrainConfig, device: str, dtype: str, distributed: bool) -> bool:
@@ -268,6 +272,14 @@ class StepResult:
     finite: bool
 
 
+def check_setup(cfg: TrainConfig, info: DistInfo) -> None:
+    """The run's precision, parallelism and GPU extras work on this device (Stepper; train() checks it first)."""
+    if cfg.run.parallelism == "fsdp" and runtime.resolve_dtype(cfg.run.dtype, info.device_type) == "float16":
+        raise ConfigError("parallelism=fsdp needs bfloat16 or float32 and this GPU has no bf16 (dtype=auto "
+                          "picked float16); use --parallelism=ddp or --dtype=float32")
+    check_gpu_extras(cfg, info.device, runtime.use_fused_loss(cfg.run.fused_loss, info.device_type))
+
+
 class Stepper:
     """The model, optimizers and precision of a run, and one optimizer step over them. Trainer is a Stepper
     with data, evaluation, checkpoints and logging; bench.py times a bare Stepper."""
@@ -275,18 +287,12 @@ class Stepper:
     def __init__(self, cfg: TrainConfig, info: DistInfo):
         self.cfg, self.info, self.device = cfg, info, info.device
         self.device_type = info.device_type
+        check_setup(cfg, info)
         self.dtype = runtime.resolve_dtype(cfg.run.dtype, self.device_type)
         self.sharded = cfg.run.parallelism == "fsdp"  # sharded (DCP) checkpoints, also in a single process
-        if self.sharded and self.dtype == "float16":
-            raise ConfigError("parallelism=fsdp needs bfloat16 or float32 and this GPU has no bf16 (dtype=auto "
-                              "picked float16); use --parallelism=ddp or --dtype=float32")
-        self.fused_loss = runtime.use_fused_loss(cfg.run.fused_loss, self.device_type)
-        check_gpu_extras(cfg, self.device, self.fused_loss)
         runtime.enable_tf32(self.device)
         torch.manual_seed(cfg.run.seed)  # identical init on every rank
-        self.raw_model = build_model(cfg)
-        if cfg.run.fused_loss == "liger":
-            self.raw_model.fused_loss_fn = runtime.liger_linear_cross_entropy
+        self.raw_model = build_model(cfg, runtime.model_loss(cfg.run.fused_loss, self.device_type))
         self.fsdp = place_model(self.raw_model, cfg, self.device, self.dtype, distributed=info.distributed)
         self.optimizers = optim.build_optimizers(self.raw_model, cfg, self.device_type)
         self.peak_lrs = optim.peak_lrs(self.optimizers)
@@ -319,8 +325,7 @@ class Stepper:
             parallel.set_micro_step(self.raw_model, last)  # FSDP: communicate on the last micro-step only
             with contextlib.nullcontext() if last or not self.is_ddp else self.ddp_model.no_sync():
                 with self.autocast():
-                    _, loss = self.ddp_model(x, y, return_logits=not self.fused_loss,
-                                             label_smoothing=self.cfg.optim.label_smoothing)
+                    loss = self.ddp_model(x, y, label_smoothing=self.cfg.optim.label_smoothing)
                 loss = loss / grad_accum
                 loss_sum += loss.detach()
                 self.scaler.scale(loss).backward()
@@ -373,23 +378,40 @@ def load_resume_checkpoint(cfg: TrainConfig, tokenizer, is_master: bool = True) 
         return candidate, ckpt
 
 
-class Trainer(Stepper):
-    """Holds the run's state; train() = Trainer(cfg, info).fit()."""
+@dataclass
+class RunInputs:
+    """What start-up reads and checks before anything is written or built (check_inputs)."""
+    grad_accums: list[int]   # micro-steps per step: the run's, then each batch-warmup stage's
+    tokenizer: object        # the shards' tokenizer (data.py), or None
+    tasks: list              # the downstream tasks' data (evaluate.py), read now
+    resume_path: Path | None  # the checkpoint to resume from (and its dict), or None
+    ckpt: dict | None
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo):
+
+def check_inputs(cfg: TrainConfig, info: DistInfo) -> RunInputs:
+    """Bad input stops the run here, before out_dir is touched: batch sizes, optimizer, data, task files, and
+    the checkpoint to resume from."""
+    accums = [grad_accum_steps(tokens, cfg.data.batch_size, cfg.model.block_size, info.world_size)
+              for tokens in (cfg.data.total_batch_size, *cfg.data.batch_warmup)]
+    check_optimizer_available(cfg)
+    check_setup(cfg, info)
+    tokenizer = check_data(cfg)
+    try:  # the downstream tasks' files, read now: a bad name or a missing file stops the run before it trains
+        tasks = (evaluate.load_tasks(cfg.run.tasks, cfg.run.tasks_dir or None, flags=TASK_FLAGS)
+                 if cfg.run.tasks_interval else [])
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--tasks={cfg.run.tasks}: {e}") from None
+    return RunInputs(accums, tokenizer, tasks, *load_resume_checkpoint(cfg, tokenizer, info.is_master))
+
+
+class Trainer(Stepper):
+    """Holds the run's state; train() = Trainer(cfg, info, check_inputs(cfg, info)).fit() with out_dir locked."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo, inputs: RunInputs):
         self.out_dir = Path(cfg.run.out_dir)
-        # --- bad input, before any work
-        self.grad_accum, *self.warmup_accums = [grad_accum_steps(tokens, cfg.data.batch_size, cfg.model.block_size,
-                                                                 info.world_size)
-                                                for tokens in (cfg.data.total_batch_size, *cfg.data.batch_warmup)]
-        check_optimizer_available(cfg)
-        self.tokenizer = check_data(cfg)
-        try:  # the downstream tasks' files, read now: a bad name or a missing file stops the run before it trains
-            self.tasks = (evaluate.load_tasks(cfg.run.tasks, cfg.run.tasks_dir or None, flags=TASK_FLAGS)
-                          if cfg.run.tasks_interval else [])
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--tasks={cfg.run.tasks}: {e}") from None
-        self.resume_path, ckpt = load_resume_checkpoint(cfg, self.tokenizer, info.is_master)
+        self.grad_accum, *self.warmup_accums = inputs.grad_accums
+        self.tokenizer, self.tasks = inputs.tokenizer, inputs.tasks
+        self.resume_path, ckpt = inputs.resume_path, inputs.ckpt
         self.history = read_history(self.out_dir, ckpt["step"]) if ckpt is not None and info.is_master else None
         if ckpt is None:
             claim_out_dir(cfg, info)
@@ -481,7 +503,7 @@ class Trainer(Stepper):
         sums = torch.zeros(2, device=self.device)  # summed batch losses, batches counted
         for i, (x, y) in enumerate(self.val_data):
             with self.autocast():
-                _, loss = self.model(x.to(self.device), y.to(self.device), return_logits=not self.fused_loss)
+                loss = self.model(x.to(self.device), y.to(self.device))
             if i < self.val_counted:  # the rest only keep FSDP's collectives in step
                 sums += torch.stack([loss.float(), torch.ones((), device=self.device)])
         self.model.train()
@@ -527,7 +549,7 @@ class Trainer(Stepper):
         idx = torch.tensor([prompt], dtype=torch.long, device=self.device)
         self.raw_model.eval()  # no dropout: the training RNG streams are not drawn from
         with self.autocast():
-            out = self.raw_model.generate(idx, n, temperature=0.8, top_k=200, generator=gen)
+            out = sample.generate(self.raw_model, idx, n, temperature=0.8, top_k=200, generator=gen)
         self.raw_model.train()
         self.print(f"sample: {tok.decode(out[0, len(prompt):].tolist())!r}")
 
@@ -679,8 +701,9 @@ def train(cfg: TrainConfig) -> dict:
     except ValueError as e:  # a device this torch cannot use
         raise ConfigError(str(e)) from None
     try:
+        inputs = check_inputs(cfg, info)
         with hold_out_dir(cfg, info):
-            return Trainer(cfg, info).fit()
+            return Trainer(cfg, info, inputs).fit()
     finally:
         runtime.cleanup_distributed()
 

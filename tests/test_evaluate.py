@@ -204,7 +204,7 @@ def reference_scores(model, requests):
     nll, greedy = [], []
     with torch.no_grad():
         for r in requests:
-            logits = model(torch.tensor([r.tokens[:-1]]))[0][0].double()
+            logits = model(torch.tensor([r.tokens[:-1]]))[0].double()
             logp = logits.log_softmax(-1)
             pos = range(len(r.tokens) - 1 - r.n_cont, len(r.tokens) - 1)
             nll.append(-sum(logp[p, r.tokens[p + 1]].item() for p in pos))

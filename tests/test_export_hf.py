@@ -11,6 +11,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 import export_hf as E  # noqa: E402
+import sample  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 ATOL = 1e-4
@@ -75,21 +76,21 @@ def test_export_logits_generate_and_import(tmp_path, case, toggles, hf_class):
 
     idx = torch.randint(0, model.config.vocab_size, (2, 48), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        ours = model(idx)[0]
+        ours = model(idx)
         theirs = hf(idx).logits
         assert theirs.shape == ours.shape
         assert (theirs - ours).abs().max().item() < ATOL
 
         prompt = idx[:1, :6]
-        want = model.generate(prompt, 20, temperature=0)
+        want = sample.generate(model, prompt, 20, temperature=0)
         got = hf.generate(prompt, max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0)
         assert torch.equal(got, want)
 
         back = E.import_hf(tmp_path / "hf")
         assert back.config == model.config
-        assert (back(idx)[0] - ours).abs().max().item() < ATOL
+        assert (back(idx) - ours).abs().max().item() < ATOL
         via_init_from = E.load_pretrained(str(tmp_path / "hf"), model.config.pad_vocab_multiple)  # --init_from=DIR
-        assert (via_init_from(idx)[0] - ours).abs().max().item() < ATOL
+        assert (via_init_from(idx) - ours).abs().max().item() < ATOL
 
 
 def test_falcon_is_not_used_for_alibi():
@@ -117,9 +118,9 @@ def test_remote_export_of_documents_and_windows_matches_on_rows_with_documents(t
     idx = torch.randint(4, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(2))
     idx[0, [0, 9, 10, 30]], idx[1, [17]] = 3, 3
     with torch.no_grad():
-        assert (hf(idx).logits - model(idx)[0]).abs().max().item() < ATOL
+        assert (hf(idx).logits - model(idx)).abs().max().item() < ATOL
         prompt = idx[:, :12]
-        want = model.generate(prompt, 12, temperature=0)
+        want = sample.generate(model, prompt, 12, temperature=0)
         assert torch.equal(hf.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False,
                                        pad_token_id=0), want)
 
@@ -139,7 +140,7 @@ def test_import_plain_transformers_gpt2_and_llama(tmp_path):
         hf.eval().save_pretrained(tmp_path / name)
         ours = E.import_hf(tmp_path / name)
         with torch.no_grad():
-            assert (ours(idx)[0] - hf(idx).logits).abs().max().item() < ATOL, name
+            assert (ours(idx) - hf(idx).logits).abs().max().item() < ATOL, name
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -217,7 +218,7 @@ def test_cli_from_checkpoint_and_bad_inputs(tmp_path, capsys):
     E.main(["--ckpt", str(old), "--out", str(tmp_path / "old_hf"), "--fill-defaults"])
     with torch.no_grad():
         idx = torch.randint(0, 100, (1, 16))
-        assert (E.import_hf(tmp_path / "old_hf")(idx)[0] - model(idx)[0]).abs().max() < ATOL
+        assert (E.import_hf(tmp_path / "old_hf")(idx) - model(idx)).abs().max() < ATOL
 
     with pytest.raises(SystemExit, match="does not exist"):
         E.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
@@ -238,7 +239,7 @@ def test_verify_tolerance_scales_with_logits_and_model_is_left_alone(tmp_path):
     and is still bf16 afterwards."""
     model = big_logit_model()
     with torch.no_grad():
-        assert model(torch.arange(32)[None])[0].abs().max() > 1000
+        assert model(torch.arange(32)[None]).abs().max() > 1000
     E.export(model, tmp_path / "big", tokenizer=False, verify=True)
     bf16 = random_model(tiny_config()).to(torch.bfloat16)
     E.export(bf16, tmp_path / "bf16", tokenizer=False, verify=True)
@@ -304,7 +305,7 @@ def test_lm_eval_hflm_remote_code(tmp_path, shakespeare):
         whole, c = tok.encode(ctx + cont), tok.encode(ctx)
         idx = torch.tensor([whole[:-1]])
         with torch.no_grad():
-            logp = model(idx)[0].log_softmax(-1)[0]
+            logp = model(idx).log_softmax(-1)[0]
         want = sum(logp[i - 1, whole[i]].item() for i in range(len(c), len(whole)))
         assert abs(ll - want) < ATOL * 10
 
@@ -367,3 +368,17 @@ def test_cli_says_when_autotokenizer_needs_trust_remote_code(tmp_path, shakespea
         assert "tokenization_nanogpt.py" in out and "interactive [y/N] prompt" in out
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "`AutoTokenizer` included: without it transformers stops at an interactive `[y/N]`" in readme
+
+
+def test_hub_gpt2_imports_through_the_export_mapping(monkeypatch):
+    """--init_from=gpt2 (a hub name) goes through the same GPT-2 mapping as an exported directory."""
+    import transformers
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2,
+                                                              n_head=4)).eval()
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda name: hf)
+    x = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for pad in (1, 64):
+            got = E.load_pretrained("gpt2", pad_vocab_multiple=pad)(x)
+            torch.testing.assert_close(got, hf(x).logits, atol=1e-5, rtol=0)

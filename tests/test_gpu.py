@@ -11,6 +11,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import bench
 import runtime
+import sample
 import train
 from checkpoint import load_checkpoint, resolve_checkpoint
 from model import GPT, GPTConfig
@@ -35,10 +36,17 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-def small_model(**over) -> GPT:
+def small_model(loss="full", **over) -> GPT:
     torch.manual_seed(0)
     cfg = dict(block_size=128, vocab_size=1000, n_layer=2, n_head=4, n_embd=128)
-    return GPT(GPTConfig(**{**cfg, **over})).cuda()
+    return GPT(GPTConfig(**{**cfg, **over}), loss).cuda()
+
+
+def with_loss(model: GPT, loss) -> GPT:
+    """The same weights behind another loss (GPT's `loss` is chosen at construction)."""
+    other = GPT(model.config, loss).cuda()
+    other.load_state_dict(model.state_dict())
+    return other
 
 
 def batch(model: GPT, B: int = 4, T: int = 128, seed: int = 0):
@@ -51,11 +59,11 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def loss_and_grad(model: GPT, x, y, dtype=None, return_logits=True):
+def loss_and_grad(model: GPT, x, y, dtype=None):
     """(loss, all gradients flattened) of one forward + backward, under autocast(dtype) if given."""
     model.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
-        _, loss = model(x, y, return_logits=return_logits)
+        loss = model(x, y)
     loss.backward()
     grads = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
     return loss.detach().float(), grads
@@ -93,8 +101,8 @@ def test_kv_cache_decode_equals_full_forward_on_cuda(name):
     model = small_model(**VARIANTS[name]).eval()
     x, _ = batch(model, B=2, T=40)
     with torch.no_grad():
-        full = model(x)[0]                                   # (B, T, V): logits after every prefix
-        cache = model.new_cache(2, 64)
+        full = model(x)                                   # (B, T, V): logits after every prefix
+        cache = sample.new_cache(model, 2, 64)
         steps = [model.forward_cached(x[:, :8], cache)]      # prefill 8, then one token at a time
         steps += [model.forward_cached(x[:, t:t + 1], cache) for t in range(8, 40)]
     cached = torch.stack(steps, dim=1)
@@ -105,8 +113,8 @@ def test_kv_cache_decode_equals_full_forward_on_cuda(name):
 def test_fused_loss_equals_full_logits_on_cuda(dtype):
     model = small_model(vocab_size=5000, pad_vocab_multiple=64)   # 5000 real rows of 5056: padding masked
     x, y = batch(model)
-    ref_loss, ref_grad = loss_and_grad(model, x, y, dtype, return_logits=True)
-    loss, grad = loss_and_grad(model, x, y, dtype, return_logits=False)
+    ref_loss, ref_grad = loss_and_grad(model, x, y, dtype)
+    loss, grad = loss_and_grad(with_loss(model, "chunked"), x, y, dtype)
     tol = 1e-5 if dtype is None else 1e-2
     assert rel(loss, ref_loss) < tol and rel(grad, ref_grad) < 10 * tol
 
@@ -183,9 +191,8 @@ def test_liger_fused_loss_equals_full_logits_on_cuda(dtype):
     model = small_model(vocab_size=5000, pad_vocab_multiple=64, logit_softcap=15.0)
     x, y = batch(model)
     y[0, :7] = -1                                             # ignored positions
-    ref_loss, ref_grad = loss_and_grad(model, x, y, dtype, return_logits=True)
-    model.fused_loss_fn = runtime.liger_linear_cross_entropy
-    loss, grad = loss_and_grad(model, x, y, dtype, return_logits=False)
+    ref_loss, ref_grad = loss_and_grad(model, x, y, dtype)
+    loss, grad = loss_and_grad(with_loss(model, runtime.liger_linear_cross_entropy), x, y, dtype)
     tol = 1e-4 if dtype is None else 1e-2
     assert rel(loss, ref_loss) < tol and rel(grad, ref_grad) < 10 * tol
 

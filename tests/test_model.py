@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import checkpoint
+import sample
 import model as model_mod
 import runtime
 from checkpoint import load_checkpoint, resolve_checkpoint
@@ -44,7 +45,7 @@ def test_every_combination_trains_and_is_causal(pos_emb, mlp, norm, parallel, at
     m = build(pos_emb=pos_emb, mlp=mlp, norm=norm, parallel_residual=parallel, n_kv_head=ATTN[attn],
               n_layer=2 if parallel else 1)
     x, y = tokens(T=12), tokens(T=12, seed=2)
-    logits, loss = m(x, y)
+    logits, loss = m(x), m(x, y)
     assert logits.shape == (2, 12, VOCAB)
     assert abs(loss.item() - math.log(VOCAB)) < 0.1
     loss.backward()
@@ -56,7 +57,7 @@ def test_every_combination_trains_and_is_causal(pos_emb, mlp, norm, parallel, at
     x2 = x.clone()
     x2[:, t] = (x2[:, t] + 1) % VOCAB
     with torch.no_grad():
-        a, b = m(x)[0], m(x2)[0]
+        a, b = m(x), m(x2)
     torch.testing.assert_close(a[:, :t], b[:, :t], rtol=0, atol=1e-6)
     assert (a[:, t:] - b[:, t:]).abs().max() > 1e-4
 
@@ -65,7 +66,7 @@ def test_every_combination_trains_and_is_causal(pos_emb, mlp, norm, parallel, at
                                 dict(tie_embeddings=False), dict(dropout=0.1, pos_emb="alibi", n_kv_head=2)])
 def test_other_toggles_train(kw):
     m = build(**kw).train()
-    _, loss = m(tokens(), tokens(seed=2))
+    loss = m(tokens(), tokens(seed=2))
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters())
     names = dict(m.named_parameters())
@@ -159,7 +160,7 @@ def test_learned_positions_error_past_block_size_others_extrapolate():
     with pytest.raises(ValueError, match="block_size"):
         build(pos_emb="learned", block_size=8)(tokens(T=9))
     for pos in ("rope", "alibi", "none"):
-        logits, _ = build(pos_emb=pos, block_size=8)(tokens(T=20))
+        logits = build(pos_emb=pos, block_size=8)(tokens(T=20))
         assert logits.shape == (2, 20, VOCAB) and torch.isfinite(logits).all()
 
 
@@ -191,7 +192,7 @@ def test_attention_equals_explicit_repeat_reference(pos_emb, n_kv_head):
     x = torch.randn(2, 10, 32)
     rope, bias = m._positions(x, 0, 10)
     with torch.no_grad():
-        got = m.transformer.h[0].attn(x, rope, bias)
+        got = m.transformer.h[0].attn(x, rope, model_mod.SDPAMask(bias))
         want = reference_attention(m.transformer.h[0].attn, x, pos_emb)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
@@ -201,7 +202,7 @@ def test_gqa_with_all_kv_heads_is_mha():
     for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert na == nb and torch.equal(pa, pb)
     x = tokens()
-    torch.testing.assert_close(a(x)[0], b(x)[0], rtol=0, atol=0)
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("pos_emb", ["rope", "alibi"])
@@ -218,7 +219,7 @@ def test_gqa_model_equals_mha_model_with_repeated_kv_weights(pos_emb):
             sd[f"transformer.h.{i}.attn.c_attn.{suffix}"] = torch.cat([q, rep(k), rep(v)], dim=0)
     mha.load_state_dict(sd)
     x = tokens()
-    torch.testing.assert_close(gqa(x)[0], mha(x)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gqa(x), mha(x), atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- norms, MLPs, blocks
@@ -246,16 +247,16 @@ def test_mlp_formulas():
 
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 def test_block_formulas(norm):
-    x = torch.randn(2, 6, 32)
+    x, causal = torch.randn(2, 6, 32), model_mod.SDPAMask(None)
     blk = build(parallel_residual=True, norm=norm, pos_emb="none").transformer.h[0]
     with torch.no_grad():
         blk.ln_1.weight.copy_(torch.rand(32) + 0.5)
         h = blk.ln_1(x)
-        torch.testing.assert_close(blk(x, None, None), x + blk.attn(h, None, None) + blk.mlp(h))
+        torch.testing.assert_close(blk(x, None, causal), x + blk.attn(h, None, causal) + blk.mlp(h))
     blk = build(parallel_residual=False, norm=norm, pos_emb="none").transformer.h[0]
     with torch.no_grad():
-        x1 = x + blk.attn(blk.ln_1(x), None, None)
-        torch.testing.assert_close(blk(x, None, None), x1 + blk.mlp(blk.ln_2(x1)))
+        x1 = x + blk.attn(blk.ln_1(x), None, causal)
+        torch.testing.assert_close(blk(x, None, causal), x1 + blk.mlp(blk.ln_2(x1)))
 
 
 # ----------------------------------------------------------------------------- KV cache and sampling
@@ -283,14 +284,14 @@ def test_kv_cache_logits_equal_full_forward_every_step(pos_emb, n_kv_head, toggl
     m = scramble_scalars(build(pos_emb=pos_emb, n_kv_head=n_kv_head, n_layer=2, block_size=12, **toggles))
     idx = tokens(T=5)
     idx[1, 2] = DOC
-    cache = m.new_cache(2, 5 + 14)
+    cache = sample.new_cache(m, 2, 5 + 14)
     start, starts = 0, []
     for step in range(14):  # runs past block_size: slides for learned (half a window at once), extrapolates otherwise
-        start = m.context_start(start, idx.size(1))
+        start = sample.context_start(m, start, idx.size(1))
         starts.append(start)
-        got = m.next_token_logits(idx, cache, start)
+        got = sample.next_token_logits(m, idx, cache, start)
         with torch.no_grad():
-            want = m(idx[:, start:])[0][:, -1]
+            want = m(idx[:, start:])[:, -1]
         torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
         nxt = got.argmax(-1, keepdim=True)
         idx = torch.cat([idx, nxt if step % 5 != 2 else torch.full_like(nxt, DOC)], dim=1)  # documents start
@@ -303,7 +304,7 @@ def test_learned_positions_past_block_size_keep_half_a_window_at_least():
     m = build(pos_emb="learned", block_size=8)
     start, contexts = 0, []
     for length in range(1, 60):
-        start = m.context_start(start, length)
+        start = sample.context_start(m, start, length)
         contexts.append(length - start)
     assert max(contexts) == 8 and min(contexts[8:]) == 4 and contexts[:8] == list(range(1, 9))
 
@@ -314,13 +315,13 @@ def test_kv_cache_chunked_feed_and_generate_match(pos_emb, toggles):
     m = scramble_scalars(build(pos_emb=pos_emb, n_kv_head=1, block_size=16, **toggles))
     idx = tokens(T=9)
     idx[:, [3, 6]] = DOC                             # a document starts in the prefix and one in the chunk
-    cache = m.new_cache(2, 16)
+    cache = sample.new_cache(m, 2, 16)
     with torch.no_grad():
         m.forward_cached(idx[:, :5], cache)
         got = m.forward_cached(idx[:, 5:], cache)   # 4 queries after a cached prefix of 5
-        torch.testing.assert_close(got, m(idx)[0][:, -1], atol=2e-5, rtol=1e-5)
-    a = m.generate(tokens(T=4), 10, temperature=0, use_cache=True)
-    b = m.generate(tokens(T=4), 10, temperature=0, use_cache=False)
+        torch.testing.assert_close(got, m(idx)[:, -1], atol=2e-5, rtol=1e-5)
+    a = sample.generate(m, tokens(T=4), 10, temperature=0, use_cache=True)
+    b = sample.generate(m, tokens(T=4), 10, temperature=0, use_cache=False)
     assert torch.equal(a, b) and a.shape == (2, 14)
 
 
@@ -332,8 +333,8 @@ def test_generation_and_scoring_avoid_per_shape_cudnn_attention():
     seen = []
     m.transformer.h[0].attn.register_forward_hook(
         lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
-    m.generate(tokens(T=3), 3, temperature=0, use_cache=True)
-    m.generate(tokens(T=3), 2, temperature=0, use_cache=False)
+    sample.generate(m, tokens(T=3), 3, temperature=0, use_cache=True)
+    sample.generate(m, tokens(T=3), 2, temperature=0, use_cache=False)
     assert seen == [False] * 5
     assert torch.backends.cuda.cudnn_sdp_enabled()          # restored afterwards
     import evaluate
@@ -348,10 +349,10 @@ def test_padded_ids_never_predicted_nor_targets():
         m.lm_head.weight[:VOCAB].zero_()
         m.lm_head.weight[VOCAB:].normal_(0, 100.0)  # would win every sample if it were visible
     x = tokens()
-    logits, loss = m(x, tokens(seed=3))
+    logits, loss = m(x), m(x, tokens(seed=3))
     assert logits.shape[-1] == VOCAB
     assert loss.item() == pytest.approx(math.log(VOCAB), abs=1e-5)  # uniform over the real ids only
-    out = m.generate(x, 30, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    out = sample.generate(m, x, 30, temperature=1.0, generator=torch.Generator().manual_seed(0))
     assert out.max() < VOCAB
 
 
@@ -360,7 +361,7 @@ def test_hidden_states_then_output_logits_equal_forward(kw):
     m = build(**kw).eval()
     x = tokens()
     with torch.no_grad():
-        want = m(x)[0]
+        want = m(x)
         h = m.hidden_states(x)
         assert h.shape == (*x.shape, m.config.n_embd)
         torch.testing.assert_close(m.output_logits(h), want, rtol=0, atol=0)
@@ -370,20 +371,20 @@ def test_hidden_states_then_output_logits_equal_forward(kw):
 def test_sampling_options():
     m = build()
     x = tokens()
-    greedy = m.generate(x, 6, temperature=0)
-    assert torch.equal(m.generate(x, 6, top_k=1), greedy)
-    assert torch.equal(m.generate(x, 6, top_p=1e-6), greedy)
+    greedy = sample.generate(m, x, 6, temperature=0)
+    assert torch.equal(sample.generate(m, x, 6, top_k=1), greedy)
+    assert torch.equal(sample.generate(m, x, 6, top_p=1e-6), greedy)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    assert torch.equal(m.generate(x, 6, top_k=10, top_p=0.9, generator=g1),
-                       m.generate(x, 6, top_k=10, top_p=0.9, generator=g2))
+    assert torch.equal(sample.generate(m, x, 6, top_k=10, top_p=0.9, generator=g1),
+                       sample.generate(m, x, 6, top_k=10, top_p=0.9, generator=g2))
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]]).log_softmax(-1)
     for seed in range(20):  # top_k=2 keeps ids 2, 3; top_p=0.5 keeps only id 3 (p=0.64)
-        assert GPT.sample(logits, top_k=2, generator=torch.Generator().manual_seed(seed)).item() in (2, 3)
-        assert GPT.sample(logits, top_p=0.5, generator=torch.Generator().manual_seed(seed)).item() == 3
+        assert sample.pick_token(logits, top_k=2, generator=torch.Generator().manual_seed(seed)).item() in (2, 3)
+        assert sample.pick_token(logits, top_p=0.5, generator=torch.Generator().manual_seed(seed)).item() == 3
     stop = greedy[0, x.size(1) + 2].item()
-    out = m.generate(x[:1], 6, temperature=0, stop_token=stop)
+    out = sample.generate(m, x[:1], 6, temperature=0, stop_token=stop)
     assert out.size(1) <= x.size(1) + 3 and out[0, -1].item() == stop
-    streamed = list(m.generate_stream(x, 3, temperature=0))
+    streamed = list(sample.generate_stream(m, x, 3, temperature=0))
     assert [t.shape for t in streamed] == [(2, 1)] * 3
 
 
@@ -408,36 +409,6 @@ def test_flops_per_token_counts_toggles():
     sw = GPT(dataclasses.replace(cfg, mlp="swiglu"))  # hidden 2/3*256 -> 192, three matrices
     assert sw.flops_per_token(T) == mha - 6 * L * 2 * C * 4 * C + 6 * L * 3 * C * 192
     assert runtime.mfu(GPT(cfg).flops_per_token(T), 1000.0, peak=1e12) == pytest.approx(mha * 1000.0 / 1e12)
-
-
-def test_configure_optimizers_decays_matrices_only():
-    m = build(bias=True)
-    opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), eps=1e-8, device_type="cpu")
-    assert isinstance(opt, torch.optim.AdamW)
-    decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
-    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == m.num_params(non_embedding=False)
-    assert opt.param_groups[0]["betas"] == (0.9, 0.95)
-
-
-def test_configure_optimizers_fused_adamw_on_cpu_matches_unfused():
-    """CPU uses the fused AdamW kernel when torch has it, with the same updates as the for-loop one."""
-    assert model_mod.fused_adamw_available("cpu")
-    m = build(bias=True)
-    ref = build(bias=True)
-    opt = m.configure_optimizers(0.1, 1e-2, (0.9, 0.95), eps=1e-8, device_type="cpu")
-    assert opt.defaults["fused"] is True
-    slow = torch.optim.AdamW(ref.param_groups(0.1), lr=1e-2, betas=(0.9, 0.95), eps=1e-8, foreach=False)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(5):                  # the same random gradients for both (model losses would amplify
-        for p, q in zip(m.parameters(), ref.parameters()):   # rounding through near-zero gradients)
-            p.grad = torch.randn(p.shape, generator=g)
-            q.grad = p.grad.clone()
-        opt.step()
-        slow.step()
-    for (name, p), q in zip(m.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 
 
 # ----------------------------------------------------------------------------- fused output layer + loss
@@ -516,36 +487,39 @@ def grads(m: GPT) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_fused_loss_model_equals_unfused(tie):
-    """return_logits=False: same loss and same gradient for every parameter (tied wte included)."""
+    """GPT(loss="chunked") against GPT(loss="full"): same loss and same gradient for every parameter (tied wte
+    included)."""
     m = build(tie_embeddings=tie, n_layer=2).train()
+    full = GPT(m.config, loss="full").train()
+    full.load_state_dict(m.state_dict())
     x, y = tokens(T=16), tokens(T=16, seed=2)
     y[0, :3] = -1
-    logits, loss = m(x, y)
+    loss = full(x, y)
     loss.backward()
-    want = grads(m)
-    m.zero_grad(set_to_none=True)
-    none, fused = m(x, y, return_logits=False)
+    want = grads(full)
+    fused = m(x, y)
     fused.backward()
-    assert none is None and logits is not None
     torch.testing.assert_close(fused, loss, rtol=1e-6, atol=1e-6)
     got = grads(m)
     assert got.keys() == want.keys()
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, msg=name)
     with torch.no_grad():
-        torch.testing.assert_close(m(x, y, return_logits=False)[1], loss, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(m(x, y), loss, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="GPT\\(loss='fused'\\) is unknown; choose one of chunked, full"):
+        GPT(m.config, loss="fused")
 
 
 def test_fused_loss_under_bf16_autocast():
     """Inside torch.autocast(bf16) the matmuls run in bf16: loss and gradients close to fp32."""
     m = build(n_layer=2, n_embd=64).train()
     x, y = tokens(B=4, T=32), tokens(B=4, T=32, seed=2)
-    loss = m(x, y)[1]
+    loss = m(x, y)
     loss.backward()
     want = grads(m)
     m.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fused = m(x, y, return_logits=False)[1]
+        fused = m(x, y)
     assert fused.dtype == torch.float32
     fused.backward()
     assert abs(fused.item() - loss.item()) < 0.02
@@ -576,19 +550,6 @@ def test_bad_configs_fail_with_field_and_fix(kw, match):
 
 # ----------------------------------------------------------------------------- loading
 
-def test_from_hf_gpt2_logits_match():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    hc = transformers.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4)
-    hf = transformers.GPT2LMHeadModel(hc).eval()
-    x = tokens(T=16)
-    with torch.no_grad():
-        want = hf(x).logits
-        for pad in (1, 64):
-            got = GPT.from_hf_gpt2(hf, pad_vocab_multiple=pad).eval()(x)[0]
-            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-
-
 def test_from_checkpoint_round_trip(tmp_path):
     m = build(pos_emb="rope", n_kv_head=2, mlp="swiglu", norm="rmsnorm")
     old = build(seed=9)
@@ -601,7 +562,7 @@ def test_from_checkpoint_round_trip(tmp_path):
     loaded = checkpoint.load_model(tmp_path)
     assert loaded.config == m.config and not loaded.training
     x = tokens()
-    torch.testing.assert_close(loaded(x)[0], m(x)[0], rtol=0, atol=0)
+    torch.testing.assert_close(loaded(x), m(x), rtol=0, atol=0)
     assert checkpoint.load_model(tmp_path / "ckpt_9.pt").config == old.config
 
 
@@ -618,7 +579,7 @@ def test_top_k_draws_follow_the_renormalised_top_k_distribution():
     logits = torch.randn(1, 20, generator=torch.Generator().manual_seed(3)) * 2
     batch = logits.expand(40_000, -1)
     for top_p, kept in ((None, 5), (0.6, None)):
-        draws = GPT.sample(batch, temperature=0.7, top_k=5, top_p=top_p, generator=torch.Generator().manual_seed(0))
+        draws = sample.pick_token(batch, temperature=0.7, top_k=5, top_p=top_p, generator=torch.Generator().manual_seed(0))
         ref = (logits[0] / 0.7).masked_fill(logits[0] < logits[0].topk(5).values[-1], float("-inf")).softmax(-1)
         if top_p is not None:   # reference top-p over the top-5: the smallest set of sorted ids reaching p
             order = ref.argsort(descending=True)
@@ -638,16 +599,17 @@ def test_logit_softcap_bounds_the_logits_in_every_path():
         p.data.mul_(50)                                        # raw logits far beyond the cap
     x = tokens(T=10)
     with torch.no_grad():
-        logits, loss = capped(x, x)
-        raw = capped.lm_head(capped.transformer.ln_f(capped.transformer.h[0](capped.transformer.wte(x),
-                                                                              *capped._positions(
-                                                                                  capped.transformer.wte(x), 0, 10))))
+        logits = capped(x)
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB), x.reshape(-1))
+        h = capped.transformer.wte(x)
+        rope, bias = capped._positions(h, 0, 10)
+        raw = capped.lm_head(capped.transformer.ln_f(capped.transformer.h[0](h, rope, model_mod.SDPAMask(bias))))
         torch.testing.assert_close(logits, 2.0 * torch.tanh(raw[..., :VOCAB] / 2.0), atol=1e-5, rtol=1e-5)
         assert logits.abs().max() <= 2.0 and raw.abs().max() > 20
-        _, fused = capped(x, x, return_logits=False)
+        fused = capped(x, x)
         torch.testing.assert_close(fused, loss, atol=1e-5, rtol=1e-5)
-        cache = capped.new_cache(2, 10)
-        torch.testing.assert_close(capped.next_token_logits(x, cache), logits[:, -1], atol=1e-5, rtol=1e-5)
+        cache = sample.new_cache(capped, 2, 10)
+        torch.testing.assert_close(sample.next_token_logits(capped, x, cache), logits[:, -1], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="logit_softcap"):
         GPTConfig(logit_softcap=-1.0)
 
@@ -659,8 +621,8 @@ def test_zero_init_proj_starts_every_block_as_the_identity_and_still_learns():
     x = tokens(T=10)
     with torch.no_grad():   # blocks add nothing: logits come straight from the embedding through ln_f
         want = m.lm_head(m.transformer.ln_f(m.transformer.wte(x)))[..., :VOCAB]
-        torch.testing.assert_close(m(x)[0], want)
-    _, loss = m(x, x)
+        torch.testing.assert_close(m(x), want)
+    loss = m(x, x)
     loss.backward()
     assert all(p.grad.abs().max() > 0 for p in projections)       # the projections get gradient at once
     assert build(n_layer=2).transformer.h[0].attn.c_proj.weight.abs().max() > 0   # off by default
@@ -752,7 +714,7 @@ def test_speedrun_toggles_equal_the_explicit_reference(kw):
     m = scramble_scalars(build(**kw))
     x = doc_tokens()
     with torch.no_grad():
-        torch.testing.assert_close(m(x)[0], reference_logits(m, x), atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(m(x), reference_logits(m, x), atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kw", [dict(SPEEDRUN, n_layer=4, pos_emb="alibi"), dict(SPEEDRUN, n_layer=2, n_kv_head=2)])
@@ -764,12 +726,12 @@ def test_flex_attention_masks_equal_the_sdpa_masks(kw, monkeypatch):
     x = doc_tokens()
     calls, flex = [], model_mod.flex_attention
     with torch.no_grad():
-        want = m(x)[0]
+        want = m(x)
         monkeypatch.setattr(model_mod, "flex_applies", lambda device: True)
         monkeypatch.setattr(model_mod, "flex_attention", lambda *a, **k: calls.append(1) or flex(*a, **k))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")          # eager flex_attention says it is unfused
-            got = m(x)[0]
+            got = m(x)
     assert len(calls) == m.config.n_layer
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(got, reference_logits(m, x), atol=2e-5, rtol=1e-5)
@@ -782,7 +744,7 @@ def test_flex_attention_compiled_on_cuda_equals_the_reference():
     with torch.no_grad():
         want = reference_logits(m, x)
         compiled = torch.compile(m.cuda())
-        got = compiled(x.cuda())[0].cpu()
+        got = compiled(x.cuda()).cpu()
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
@@ -802,8 +764,8 @@ def test_x0_mix_and_unet_skips_start_as_the_plain_model_and_learn():
     assert sorted(missing) == ["unet.skip_weights", "x0_mix.resid_lambdas", "x0_mix.x0_lambdas"]
     assert mixed.unet.skip_weights.shape == (2,)
     x = tokens()
-    torch.testing.assert_close(mixed(x)[0], plain(x)[0], rtol=0, atol=0)
-    _, loss = mixed.train()(x, tokens(seed=2))
+    torch.testing.assert_close(mixed(x), plain(x), rtol=0, atol=0)
+    loss = mixed.train()(x, tokens(seed=2))
     loss.backward()
     for p in (mixed.unet.skip_weights, mixed.x0_mix.resid_lambdas, mixed.x0_mix.x0_lambdas):
         assert p.grad.abs().min() > 0
@@ -815,7 +777,7 @@ def test_value_embeddings_layers_shapes_and_training():
     assert [t.weight.shape for t in m.value_embeds.tables] == [(128, 16)] * 2     # padded vocab x K/V width
     mixes = [type(b.attn.value_mix).__name__ for b in m.transformer.h]
     assert mixes == ["ValueMix"] * 2 + ["Passthrough"] + ["ValueMix"] * 2
-    _, loss = m(tokens(), tokens(seed=2))
+    loss = m(tokens(), tokens(seed=2))
     loss.backward()
     assert all(t.weight.grad.abs().sum() > 0 for t in m.value_embeds.tables)
     assert all(p.grad is not None for p in m.parameters())
@@ -846,10 +808,12 @@ def test_label_smoothing_in_both_loss_paths_equals_torch_over_the_real_vocabular
     """Smoothing spreads eps over the real ids only: the padded columns (-inf) must not enter it."""
     model = GPT(GPTConfig(block_size=16, vocab_size=100, pad_vocab_multiple=64, n_layer=1, n_head=2, n_embd=16))
     x = torch.randint(0, 100, (3, 17), generator=torch.Generator().manual_seed(0))
-    logits, plain = model(x[:, :-1], x[:, 1:])
+    full_model = GPT(model.config, loss="full")
+    full_model.load_state_dict(model.state_dict())
+    logits, plain = model(x[:, :-1]), full_model(x[:, :-1], x[:, 1:])
     ref = F.cross_entropy(logits.reshape(-1, 100), x[:, 1:].reshape(-1), label_smoothing=0.1)
-    _, full = model(x[:, :-1], x[:, 1:], label_smoothing=0.1)
-    _, fused = model(x[:, :-1], x[:, 1:], return_logits=False, label_smoothing=0.1)
+    full = full_model(x[:, :-1], x[:, 1:], label_smoothing=0.1)
+    fused = model(x[:, :-1], x[:, 1:], label_smoothing=0.1)
     assert torch.isfinite(full) and full.item() != pytest.approx(plain.item())
     torch.testing.assert_close(full, ref)
     torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)

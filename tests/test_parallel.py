@@ -20,6 +20,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import checkpoint
+import sample
 import config
 import parallel
 from model import GPT, GPTConfig
@@ -66,7 +67,7 @@ def train_steps(model, wrapped, optimizers, data, steps: range, rank: int, world
             parallel.set_micro_step(wrapped, last)
             sync = wrapped.no_sync() if isinstance(wrapped, DDP) and not last else contextlib.nullcontext()
             with sync:
-                _, loss = wrapped(chunk[:, :-1], chunk[:, 1:])
+                loss = wrapped(chunk[:, :-1], chunk[:, 1:])
                 (loss / ACCUM).backward()
         norms.append(parallel.clip_grad_norm(model.parameters(), 0.5))
         for opt in optimizers:
@@ -194,7 +195,7 @@ def test_activation_checkpointing_same_loss_and_grads_with_dropout():
     for ac in (False, True):
         model = make_model(ac, dropout=0.1).train()
         torch.manual_seed(7)
-        _, loss = model(x[:, :-1], x[:, 1:])
+        loss = model(x[:, :-1], x[:, 1:])
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     (loss0, g0), (loss1, g1) = results
@@ -203,7 +204,7 @@ def test_activation_checkpointing_same_loss_and_grads_with_dropout():
     for n in g0:
         torch.testing.assert_close(g1[n], g0[n], rtol=1e-6, atol=1e-7, msg=n)
     model.eval()  # generation (no grad, KV cache) bypasses checkpointing
-    assert model.generate(x[:1, :4], 3, temperature=0).shape == (1, 7)
+    assert sample.generate(model, x[:1, :4], 3, temperature=0).shape == (1, 7)
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +258,7 @@ def test_consolidated_checkpoint_gives_same_logits(sharded_run, tmp_path):
     ref.load_state_dict(res["at_save"])
     x = global_batches(1, 1)[0, 0, :, :-1]
     with torch.no_grad():
-        torch.testing.assert_close(model(x)[0], ref(x)[0], rtol=0, atol=0)
+        torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
     assert model.lm_head.weight is model.transformer.wte.weight
 
 

@@ -78,7 +78,7 @@ def test_equals_training_loop_val_loss(tmp_path, shared_data, gpt2_tok):
     x = torch.tensor(ids[:n_val - 1]).view(-1, T)
     y = torch.tensor(ids[1:n_val]).view(-1, T)
     with torch.no_grad():
-        _, loss = model(x, y)
+        loss = model(x, y)
     assert res.loss == pytest.approx(loss.item(), rel=1e-5)
     assert res.ppl == pytest.approx(math.exp(loss.item()), rel=1e-5)
 
@@ -90,7 +90,7 @@ def test_bits_per_byte_by_hand(tmp_path, gpt2_tok):
     ids = [gpt2_tok.eot_id] + gpt2_tok.encode(TEXT)
     assert len(ids) <= 256
     with torch.no_grad():
-        logits, _ = model(torch.tensor([ids[:-1]]))
+        logits = model(torch.tensor([ids[:-1]]))
     nll = F.cross_entropy(logits[0], torch.tensor(ids[1:]), reduction="sum").item()
     (res,) = perplexity.evaluate(model, gpt2_tok, path, [256])
     assert res.tokens == len(ids) - 1 and res.bytes == len(TEXT.encode("utf-8"))
@@ -107,7 +107,7 @@ def naive_sliding(model, ids, ctx, stride):
         end = min(start + ctx, n - 1)
         start = end - min(ctx, n - 1)
         with torch.no_grad():
-            logits, _ = model(torch.tensor([ids[start:end]]))
+            logits = model(torch.tensor([ids[start:end]]))
         for j in range(end - start):
             t = start + j + 1
             if t > done:

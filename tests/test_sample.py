@@ -68,7 +68,7 @@ def manual_greedy(model, ids, n):
     ids = list(ids)
     with torch.no_grad():
         for _ in range(n):
-            logits, _ = model(torch.tensor([ids[-model.config.block_size:]]))
+            logits = model(torch.tensor([ids[-model.config.block_size:]]))
             ids.append(int(logits[0, -1].argmax()))
     return ids
 
@@ -98,10 +98,10 @@ def test_top_p_keeps_smallest_set_reaching_p():
     logits = probs.log().repeat(2000, 1)
     g = torch.Generator().manual_seed(0)
     for p, keep in [(0.4, {0}), (0.75, {0, 1}), (0.9, {0, 1, 2}), (1.0, {0, 1, 2, 3})]:
-        draws = GPT.sample(logits, temperature=1.0, top_p=p, generator=g).view(-1, 2)
+        draws = smp.pick_token(logits, temperature=1.0, top_p=p, generator=g).view(-1, 2)
         assert set(draws[:, 0].tolist()) == keep
         assert set(draws[:, 1].tolist()) == {3 - i for i in keep}
-    draws = GPT.sample(logits, top_p=0.75, generator=g).view(-1, 2)[:, 0].float()
+    draws = smp.pick_token(logits, top_p=0.75, generator=g).view(-1, 2)[:, 0].float()
     assert (draws == 0).float().mean().item() == pytest.approx(0.5 / 0.8, abs=0.05)  # renormalised
 
 
@@ -147,21 +147,19 @@ def test_stream_output_equals_non_stream(gpt2_run):
     assert text_s == text_p == plain[0].text + "\n---------------\n"
 
 
-class ScriptedModel:
-    """Stands in for GPT: emits a fixed token sequence."""
+class ScriptedModel(torch.nn.Module):
+    """Stands in for GPT: its next-token logits pick a fixed token sequence, one after the prompt's last token."""
 
-    def __init__(self, tokens, block_size=16):
-        self.tokens = tokens
-        self.config = GPTConfig(block_size=block_size, vocab_size=50257)
+    def __init__(self, tokens, block_size=16, vocab_size=50257):
+        super().__init__()
+        self.tokens, self.prompt_len = tokens, None
+        self.config = GPTConfig(block_size=block_size, vocab_size=vocab_size)
 
-    def generate_stream(self, idx, max_new_tokens, **kw):
-        for t in self.tokens[:max_new_tokens]:
-            yield torch.tensor([[t]])
-            if t == kw.get("stop_token"):
-                return
-
-    def generate(self, idx, max_new_tokens, **kw):
-        return torch.cat([idx] + list(self.generate_stream(idx, max_new_tokens, **kw)), dim=1)
+    def forward(self, idx):
+        self.prompt_len = self.prompt_len or idx.size(1)
+        logits = torch.full((idx.size(0), idx.size(1), self.config.vocab_size), float("-inf"))
+        logits[:, -1, self.tokens[idx.size(1) - self.prompt_len]] = 0.0
+        return logits
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -171,7 +169,7 @@ def test_stop_at_eot(gpt2_tiktoken_file, stream):
     hello, world = tok.encode("Hello")[0], tok.encode(" world")[0]
     model = ScriptedModel([hello, world, tok.eot_id, hello])
     out = io.StringIO()
-    cfg = smp.SampleConfig(max_new_tokens=4, stop_at_eot=True, stream=stream)
+    cfg = smp.SampleConfig(max_new_tokens=4, stop_at_eot=True, stream=stream, use_cache=False)
     (s,) = smp.sample(model, tok, [tok.eot_id], cfg, out=out)
     assert s.new_ids == [hello, world] and s.text.endswith("Hello world")
     (s,) = smp.sample(model, tok, [tok.eot_id], dataclasses.replace(cfg, stop_at_eot=False))
