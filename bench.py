@@ -168,11 +168,11 @@ def bench_speed(cfg: config.TrainConfig, steps: int = 10, warmup: int = 3, real_
     peak, source = runtime.peak_flops(runner.device_type, runner.dtype)
     source += runtime.fp8_note(cfg.run.fp8)
     mem, mem_kind = peak_memory_mb(runner.device_type)
-    cache = sampling_speed(runner.raw_model, cfg, device, sample_tokens, True, runner.autocast())
-    no_cache = sampling_speed(runner.raw_model, cfg, device, sample_tokens, False, runner.autocast())
-    return SpeedResult(device, runner.dtype, cfg.run.compile, runner.raw_model.num_params(non_embedding=False),
+    cache = sampling_speed(runner.model, cfg, device, sample_tokens, True, runner.autocast())
+    no_cache = sampling_speed(runner.model, cfg, device, sample_tokens, False, runner.autocast())
+    return SpeedResult(device, runner.dtype, cfg.run.compile, runner.model.num_params(non_embedding=False),
                        f"{cfg.data.batch_size} x {cfg.model.block_size}", ms, tok_s,
-                       runtime.mfu(runner.raw_model.flops_per_token(), tok_s, peak), peak, source, mem, mem_kind, cache, no_cache)
+                       runtime.mfu(runner.model.flops_per_token(), tok_s, peak), peak, source, mem, mem_kind, cache, no_cache)
 
 
 def format_speed(r: SpeedResult) -> str:
@@ -216,10 +216,10 @@ def memory_worker(rank: int, world: int, port: int, cfg: config.TrainConfig, ste
         timed_steps(runner, next_batch, warmup)
         times = timed_steps(runner, next_batch, steps)
         mem, kind = peak_memory_mb(runner.device_type)
-        state = state_mib(runner.raw_model, runner.optimizers)  # FSDP: all sharded now (not after a forward)
+        state = state_mib(runner.model, runner.optimizers)  # FSDP: all sharded now (not after a forward)
         x, y = next_batch()
         with torch.no_grad(), runner.autocast():
-            loss = runner.ddp_model(x, y).item()
+            loss = runner.train_model(x, y).item()
         row = {"rank": rank, "peak_mib": mem, "memory_kind": kind, "ms_per_step": 1000 * statistics.median(times),
                "state_mib": state, "loss": loss}
         rows = runtime.gather_object(row)
@@ -397,7 +397,7 @@ def run_ablation(config_file: str, overrides: list[str], tokens: int, out_dir: P
                 "--tasks_interval=0", "--wandb_log=False", "--keep_last=1", "--resume="])
             t0 = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
-                result = train.train(cfg)
+                result = train.run(cfg)
             took = time.perf_counter() - t0
             with torch.device("meta"):
                 params = GPT(cfg.model).num_params(non_embedding=False)

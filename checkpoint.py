@@ -170,6 +170,42 @@ def strip_prefix(state: dict) -> dict:
     return out
 
 
+FORMAT = 1  # the layout of the dict below; a reader refuses a newer one (check_format)
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a training checkpoint records besides the weights and the optimizer state."""
+    step: int
+    config: dict                  # the run's flat config (config.py)
+    model_config: dict            # GPTConfig's fields
+    tokenizer: dict | None        # data.py's tokenizer spec
+    world_size: int
+    scaler: dict                  # the fp16 GradScaler's state
+    loader: list                  # every rank's data position
+    rng: list                     # every rank's RNG states
+    val_loss: float | None
+    best_val_loss: float
+
+
+def training_checkpoint(state: RunState, model: torch.nn.Module | None = None, optimizers: list | None = None) -> dict:
+    """The one checkpoint layout (a dict of tensors and plain types, so it loads with weights_only=True): the
+    run state, plus the weights and optimizer states (None for the sharded format, which saves those itself)."""
+    ckpt = {"format": FORMAT} | {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    if model is not None:
+        ckpt |= {"model": model.state_dict(), "optimizer": [opt.state_dict() for opt in optimizers]}
+    return ckpt
+
+
+def check_format(ckpt: dict, path: str | Path) -> dict:
+    """ckpt if this repo can read its layout (older files have no "format": layout 1), else CheckpointError."""
+    version = ckpt.get("format", 1)
+    if not isinstance(version, int) or version > FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {version!r}, newer than this repo reads ({FORMAT}); "
+                              f"update the repo to the version that wrote it")
+    return ckpt
+
+
 def weights_only(ckpt: dict) -> dict:
     """The part of a checkpoint that sampling, evaluation and export read (best.pt, consolidated files): no
     optimizer, scaler, RNG or loader state, so it is a fraction of the size and cannot be resumed."""
@@ -244,10 +280,15 @@ def sentences(text: str, limit: int = 160) -> str:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", trust: bool = False) -> dict:
     """The checkpoint dict of a file or run directory (its newest ckpt_*.pt), loaded safely (see load_file)."""
-    ckpt = load_file(resolve_checkpoint(path), trust, map_location)
+    return read_checkpoint(resolve_checkpoint(path), trust, map_location)
+
+
+def read_checkpoint(path: str | Path, trust: bool = False, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint file's dict, loaded safely (load_file), its layout checked (check_format)."""
+    ckpt = load_file(path, trust, map_location)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} is not a train.py checkpoint (a {type(ckpt).__name__}, not a dict)")
-    return ckpt
+    return check_format(ckpt, path)
 
 
 MAX_LAYERS = 1024  # deeper than any published model (DeepNet: 1000); a file asking for more is damaged

@@ -738,7 +738,8 @@ def load_pretrained(name_or_dir: str, pad_vocab_multiple: int = 64) -> GPT:
         return import_hf(name_or_dir, pad_vocab_multiple)
     from transformers import AutoModelForCausalLM  # optional dependency, downloads on first use
     hf = AutoModelForCausalLM.from_pretrained(name_or_dir)
-    return model_from_hf(hf.config.to_dict(), hf.state_dict(), pad_vocab_multiple, source=name_or_dir)
+    hc = hf.config.to_dict()
+    return model_from_hf(hf_model_config(hc, pad_vocab_multiple, name_or_dir), hc, hf.state_dict())
 
 
 def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
@@ -749,17 +750,21 @@ def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
     hc = json.loads((path / "config.json").read_text())
     if not isinstance(hc, dict):
         raise ValueError(f"{path / 'config.json'} is not a transformers config (a JSON object)")
-    return model_from_hf(hc, load_hf_state_dict(path), pad_vocab_multiple, source=str(path / "config.json"))
+    c = hf_model_config(hc, pad_vocab_multiple, str(path / "config.json"))  # checked before any weight is read
+    return model_from_hf(c, hc, load_hf_state_dict(path))
 
 
-def model_from_hf(hc: dict, hf: dict[str, torch.Tensor], pad_vocab_multiple: int | None, source: str) -> GPT:
-    """GPT from a transformers config dict and state dict: our own export (any family), or plain GPT-2 / Llama."""
+def hf_model_config(hc: dict, pad_vocab_multiple: int | None, source: str) -> GPTConfig:
+    """The GPTConfig of a transformers config dict (our export's nanogpt_config, or plain GPT-2 / Llama), checked."""
     if "nanogpt_config" in hc:  # older exports lack newer toggles: their defaults
         c = checkpoint.model_config(hc["nanogpt_config"], fill_defaults=True, source=f"{source} nanogpt_config")
     else:
         c = _config_from_hf(hc, source=source)
-    if pad_vocab_multiple is not None:
-        c = dataclasses.replace(c, pad_vocab_multiple=pad_vocab_multiple)
+    return c if pad_vocab_multiple is None else dataclasses.replace(c, pad_vocab_multiple=pad_vocab_multiple)
+
+
+def model_from_hf(c: GPTConfig, hc: dict, hf: dict[str, torch.Tensor]) -> GPT:
+    """GPT c with the weights of a transformers state dict: our own export (any family), or plain GPT-2 / Llama."""
     hf = {k: v for k, v in hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}  # old GPT-2 buffers
     model = GPT(c)
     if hc.get("model_type") == REMOTE_FAMILY:

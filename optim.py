@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 
 import torch
 
@@ -146,3 +147,59 @@ def set_lr(optimizers: list[torch.optim.Optimizer], peaks: list[list[float]], sc
     for opt, group_peaks in zip(optimizers, peaks):
         for group, peak in zip(opt.param_groups, group_peaks):
             group["lr"] = peak * scale
+
+
+# ----------------------------------------------------------------------------- schedules: lr, and staged warmups
+
+
+def warmup_lr(step: int, warmup_iters: int, max_lr: float, start_ratio: float = 0.0) -> float:
+    """Linear warmup: step 0 -> max_lr*(start_ratio + (1-start_ratio)/warmup_iters), step warmup_iters-1 -> max_lr."""
+    return max_lr * (start_ratio + (1.0 - start_ratio) * (step + 1) / warmup_iters)
+
+
+def cosine_lr(step: int, max_lr: float, min_lr: float, warmup_iters: int, decay_iters: int,
+              start_ratio: float = 0.0) -> float:
+    """Warmup, cosine from max_lr to min_lr at decay_iters, then min_lr held (GPT* holds the last 10%)."""
+    if step < warmup_iters:
+        return warmup_lr(step, warmup_iters, max_lr, start_ratio)
+    if step >= decay_iters:
+        return min_lr
+    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
+
+
+def wsd_lr(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters: int,
+           cooldown_frac: float, shape: str = "linear", start_ratio: float = 0.0) -> float:
+    """Warmup-stable-decay: warmup, max_lr until the last cooldown_frac of steps, then linear or 1-sqrt to min_lr."""
+    if step < warmup_iters:
+        return warmup_lr(step, warmup_iters, max_lr, start_ratio)
+    cool_start = max_iters - round(cooldown_frac * max_iters)
+    if step < cool_start:
+        return max_lr
+    progress = min(1.0, (step - cool_start) / max(1, max_iters - cool_start))
+    factor = 1.0 - math.sqrt(progress) if shape == "1-sqrt" else 1.0 - progress
+    return min_lr + (max_lr - min_lr) * factor
+
+
+def constant_lr(step: int, max_lr: float, warmup_iters: int, start_ratio: float = 0.0) -> float:
+    return warmup_lr(step, warmup_iters, max_lr, start_ratio) if step < warmup_iters else max_lr
+
+
+def get_lr(step: int, cfg: TrainConfig) -> float:
+    """The peak-lr-scale learning rate at a (0-based) optimizer step, per the config's schedule."""
+    s, max_lr = cfg.schedule, cfg.optim.learning_rate
+    if s.lr_schedule == "wsd":
+        return wsd_lr(step, max_lr, cfg.min_lr, s.warmup_iters, s.max_iters, s.cooldown_frac,
+                      s.cooldown_shape, s.warmup_start_ratio)
+    if s.lr_schedule == "constant":
+        return constant_lr(step, max_lr, s.warmup_iters, s.warmup_start_ratio)
+    decay = s.lr_decay_iters if s.lr_decay_iters is not None else round(s.max_iters * (1 - s.lr_hold_frac))
+    return cosine_lr(step, max_lr, cfg.min_lr, s.warmup_iters, decay, s.warmup_start_ratio)
+
+
+def stage_at(step: int, max_iters: int, final: int, stages: tuple[int, ...], frac: float) -> int:
+    """Staged warmup (sequence length, batch size): stages split the first frac*max_iters steps equally, then final."""
+    span = int(frac * max_iters)
+    if not stages or step >= span:
+        return final
+    return stages[step * len(stages) // span]

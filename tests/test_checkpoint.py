@@ -42,7 +42,7 @@ def evil(tmp_path):
 
 
 def test_plain_checkpoints_load_with_weights_only(char_data, tmp_path):
-    train.train(config.load_config(None, tiny_args(char_data, tmp_path, max_iters=3, eval_interval=3)))
+    train.run(config.load_config(None, tiny_args(char_data, tmp_path, max_iters=3, eval_interval=3)))
     for name in ("ckpt_0000003.pt", "best.pt"):
         ckpt = torch.load(tmp_path / name, weights_only=True)   # torch's own strict loader: no pickled objects
         assert ckpt["step"] == 3
@@ -67,7 +67,7 @@ def test_malicious_pickle_runs_nowhere(evil, char_data, shared_data, tmp_path):
     with pytest.raises(SystemExit, match="--trust-checkpoint"):
         export_hf.main(["--ckpt", str(run), "--out", str(tmp_path / "hf")])
     with pytest.raises(config.ConfigError, match="--trust_checkpoint=True"):
-        train.train(config.load_config(None, tiny_args(char_data, tmp_path / "t", resume=run)))
+        train.run(config.load_config(None, tiny_args(char_data, tmp_path / "t", resume=run)))
     assert not marker.exists(), "unpickling ran the payload"
 
 
@@ -185,3 +185,23 @@ def test_checkpoint_errors_end_at_a_sentence(tmp_path):
         checkpoint.load_checkpoint(tmp_path)
     assert checkpoint.sentences("One. Two three. " + "x" * 200) == "One. Two three."
     assert checkpoint.sentences("y" * 200 + ". Next.") == "y" * 200 + "."
+
+
+def test_training_checkpoint_is_the_one_layout_and_its_format_is_checked(tmp_path):
+    model = GPT(GPTConfig(block_size=8, vocab_size=32, n_layer=1, n_head=2, n_embd=16))
+    opt = torch.optim.AdamW(model.parameters())
+    state = checkpoint.RunState(step=3, config={"lr": 1.0}, model_config=dataclasses.asdict(model.config),
+                                tokenizer=None, world_size=1, scaler={}, loader=[{"epoch": 0}], rng=[{}],
+                                val_loss=None, best_val_loss=float("inf"))
+    path = tmp_path / "ckpt_0000003.pt"
+    torch.save(checkpoint.training_checkpoint(state, model, [opt]), path)
+    ckpt = checkpoint.load_checkpoint(tmp_path)  # weights_only=True: plain types and tensors only
+    assert ckpt["format"] == checkpoint.FORMAT and ckpt["step"] == 3 and len(ckpt["optimizer"]) == 1
+    assert {f.name for f in dataclasses.fields(checkpoint.RunState)} | {"format", "model", "optimizer"} == set(ckpt)
+    assert "model" not in checkpoint.training_checkpoint(state)  # the sharded format saves weights itself
+    torch.save(ckpt | {"format": checkpoint.FORMAT + 1}, path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"format 2, newer than this repo reads \(1\); update"):
+        checkpoint.load_checkpoint(path)
+    legacy = {k: v for k, v in ckpt.items() if k != "format"}  # older files have none: layout 1
+    torch.save(legacy, path)
+    assert checkpoint.load_checkpoint(path)["step"] == 3

@@ -140,7 +140,7 @@ def gpu_args(**over) -> dict:
 @pytest.mark.parametrize("dtype,compile", [("bfloat16", True), ("float16", False), ("float32", False)])
 def test_train_on_cuda_lowers_val_loss(char_data, tmp_path, dtype, compile):
     """bf16 + torch.compile, fp16 + GradScaler and fp32 runs of train.py on the GPU learn."""
-    res = train.train(tiny(char_data, tmp_path, **gpu_args(dtype=dtype, compile=compile)))
+    res = train.run(tiny(char_data, tmp_path, **gpu_args(dtype=dtype, compile=compile)))
     evals = rows(tmp_path, "eval")
     assert evals[0]["step"] == 0 and math.isfinite(res["val_loss"])
     assert res["val_loss"] < evals[0]["val_loss"] - 1.0     # char-level: from ~4.9 (uniform) well down
@@ -154,8 +154,8 @@ def test_train_on_cuda_lowers_val_loss(char_data, tmp_path, dtype, compile):
 
 def test_fused_loss_training_matches_full_logits_on_cuda(char_data, tmp_path):
     over = gpu_args(dtype="float32", max_iters=10, eval_interval=10)
-    train.train(tiny(char_data, tmp_path / "full", fused_loss="off", **over))
-    train.train(tiny(char_data, tmp_path / "fused", fused_loss="on", **over))
+    train.run(tiny(char_data, tmp_path / "full", fused_loss="off", **over))
+    train.run(tiny(char_data, tmp_path / "fused", fused_loss="on", **over))
     for a, b in zip(rows(tmp_path / "full"), rows(tmp_path / "fused")):
         assert b["loss"] == pytest.approx(a["loss"], rel=2e-3)   # TF32 matmuls in both runs
 
@@ -175,8 +175,8 @@ def test_fp8_training_tracks_bf16_on_cuda(char_data, tmp_path, fp8):
     needs_float8_gpu()
     over = gpu_args(dtype="bfloat16", compile=True, n_embd=128, n_head=4, max_iters=60, eval_interval=30,
                     sample_tokens=16, fused_loss="off")
-    train.train(tiny(char_data, tmp_path / "bf16", **over))
-    train.train(tiny(char_data, tmp_path / "fp8", fp8=fp8, **over))
+    train.run(tiny(char_data, tmp_path / "bf16", **over))
+    train.run(tiny(char_data, tmp_path / "fp8", fp8=fp8, **over))
     ref, low = rows(tmp_path / "bf16", "eval"), rows(tmp_path / "fp8", "eval")
     assert low[-1]["val_loss"] < low[0]["val_loss"] - 1.0
     assert low[-1]["val_loss"] == pytest.approx(ref[-1]["val_loss"], rel=0.03)
@@ -200,11 +200,11 @@ def test_liger_fused_loss_equals_full_logits_on_cuda(dtype):
 def test_liger_training_matches_full_logits_on_cuda(char_data, tmp_path):
     pytest.importorskip("liger_kernel")
     over = gpu_args(dtype="float32", max_iters=10, eval_interval=10)
-    train.train(tiny(char_data, tmp_path / "full", fused_loss="off", **over))
-    train.train(tiny(char_data, tmp_path / "liger", fused_loss="liger", **over))
+    train.run(tiny(char_data, tmp_path / "full", fused_loss="off", **over))
+    train.run(tiny(char_data, tmp_path / "liger", fused_loss="liger", **over))
     for a, b in zip(rows(tmp_path / "full"), rows(tmp_path / "liger")):
         assert b["loss"] == pytest.approx(a["loss"], rel=2e-3)
-    res = train.train(tiny(char_data, tmp_path / "compiled", fused_loss="liger",
+    res = train.run(tiny(char_data, tmp_path / "compiled", fused_loss="liger",
                            **gpu_args(dtype="bfloat16", compile=True, max_iters=20)))
     assert math.isfinite(res["val_loss"])
 

@@ -127,7 +127,7 @@ def test_legacy_checkpoint_needs_the_trust_opt_in(legacy, char_data, tmp_path):
     with pytest.raises(checkpoint.UntrustedCheckpoint, match="numpy.*--trust-checkpoint"):
         checkpoint.load_checkpoint(path)
     with pytest.raises(config.ConfigError, match="--trust_checkpoint=True"):
-        train.train(config.load_config(None, legacy_args(char_data, tmp_path, resume=path)))
+        train.run(config.load_config(None, legacy_args(char_data, tmp_path, resume=path)))
 
 
 def test_legacy_checkpoint_loads_and_samples_as_before(legacy):
@@ -147,7 +147,7 @@ def test_legacy_checkpoint_resumes_to_the_same_losses(legacy, char_data, tmp_pat
     """The char data of conftest is the data the checkpoint was trained on (same text, same tokenizer)."""
     path, want = legacy
     shutil.copy(path, tmp_path / "ckpt_0000003.pt")
-    res = train.train(config.load_config(None, legacy_args(char_data, tmp_path, trust_checkpoint=True) + ["--resume"]))
+    res = train.run(config.load_config(None, legacy_args(char_data, tmp_path, trust_checkpoint=True) + ["--resume"]))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = {str(r["step"]): r["loss"] for r in rows if r["type"] == "train"}
     assert losses == pytest.approx(want["resume_losses"], rel=0, abs=1e-6)

@@ -1,5 +1,10 @@
-"""optim.py: AdamW's decay groups and its fused kernel (the Muon recipe's groups and schedules: test_train.py)."""
+"""optim.py: AdamW's decay groups and its fused kernel, the lr schedules (the Muon recipe: test_train.py)."""
+import math
+
+import pytest
 import torch
+
+import config
 
 import optim
 from model import GPT, GPTConfig
@@ -42,3 +47,40 @@ def test_fused_adamw_on_cpu_matches_unfused():
         slow.step()
     for (name, p), q in zip(m.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_cosine_schedule_values():
+    cfg = config.load_config(None, ["--learning_rate=1.0", "--min_lr_ratio=0.1", "--warmup_iters=10",
+                                   "--max_iters=110"])
+    lr = lambda s: optim.get_lr(s, cfg)  # noqa: E731
+    assert lr(0) == pytest.approx(0.1) and lr(4) == pytest.approx(0.5) and lr(9) == pytest.approx(1.0)
+    assert lr(10) == pytest.approx(1.0)
+    assert lr(60) == pytest.approx(0.55)                   # half way down the cosine
+    assert lr(110) == pytest.approx(0.1) and lr(500) == pytest.approx(0.1)
+    # GPT*: cosine to 10%, then held for the final 10% of the steps
+    held = config.load_config(None, ["--learning_rate=6e-4", "--warmup_iters=0", "--max_iters=100",
+                                     "--lr_hold_frac=0.1"])
+    assert optim.get_lr(0, held) == pytest.approx(6e-4)
+    assert optim.get_lr(45, held) == pytest.approx(6e-5 + 0.5 * (6e-4 - 6e-5))
+    assert [optim.get_lr(s, held) for s in (90, 95, 99)] == pytest.approx([6e-5] * 3)
+    assert optim.get_lr(89, held) > 6e-5
+    # explicit min_lr wins over min_lr_ratio; warmup from 10% of the peak (llama-style homework)
+    fixed = config.load_config(None, ["--learning_rate=1.2e-3", "--min_lr=1e-5", "--warmup_iters=715",
+                                     "--warmup_start_ratio=0.1", "--max_iters=19073"])
+    assert fixed.min_lr == 1e-5 and optim.get_lr(19073, fixed) == pytest.approx(1e-5)
+    assert optim.get_lr(0, fixed) == pytest.approx(1.2e-3 * (0.1 + 0.9 / 715))
+    assert optim.get_lr(714, fixed) == pytest.approx(1.2e-3)
+
+
+def test_wsd_and_constant_schedules():
+    base = ["--learning_rate=1.0", "--min_lr=0.0", "--warmup_iters=10", "--max_iters=100", "--cooldown_frac=0.2"]
+    lin = config.load_config(None, base + ["--lr_schedule=wsd"])
+    sq = config.load_config(None, base + ["--lr_schedule=wsd", "--cooldown_shape=1-sqrt"])
+    assert optim.get_lr(5, lin) == pytest.approx(0.6)
+    assert optim.get_lr(10, lin) == optim.get_lr(79, lin) == 1.0
+    assert optim.get_lr(80, lin) == pytest.approx(1.0)
+    assert optim.get_lr(90, lin) == pytest.approx(0.5)
+    assert optim.get_lr(90, sq) == pytest.approx(1 - math.sqrt(0.5))
+    assert optim.get_lr(100, lin) == pytest.approx(0.0) and optim.get_lr(100, sq) == pytest.approx(0.0)
+    const = config.load_config(None, base + ["--lr_schedule=constant"])
+    assert optim.get_lr(0, const) == pytest.approx(0.1) and optim.get_lr(50, const) == optim.get_lr(99, const) == 1.0

@@ -68,7 +68,7 @@ def test_equals_training_loop_val_loss(tmp_path, shared_data, gpt2_tok):
                                    f"--batch_size={B}", "--total_batch_size=0", "--max_iters=3",
                                    "--warmup_iters=1", "--learning_rate=1e-3", "--eval_interval=3",
                                    f"--eval_iters={eval_iters}", "--sample_tokens=0", "--log_interval=1"])
-    train.train(cfg)
+    train.run(cfg)
     model, _ = sample.load_model(tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run")
     (res,) = perplexity.evaluate(model, gpt2_tok, data_dir, [T], stride=T)

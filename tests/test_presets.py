@@ -7,6 +7,7 @@ import torch
 
 import config
 import data as datalib
+import optim
 import train
 from model import GPT
 
@@ -73,15 +74,15 @@ def test_published_batch_and_schedule():
     assert (star.model.pos_emb, star.model.parallel_residual, star.model.n_layer, star.model.n_embd,
             star.model.n_head, star.model.block_size) == ("alibi", True, 6, 1024, 8, 512)
     assert star.schedule.lr_hold_frac == 0.1 and star.min_lr == pytest.approx(6e-5)
-    assert train.get_lr(star.schedule.max_iters - 1, star) == pytest.approx(6e-5)
+    assert optim.get_lr(star.schedule.max_iters - 1, star) == pytest.approx(6e-5)
     haber = preset("haber_gpt2_100m")
     assert (haber.model.vocab_size, haber.model.n_kv_head, haber.model.pos_emb, haber.model.n_layer) == \
         (8192, 4, "rope", 32)
     big = preset("gpt_star_1b")
     assert big.optim.optimizer == "adamw8bit" and big.data.seq_len_warmup_frac == 0.3
-    assert train.stage_at(0, 1000, 512, big.data.seq_len_warmup, 0.3) == 128
-    assert train.stage_at(299, 1000, 512, big.data.seq_len_warmup, 0.3) == 384
-    assert train.stage_at(300, 1000, 512, big.data.seq_len_warmup, 0.3) == 512
+    assert optim.stage_at(0, 1000, 512, big.data.seq_len_warmup, 0.3) == 128
+    assert optim.stage_at(299, 1000, 512, big.data.seq_len_warmup, 0.3) == 384
+    assert optim.stage_at(300, 1000, 512, big.data.seq_len_warmup, 0.3) == 512
     llama = preset("llama_style_124m")
     assert (llama.model.mlp, llama.model.norm, llama.model.pos_emb, llama.model.n_head // llama.model.n_kv_head,
             llama.optim.learning_rate, llama.schedule.warmup_start_ratio) == ("swiglu", "rmsnorm", "rope", 2, 1.2e-3, 0.1)
@@ -100,7 +101,7 @@ def test_speedrun_preset_is_the_modded_nanogpt_recipe():
     assert cfg.data.loader == "bos_aligned" and cfg.schedule.lr_schedule == "wsd"
     assert preset("speedrun_124m_tiny").optim.optimizer == "muon"  # (gpt_star_1b_tiny swaps adamw8bit, CUDA-only)
     assert cfg.schedule.max_iters * cfg.data.total_batch_size < 0.1 * 19073 * 524288   # < 10% of gpt2_124m's tokens
-    assert train.get_lr(0, cfg) == o.learning_rate and train.get_lr(cfg.schedule.max_iters, cfg) == pytest.approx(
+    assert optim.get_lr(0, cfg) == o.learning_rate and optim.get_lr(cfg.schedule.max_iters, cfg) == pytest.approx(
         0.1 * o.learning_rate)
     n = meta_model(cfg).num_params(non_embedding=True)
     # blocks + the untied head: 124M as GPT-2 small counts it (its tied embedding is its head); the input and
@@ -146,7 +147,7 @@ def test_tiny_sibling_trains(name, tiny_shards, tmp_path):
     docs = [f"--doc_mask_token={bos}"] if preset(name).model.doc_mask_token is not None else []  # this vocabulary's
     cfg = preset(f"{name}_tiny", f"--data_dir={data_dir}", f"--vocab_size={vocab}", f"--out_dir={tmp_path}",
                  "--max_iters=30", "--eval_interval=30", "--eval_iters=2", "--log_interval=10", "--device=cpu", *docs)
-    result = train.train(cfg)
+    result = train.run(cfg)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     vals = [r["val_loss"] for r in rows if r["type"] == "eval"]
     assert result["step"] == 30

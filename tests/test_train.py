@@ -62,45 +62,6 @@ def subprocess_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
 
 
-# ----------------------------------------------------------------------------- schedules (pure functions)
-
-def test_cosine_schedule_values():
-    cfg = config.load_config(None, ["--learning_rate=1.0", "--min_lr_ratio=0.1", "--warmup_iters=10",
-                                   "--max_iters=110"])
-    lr = lambda s: train.get_lr(s, cfg)  # noqa: E731
-    assert lr(0) == pytest.approx(0.1) and lr(4) == pytest.approx(0.5) and lr(9) == pytest.approx(1.0)
-    assert lr(10) == pytest.approx(1.0)
-    assert lr(60) == pytest.approx(0.55)                   # half way down the cosine
-    assert lr(110) == pytest.approx(0.1) and lr(500) == pytest.approx(0.1)
-    # GPT*: cosine to 10%, then held for the final 10% of the steps
-    held = config.load_config(None, ["--learning_rate=6e-4", "--warmup_iters=0", "--max_iters=100",
-                                     "--lr_hold_frac=0.1"])
-    assert train.get_lr(0, held) == pytest.approx(6e-4)
-    assert train.get_lr(45, held) == pytest.approx(6e-5 + 0.5 * (6e-4 - 6e-5))
-    assert [train.get_lr(s, held) for s in (90, 95, 99)] == pytest.approx([6e-5] * 3)
-    assert train.get_lr(89, held) > 6e-5
-    # explicit min_lr wins over min_lr_ratio; warmup from 10% of the peak (llama-style homework)
-    fixed = config.load_config(None, ["--learning_rate=1.2e-3", "--min_lr=1e-5", "--warmup_iters=715",
-                                     "--warmup_start_ratio=0.1", "--max_iters=19073"])
-    assert fixed.min_lr == 1e-5 and train.get_lr(19073, fixed) == pytest.approx(1e-5)
-    assert train.get_lr(0, fixed) == pytest.approx(1.2e-3 * (0.1 + 0.9 / 715))
-    assert train.get_lr(714, fixed) == pytest.approx(1.2e-3)
-
-
-def test_wsd_and_constant_schedules():
-    base = ["--learning_rate=1.0", "--min_lr=0.0", "--warmup_iters=10", "--max_iters=100", "--cooldown_frac=0.2"]
-    lin = config.load_config(None, base + ["--lr_schedule=wsd"])
-    sq = config.load_config(None, base + ["--lr_schedule=wsd", "--cooldown_shape=1-sqrt"])
-    assert train.get_lr(5, lin) == pytest.approx(0.6)
-    assert train.get_lr(10, lin) == train.get_lr(79, lin) == 1.0
-    assert train.get_lr(80, lin) == pytest.approx(1.0)
-    assert train.get_lr(90, lin) == pytest.approx(0.5)
-    assert train.get_lr(90, sq) == pytest.approx(1 - math.sqrt(0.5))
-    assert train.get_lr(100, lin) == pytest.approx(0.0) and train.get_lr(100, sq) == pytest.approx(0.0)
-    const = config.load_config(None, base + ["--lr_schedule=constant"])
-    assert train.get_lr(0, const) == pytest.approx(0.1) and train.get_lr(50, const) == train.get_lr(99, const) == 1.0
-
-
 def test_batch_warmup_stages_grow_the_accumulation(char_data, tmp_path, monkeypatch):
     """batch_warmup: tokens per step in equal stages over batch_warmup_frac of the steps, then total_batch_size;
     each stage must divide into micro-batches (the error names the fix)."""
@@ -109,14 +70,14 @@ def test_batch_warmup_stages_grow_the_accumulation(char_data, tmp_path, monkeypa
     monkeypatch.setattr(train.Stepper, "forward_backward", lambda self, nb, accum, *a: seen.append(accum) or
                         step(self, nb, accum, *a))
     per_micro = 4 * 32                                                       # tiny(): batch 4 x block 32
-    train.train(tiny(char_data, tmp_path, max_iters=8, total_batch_size=4 * per_micro,
+    train.run(tiny(char_data, tmp_path, max_iters=8, total_batch_size=4 * per_micro,
                      batch_warmup=f"{per_micro},{2 * per_micro}", batch_warmup_frac=0.5))
     assert seen == [1, 1, 2, 2, 4, 4, 4, 4]
-    assert [train.stage_at(s, 10, 512, (128, 256), 0.3) for s in (0, 1, 2, 3)] == [128, 128, 256, 512]
+    assert [optim.stage_at(s, 10, 512, (128, 256), 0.3) for s in (0, 1, 2, 3)] == [128, 128, 256, 512]
     with pytest.raises(config.ConfigError, match="batch_warmup is set but batch_warmup_frac=0"):
         tiny(char_data, tmp_path, batch_warmup=per_micro)
     with pytest.raises(config.ConfigError, match="not divisible"):
-        train.train(tiny(char_data, tmp_path / "b", batch_warmup=per_micro + 1, batch_warmup_frac=0.5))
+        train.run(tiny(char_data, tmp_path / "b", batch_warmup=per_micro + 1, batch_warmup_frac=0.5))
 
 
 def test_batch_warmup_resume_is_bit_identical(char_data, tmp_path):
@@ -124,8 +85,8 @@ def test_batch_warmup_resume_is_bit_identical(char_data, tmp_path):
     10-step run, resumed from its step-6 checkpoint): the accumulation follows the step, so 6 + 4 == 10."""
     common = dict(max_iters=10, eval_interval=5, ckpt_interval=3, keep_last=5, total_batch_size=4 * 4 * 32,
                   batch_warmup="128,256", batch_warmup_frac=0.8)
-    train.train(tiny(char_data, tmp_path / "full", **common))
-    train.train(tiny(char_data, tmp_path / "split", **common, resume=tmp_path / "full" / "ckpt_0000006.pt"))
+    train.run(tiny(char_data, tmp_path / "full", **common))
+    train.run(tiny(char_data, tmp_path / "split", **common, resume=tmp_path / "full" / "ckpt_0000006.pt"))
     full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
     assert [r["loss"] for r in full][6:] == [r["loss"] for r in split] and [r["step"] for r in split] == [7, 8, 9, 10]
     a, b = weights(tmp_path / "full" / "ckpt_0000010.pt"), weights(tmp_path / "split" / "ckpt_0000010.pt")
@@ -134,10 +95,10 @@ def test_batch_warmup_resume_is_bit_identical(char_data, tmp_path):
 
 def test_seq_len_warmup_stages():
     stages = (128, 192, 256, 384)
-    got = [train.stage_at(s, 100, 512, stages, 0.3) for s in range(100)]
+    got = [optim.stage_at(s, 100, 512, stages, 0.3) for s in range(100)]
     assert got[:8] == [128] * 8 and got[8:15] == [192] * 7 and got[15:23] == [256] * 8
     assert got[23:30] == [384] * 7 and got[30:] == [512] * 70
-    assert train.stage_at(5, 100, 512, (), 0.3) == 512
+    assert optim.stage_at(5, 100, 512, (), 0.3) == 512
     with pytest.raises(config.ConfigError, match="seq_len_warmup"):
         config.load_config(None, ["--seq_len_warmup=128,2048", "--seq_len_warmup_frac=0.3"])
 
@@ -221,11 +182,11 @@ def test_bad_input_stops_before_work(char_data, tmp_path):
     ]
     for over, msg in cases:
         with pytest.raises(config.ConfigError, match=msg):
-            train.train(config.load_config(None, tiny_args(char_data, out) + [f"--{k}={v}" for k, v in over.items()]))
+            train.run(config.load_config(None, tiny_args(char_data, out) + [f"--{k}={v}" for k, v in over.items()]))
         assert not out.exists(), f"{over} did work before failing"
-    train.train(tiny(char_data, out, max_iters=2))
+    train.run(tiny(char_data, out, max_iters=2))
     with pytest.raises(config.ConfigError, match=r"trained with n_embd=32 \(config says 64\)"):
-        train.train(tiny(char_data, out, n_embd=64, resume="latest", max_iters=4))
+        train.run(tiny(char_data, out, n_embd=64, resume="latest", max_iters=4))
 
 
 def test_main_reports_config_errors(char_data, tmp_path):
@@ -237,7 +198,7 @@ def test_main_reports_config_errors(char_data, tmp_path):
 # ----------------------------------------------------------------------------- training runs
 
 def test_short_run_lowers_val_loss(char_data, tmp_path):
-    res = train.train(tiny(char_data, tmp_path, max_iters=200, eval_interval=200, eval_iters=4, learning_rate=1e-2,
+    res = train.run(tiny(char_data, tmp_path, max_iters=200, eval_interval=200, eval_iters=4, learning_rate=1e-2,
                            warmup_iters=10, batch_size=8, log_interval=50))
     evals = rows(tmp_path, "eval")
     assert [e["step"] for e in evals] == [0, 200]
@@ -252,8 +213,8 @@ def test_short_run_lowers_val_loss(char_data, tmp_path):
 def test_samples_never_change_training(char_data, tmp_path):
     """In-training samples (dropout on) use their own generator in eval mode: the loss curve is the same."""
     common = dict(max_iters=6, dropout=0.1, eval_interval=2)
-    train.train(tiny(char_data, tmp_path / "quiet", sample_tokens=0, **common))
-    train.train(tiny(char_data, tmp_path / "samples", sample_tokens=8, **common))
+    train.run(tiny(char_data, tmp_path / "quiet", sample_tokens=0, **common))
+    train.run(tiny(char_data, tmp_path / "samples", sample_tokens=8, **common))
     assert [r["loss"] for r in rows(tmp_path / "quiet")] == [r["loss"] for r in rows(tmp_path / "samples")]
 
 
@@ -261,10 +222,10 @@ def test_resume_is_bit_identical(char_data, tmp_path):
     """6 steps + resume + 4 steps == 10 steps: same losses and weights, bit for bit (dropout on, and samples
     at every evaluation, including the extra one at the end of the first leg)."""
     common = dict(max_iters=10, lr_decay_iters=10, dropout=0.1, eval_interval=5, sample_tokens=8)
-    train.train(tiny(char_data, tmp_path / "full", **common))
-    train.train(tiny(char_data, tmp_path / "split", **{**common, "max_iters": 6}))
+    train.run(tiny(char_data, tmp_path / "full", **common))
+    train.run(tiny(char_data, tmp_path / "split", **{**common, "max_iters": 6}))
     assert resolve_checkpoint(tmp_path / "split").name == "ckpt_0000006.pt"
-    train.train(tiny(char_data, tmp_path / "split", **common, resume="latest"))
+    train.run(tiny(char_data, tmp_path / "split", **common, resume="latest"))
     full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
     assert [r["step"] for r in split] == list(range(1, 11))
     assert [r["loss"] for r in full] == [r["loss"] for r in split]
@@ -287,9 +248,9 @@ def doc_data(char_data, tmp_path_factory) -> Path:
 def test_bos_aligned_resume_is_bit_identical(doc_data, tmp_path, capsys):
     """loader=bos_aligned: 6 steps + resume + 4 == 10 steps (rows, buffer and cropped count are in the checkpoint)."""
     common = dict(max_iters=10, lr_decay_iters=10, dropout=0.1, eval_interval=5, loader="bos_aligned", pack_buffer=64)
-    train.train(tiny(doc_data, tmp_path / "full", **common))
-    train.train(tiny(doc_data, tmp_path / "split", **{**common, "max_iters": 6}))
-    train.train(tiny(doc_data, tmp_path / "split", **common, resume="latest"))
+    train.run(tiny(doc_data, tmp_path / "full", **common))
+    train.run(tiny(doc_data, tmp_path / "split", **{**common, "max_iters": 6}))
+    train.run(tiny(doc_data, tmp_path / "split", **common, resume="latest"))
     full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
     assert [r["loss"] for r in full] == [r["loss"] for r in split] and len(full) == 10
     a, b = weights(tmp_path / "full" / "ckpt_0000010.pt"), weights(tmp_path / "split" / "ckpt_0000010.pt")
@@ -319,18 +280,18 @@ def test_sigterm_saves_and_resumes(char_data, tmp_path):
     ckpt = load_checkpoint(out)
     step = ckpt["step"]
     assert step >= 3 and rows(out)[-1]["step"] == step
-    res = train.train(tiny(char_data, out, max_iters=step + 2, lr_schedule="constant", eval_interval=100000,
+    res = train.run(tiny(char_data, out, max_iters=step + 2, lr_schedule="constant", eval_interval=100000,
                            dropout=0.1, sample_tokens=8, resume="latest"))
     assert res["step"] == step + 2 and [r["step"] for r in rows(out)][-3:] == [step, step + 1, step + 2]
     # same numbers as never stopping
     ref = tmp_path / "ref"
-    train.train(tiny(char_data, ref, max_iters=step + 2, lr_schedule="constant", eval_interval=100000, dropout=0.1,
+    train.run(tiny(char_data, ref, max_iters=step + 2, lr_schedule="constant", eval_interval=100000, dropout=0.1,
                      sample_tokens=8))
     assert [r["loss"] for r in rows(ref)] == pytest.approx([r["loss"] for r in rows(out)], rel=1e-5)
 
 
 def test_crash_while_writing_checkpoint_keeps_the_previous_one(char_data, tmp_path, monkeypatch):
-    train.train(tiny(char_data, tmp_path, max_iters=3))
+    train.run(tiny(char_data, tmp_path, max_iters=3))
     good = resolve_checkpoint(tmp_path)
     real_save = torch.save
 
@@ -341,21 +302,21 @@ def test_crash_while_writing_checkpoint_keeps_the_previous_one(char_data, tmp_pa
 
     monkeypatch.setattr(train.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        train.train(tiny(char_data, tmp_path, max_iters=6, resume="latest"))
+        train.run(tiny(char_data, tmp_path, max_iters=6, resume="latest"))
     monkeypatch.undo()
     assert resolve_checkpoint(tmp_path) == good and good.name == "ckpt_0000003.pt"
     assert load_checkpoint(tmp_path)["step"] == 3
     assert sorted(p.name for p in tmp_path.iterdir() if "ckpt" in p.name) == ["ckpt_0000003.pt"]
-    res = train.train(tiny(char_data, tmp_path, max_iters=6, resume="latest"))   # and the run goes on
+    res = train.run(tiny(char_data, tmp_path, max_iters=6, resume="latest"))   # and the run goes on
     assert res["step"] == 6
 
 
 def test_nonfinite_losses_skip_then_stop(char_data, tmp_path, monkeypatch):
-    train.train(tiny(char_data, tmp_path, max_iters=3))
+    train.run(tiny(char_data, tmp_path, max_iters=3))
     before = weights(resolve_checkpoint(tmp_path))
     monkeypatch.setattr(train.Trainer, "all_reduce_stats", lambda self, loss, stop: (float("nan"), False))
     with pytest.raises(train.NonFiniteLoss, match="at step 6"):
-        train.train(tiny(char_data, tmp_path, max_iters=10, max_nonfinite=3, eval_interval=100, resume="latest"))
+        train.run(tiny(char_data, tmp_path, max_iters=10, max_nonfinite=3, eval_interval=100, resume="latest"))
     ckpt = load_checkpoint(tmp_path)
     assert ckpt["step"] == 3 and all(torch.equal(before[k], ckpt["model"][k]) for k in before)
 
@@ -370,7 +331,7 @@ def test_two_ddp_ranks_equal_one_rank_with_accumulation(char_data, tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "x2 ranks" in proc.stdout and "x 2 accum" in proc.stdout
-    train.train(tiny(char_data, one_out, **common))
+    train.run(tiny(char_data, one_out, **common))
     a, b = weights(ddp_out / "ckpt_0000003.pt"), weights(one_out / "ckpt_0000003.pt")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
@@ -384,7 +345,7 @@ def test_two_ddp_ranks_equal_one_rank_with_accumulation(char_data, tmp_path):
         x0, x1 = (ld.next_batch()[0] for ld in loaders)
         assert not ({tuple(r) for r in x0.tolist()} & {tuple(r) for r in x1.tolist()})
     # a 2-rank checkpoint resumes on 1 rank and says what happens to the data order
-    res = train.train(tiny(char_data, ddp_out, **{**common, "max_iters": 4}, resume="latest"))
+    res = train.run(tiny(char_data, ddp_out, **{**common, "max_iters": 4}, resume="latest"))
     assert res["step"] == 4
 
 
@@ -397,25 +358,25 @@ def test_val_loss_does_not_depend_on_the_number_of_ranks(char_data, tmp_path, pa
            *tiny_args(char_data, tmp_path / "two", **common)]
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    train.train(tiny(char_data, tmp_path / "one", **{**common, "parallelism": "ddp"}))
+    train.run(tiny(char_data, tmp_path / "one", **{**common, "parallelism": "ddp"}))
     two, one = (rows(tmp_path / name, "eval")[0] for name in ("two", "one"))
     assert two["step"] == one["step"] == 0 and two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-6)
 
 
 def test_world_size_change_is_logged(char_data, tmp_path, capsys):
-    train.train(tiny(char_data, tmp_path, max_iters=2))
+    train.run(tiny(char_data, tmp_path, max_iters=2))
     ckpt_path = resolve_checkpoint(tmp_path)
     ckpt = load_checkpoint(ckpt_path)
     ckpt["rng"] = ckpt["rng"] * 2     # pretend 2 ranks wrote it
     torch.save(ckpt, ckpt_path)
-    train.train(tiny(char_data, tmp_path, max_iters=3, resume="latest"))
+    train.run(tiny(char_data, tmp_path, max_iters=3, resume="latest"))
     assert "written by 2 rank(s), now 1" in capsys.readouterr().out
 
 
 def test_metrics_jsonl_and_wandb_offline(char_data, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    train.train(tiny(char_data, tmp_path, max_iters=6, log_interval=2, wandb_log=True, wandb_run_name="t"))
+    train.run(tiny(char_data, tmp_path, max_iters=6, log_interval=2, wandb_log=True, wandb_run_name="t"))
     train_rows = rows(tmp_path)
     assert [r["step"] for r in train_rows] == [2, 4, 6]
     assert {"loss", "lr", "grad_norm", "ms", "tok_s", "mfu"} <= set(train_rows[0])
@@ -433,7 +394,7 @@ def test_metrics_jsonl_and_wandb_offline(char_data, tmp_path, monkeypatch):
 
 
 def test_muon_optimizer_trains(char_data, tmp_path):
-    res = train.train(tiny(char_data, tmp_path, optimizer="muon", muon_lr=0.02, max_iters=4, eval_interval=4))
+    res = train.run(tiny(char_data, tmp_path, optimizer="muon", muon_lr=0.02, max_iters=4, eval_interval=4))
     assert math.isfinite(res["val_loss"])
     assert len(load_checkpoint(tmp_path)["optimizer"]) == 2
 
@@ -506,12 +467,12 @@ def test_muon_recipe_resume_is_bit_identical(char_data, tmp_path):
     common = dict(max_iters=10, lr_decay_iters=10, eval_interval=5, dropout=0.1, optimizer="muon", muon_lr=0.02,
                   muon_momentum_warmup=8, muon_cautious_wd=True, muon_weight_decay=0.5, tie_embeddings=False,
                   embed_lr=0.01, head_lr=0.002, scalar_lr=0.005)
-    train.train(tiny(char_data, tmp_path / "full", **common))
-    train.train(tiny(char_data, tmp_path / "split", **{**common, "max_iters": 6}))
+    train.run(tiny(char_data, tmp_path / "full", **common))
+    train.run(tiny(char_data, tmp_path / "split", **{**common, "max_iters": 6}))
     mid = load_checkpoint(tmp_path / "split")["optimizer"]
     assert mid[0]["param_groups"][0]["momentum"] == pytest.approx(0.85 + 0.1 * 5 / 8)   # step 5's, the last taken
     assert [g["name"] for g in mid[1]["param_groups"]] == ["embed", "head", "scalar"]
-    train.train(tiny(char_data, tmp_path / "split", **common, resume="latest"))
+    train.run(tiny(char_data, tmp_path / "split", **common, resume="latest"))
     full, split = rows(tmp_path / "full"), rows(tmp_path / "split")
     assert [r["loss"] for r in full] == [r["loss"] for r in split] and len(full) == 10
     a, b = weights(tmp_path / "full" / "ckpt_0000010.pt"), weights(tmp_path / "split" / "ckpt_0000010.pt")
@@ -526,12 +487,12 @@ def test_adamw8bit_without_bitsandbytes_is_a_clear_error(char_data, tmp_path):
     except ImportError:
         pass
     with pytest.raises(config.ConfigError, match="pip install bitsandbytes"):
-        train.train(tiny(char_data, tmp_path, optimizer="adamw8bit"))
+        train.run(tiny(char_data, tmp_path, optimizer="adamw8bit"))
 
 
 def test_label_smoothing_changes_the_training_loss_but_never_the_validation_loss(char_data, tmp_path):
-    train.train(tiny(char_data, tmp_path / "plain", max_iters=1, eval_interval=1))
-    train.train(tiny(char_data, tmp_path / "smooth", max_iters=1, eval_interval=1, label_smoothing=0.2))
+    train.run(tiny(char_data, tmp_path / "plain", max_iters=1, eval_interval=1))
+    train.run(tiny(char_data, tmp_path / "smooth", max_iters=1, eval_interval=1, label_smoothing=0.2))
     plain, smooth = rows(tmp_path / "plain", "eval"), rows(tmp_path / "smooth", "eval")
     assert smooth[0]["val_loss"] == plain[0]["val_loss"]          # step 0: same weights, unsmoothed metric
     first_plain, first_smooth = rows(tmp_path / "plain")[0]["loss"], rows(tmp_path / "smooth")[0]["loss"]
@@ -544,9 +505,9 @@ def test_label_smoothing_changes_the_training_loss_but_never_the_validation_loss
 
 def test_fp8_and_liger_on_cpu_are_clear_errors_before_training(char_data, tmp_path):
     with pytest.raises(config.ConfigError, match="fp8=linear needs a CUDA GPU.*--fp8=off"):
-        train.train(tiny(char_data, tmp_path / "a", fp8="linear"))
+        train.run(tiny(char_data, tmp_path / "a", fp8="linear"))
     with pytest.raises(config.ConfigError, match="fused_loss=liger .* on CUDA.*--fused_loss=on"):
-        train.train(tiny(char_data, tmp_path / "b", fused_loss="liger"))
+        train.run(tiny(char_data, tmp_path / "b", fused_loss="liger"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -679,7 +640,7 @@ def test_readme_quickstart_runs(shared_data, tmp_path):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_mixed_precision_paths_run(char_data, tmp_path, dtype):
     """bf16 autocast, and fp16 autocast + GradScaler (saved in the checkpoint), exercised on CPU."""
-    res = train.train(tiny(char_data, tmp_path, dtype=dtype, max_iters=3, eval_interval=3))
+    res = train.run(tiny(char_data, tmp_path, dtype=dtype, max_iters=3, eval_interval=3))
     assert math.isfinite(res["val_loss"])
     scaler = load_checkpoint(tmp_path)["scaler"]
     assert bool(scaler) == (dtype == "float16")
@@ -687,7 +648,7 @@ def test_mixed_precision_paths_run(char_data, tmp_path, dtype):
 
 def test_downstream_tasks_and_sample_hooks(char_data, shared_data, tmp_path, capsys):
     """tasks_interval: the tasks are scored at evaluations, printed and logged next to the validation loss."""
-    train.train(tiny(char_data, tmp_path, max_iters=2, eval_interval=2, tasks="piqa,copa", tasks_interval=2,
+    train.run(tiny(char_data, tmp_path, max_iters=2, eval_interval=2, tasks="piqa,copa", tasks_interval=2,
                      tasks_limit=4, tasks_dir=shared_data / "evals", sample_tokens=8))
     evals = rows(tmp_path, "eval")
     assert [e["step"] for e in evals] == [0, 2]
@@ -701,10 +662,10 @@ def test_downstream_tasks_and_sample_hooks(char_data, shared_data, tmp_path, cap
 
 def test_bad_tasks_stop_the_run_at_start_up(char_data, shared_data, tmp_path):
     with pytest.raises(config.ConfigError, match="unknown task 'pica'; known tasks: hellaswag"):
-        train.train(tiny(char_data, tmp_path / "a", tasks="pica", tasks_interval=2, eval_interval=2))
+        train.run(tiny(char_data, tmp_path / "a", tasks="pica", tasks_interval=2, eval_interval=2))
     (tmp_path / "empty").mkdir()
     with pytest.raises(config.ConfigError, match="piqa_validation.jsonl is not in --tasks_dir"):
-        train.train(tiny(char_data, tmp_path / "b", tasks="piqa", tasks_interval=2, eval_interval=2,
+        train.run(tiny(char_data, tmp_path / "b", tasks="piqa", tasks_interval=2, eval_interval=2,
                          tasks_dir=tmp_path / "empty"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written
     with pytest.raises(config.ConfigError, match="hellaswag_interval'; renamed: use --tasks=hellaswag --tasks_interval=N"):
@@ -719,7 +680,7 @@ def test_task_errors_name_train_keys_not_evaluate_flags(char_data, tmp_path, mon
                                   r".*leave the task out \(e\.g\. --tasks=core,-piqa\)")]
     for tasks_dir, message in cases:
         with pytest.raises(config.ConfigError, match=message) as e:
-            train.train(tiny(char_data, tmp_path / "run", tasks="piqa", tasks_interval=2, eval_interval=2,
+            train.run(tiny(char_data, tmp_path / "run", tasks="piqa", tasks_interval=2, eval_interval=2,
                              tasks_dir=tasks_dir))
         assert "--data-dir" not in str(e.value) and "--tasks " not in str(e.value)
     assert not (tmp_path / "run").exists()
@@ -730,8 +691,8 @@ def test_task_errors_name_train_keys_not_evaluate_flags(char_data, tmp_path, mon
 def test_compiled_run_matches_eager_and_saves_plain_names(char_data, tmp_path):
     """compile=True: same losses as eager (to float tolerance), eval and sampling run, no `_orig_mod.` keys."""
     over = dict(max_iters=2, eval_interval=2, sample_tokens=4, n_layer=1)
-    train.train(tiny(char_data, tmp_path / "eager", **over))
-    train.train(tiny(char_data, tmp_path / "compiled", compile=True, **over))
+    train.run(tiny(char_data, tmp_path / "eager", **over))
+    train.run(tiny(char_data, tmp_path / "compiled", compile=True, **over))
     eager, compiled = rows(tmp_path / "eager"), rows(tmp_path / "compiled")
     assert [r["step"] for r in compiled] == [r["step"] for r in eager]
     for a, b in zip(eager, compiled):
@@ -746,18 +707,18 @@ def test_compiled_run_matches_eager_and_saves_plain_names(char_data, tmp_path):
 # ----------------------------------------------------------------------------- never lose a run
 
 def test_second_fresh_run_into_an_out_dir_stops_before_touching_it(char_data, tmp_path):
-    train.train(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
+    train.run(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(config.ConfigError, match=r"holds another run \(ckpt_0000003.pt.*--resume.*--out_dir.*"
                                                  r"--overwrite=True"):
-        train.train(tiny(char_data, tmp_path, max_iters=2, learning_rate=1.0))
+        train.run(tiny(char_data, tmp_path, max_iters=2, learning_rate=1.0))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before   # nothing touched
 
 
 def test_overwrite_moves_the_old_run_aside(char_data, tmp_path):
-    train.train(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
+    train.run(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
     old_best = (tmp_path / "best.pt").read_bytes()
-    train.train(tiny(char_data, tmp_path, max_iters=2, eval_interval=2, overwrite=True))
+    train.run(tiny(char_data, tmp_path, max_iters=2, eval_interval=2, overwrite=True))
     (aside,) = tmp_path.glob("replaced_*")
     assert (aside / "best.pt").read_bytes() == old_best and (aside / "ckpt_0000003.pt").exists()
     assert [r["step"] for r in rows(aside)] == [1, 2, 3]                  # the old history, whole
@@ -768,10 +729,10 @@ def test_overwrite_moves_the_old_run_aside(char_data, tmp_path):
 
 def test_crash_leftovers_are_cleaned_and_history_stays_single(char_data, tmp_path):
     """A killed save's temp file goes at the next start; after a crash the replayed steps are logged once."""
-    train.train(tiny(char_data, tmp_path, max_iters=6, eval_interval=3))       # checkpoints at 3 and 6
+    train.run(tiny(char_data, tmp_path, max_iters=6, eval_interval=3))       # checkpoints at 3 and 6
     (tmp_path / "ckpt_0000006.pt").unlink()                                   # as if killed before saving 6:
     (tmp_path / ".ckpt_0000006.pt.tmp4242").write_bytes(b"half a checkpoint")  # metrics hold steps 4-6 already
-    train.train(tiny(char_data, tmp_path, max_iters=6, eval_interval=3, resume="latest"))
+    train.run(tiny(char_data, tmp_path, max_iters=6, eval_interval=3, resume="latest"))
     assert not list(tmp_path.glob(".*.tmp*"))
     steps = [r["step"] for r in rows(tmp_path)]
     assert steps == [1, 2, 3, 4, 5, 6]
@@ -779,26 +740,26 @@ def test_crash_leftovers_are_cleaned_and_history_stays_single(char_data, tmp_pat
 
 
 def test_best_pt_is_weights_only(char_data, tmp_path):
-    train.train(tiny(char_data, tmp_path, max_iters=3, eval_interval=3, n_embd=64))
+    train.run(tiny(char_data, tmp_path, max_iters=3, eval_interval=3, n_embd=64))
     best, full = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "ckpt_0000003.pt")
     assert best["optimizer"] is None and "rng" not in best and "loader" not in best
     assert all(torch.equal(best["model"][k], full["model"][k]) for k in full["model"])
     assert (tmp_path / "best.pt").stat().st_size < 0.5 * (tmp_path / "ckpt_0000003.pt").stat().st_size
     with pytest.raises(config.ConfigError, match="weights only.*resume from a ckpt_"):
-        train.train(tiny(char_data, tmp_path / "new", n_embd=64, resume=tmp_path / "best.pt"))
+        train.run(tiny(char_data, tmp_path / "new", n_embd=64, resume=tmp_path / "best.pt"))
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(char_data, tmp_path, capsys):
-    train.train(tiny(char_data, tmp_path, max_iters=6, eval_interval=3))
+    train.run(tiny(char_data, tmp_path, max_iters=6, eval_interval=3))
     (tmp_path / "ckpt_0000006.pt").write_bytes(b"\0" * 100)
-    res = train.train(tiny(char_data, tmp_path, max_iters=6, eval_interval=3, resume="latest"))
+    res = train.run(tiny(char_data, tmp_path, max_iters=6, eval_interval=3, resume="latest"))
     err = capsys.readouterr().err
     assert "ckpt_0000006.pt" in err and "resuming from the previous checkpoint" in err and "ckpt_0000003" in err
     assert res["step"] == 6 and load_checkpoint(tmp_path)["step"] == 6
 
 
 def test_full_disk_says_so_and_keeps_the_previous_checkpoint(char_data, tmp_path, monkeypatch):
-    train.train(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
+    train.run(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
 
     def no_space(obj, f, *a, **k):
         Path(f).write_bytes(b"partial")
@@ -808,7 +769,7 @@ def test_full_disk_says_so_and_keeps_the_previous_checkpoint(char_data, tmp_path
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 0))
     with pytest.raises(checkpoint.CheckpointError, match="no space left on device while writing .*ckpt_0000006.pt; "
                                                          "the previous checkpoint is intact"):
-        train.train(tiny(char_data, tmp_path, max_iters=6, eval_interval=3, resume="latest"))
+        train.run(tiny(char_data, tmp_path, max_iters=6, eval_interval=3, resume="latest"))
     monkeypatch.undo()
     assert resolve_checkpoint(tmp_path).name == "ckpt_0000003.pt" and load_checkpoint(tmp_path)["step"] == 3
     assert not list(tmp_path.glob(".*.tmp*"))
@@ -817,26 +778,26 @@ def test_full_disk_says_so_and_keeps_the_previous_checkpoint(char_data, tmp_path
 def test_messages_name_the_problem_and_the_fix(char_data, tmp_path):
     def fails(match, **over):
         with pytest.raises(config.ConfigError, match=match):
-            train.train(tiny(char_data, tmp_path / "x", **over))
+            train.run(tiny(char_data, tmp_path / "x", **over))
     fails(r"learning_rate=-1.0 must be > 0", learning_rate=-1)
     if not torch.cuda.is_available():
         fails(r"device=cuda: torch .* use --device=cpu", device="cuda")
-    train.train(tiny(char_data, tmp_path / "run", max_iters=3, eval_interval=3))
+    train.run(tiny(char_data, tmp_path / "run", max_iters=3, eval_interval=3))
     with pytest.raises(config.ConfigError, match=r"seed was 1337, now 42.*resume with the settings it was trained"):
-        train.train(tiny(char_data, tmp_path / "run", max_iters=6, seed=42, resume="latest"))
+        train.run(tiny(char_data, tmp_path / "run", max_iters=6, seed=42, resume="latest"))
     bad = tmp_path / "bad_shards"
     shutil.copytree(char_data, bad)
     train_shard = next(bad.glob("*_train_*.bin"))
     train_shard.write_bytes(train_shard.read_bytes()[:5000])                    # truncated
     with pytest.raises(config.ConfigError, match=r"truncated or corrupt shard\); re-run prepare_data.py") as e:
-        train.train(tiny(bad, tmp_path / "y"))
+        train.run(tiny(bad, tmp_path / "y"))
     assert "lower batch_size" not in str(e.value)
 
 
 def test_nonfinite_before_any_checkpoint_says_so_and_logs_null(char_data, tmp_path, monkeypatch):
     monkeypatch.setattr(train.Trainer, "all_reduce_stats", lambda self, loss, stop: (float("nan"), False))
     with pytest.raises(train.NonFiniteLoss, match="no checkpoint was saved yet") as e:
-        train.train(tiny(char_data, tmp_path, max_iters=10, max_nonfinite=3, eval_interval=100))
+        train.run(tiny(char_data, tmp_path, max_iters=10, max_nonfinite=3, eval_interval=100))
     assert "is intact" not in str(e.value)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert all(json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl")) for line in lines)
@@ -848,7 +809,7 @@ def test_sigterm_between_micro_steps_saves_the_last_completed_step(char_data, tm
     (schedulers give ~30-120 s); the partial step is dropped, so resuming equals never stopping (dropout on)."""
     common = dict(total_batch_size=4 * 4 * 32, dropout=0.1, lr_schedule="constant", eval_interval=100,
                   max_iters=3)                                             # 4 micro-steps per step
-    train.train(tiny(char_data, tmp_path / "ref", **common))
+    train.run(tiny(char_data, tmp_path / "ref", **common))
     real_next, calls = datalib.DataLoader.next_batch, []
 
     def next_batch(self, *a, **k):
@@ -858,38 +819,38 @@ def test_sigterm_between_micro_steps_saves_the_last_completed_step(char_data, tm
         return real_next(self, *a, **k)
 
     monkeypatch.setattr(datalib.DataLoader, "next_batch", next_batch)
-    res = train.train(tiny(char_data, tmp_path / "run", **common))
+    res = train.run(tiny(char_data, tmp_path / "run", **common))
     assert res["stopped"] == "SIGTERM" and res["step"] == 1 and len(calls) == 6
     assert load_checkpoint(tmp_path / "run")["step"] == 1
     monkeypatch.undo()
-    train.train(tiny(char_data, tmp_path / "run", **common, resume="latest"))
+    train.run(tiny(char_data, tmp_path / "run", **common, resume="latest"))
     assert [r["loss"] for r in rows(tmp_path / "run")] == [r["loss"] for r in rows(tmp_path / "ref")]
 
 
 def test_tokenizer_mismatch_and_missing_ranks_are_one_line_errors(char_data, shared_data, tmp_path, monkeypatch):
     """Resuming onto shards of another tokenizer with the same vocabulary size stops; so does a GPT-2 data dir
     whose ranks cannot be found offline, with one short paragraph instead of a network traceback."""
-    train.train(tiny(char_data, tmp_path / "run", max_iters=3, eval_interval=3))
+    train.run(tiny(char_data, tmp_path / "run", max_iters=3, eval_interval=3))
     text = (shared_data / "tinyshakespeare.txt").read_text()[-300_000:]   # the same 65 characters, other ids
     other = datalib.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
     assert other.vocab_size == 65 and other.sha256 != datalib.load_tokenizer_for(char_data).sha256
     ids = other.encode(text)
     reversed_dir = write_token_dataset(tmp_path / "other", other, ids[:30_000], ids[30_000:], prefix="char")
     with pytest.raises(config.ConfigError, match="token ids mean different things"):
-        train.train(tiny(reversed_dir, tmp_path / "run", max_iters=6, resume="latest"))
+        train.run(tiny(reversed_dir, tmp_path / "run", max_iters=6, resume="latest"))
     spec = {k: v for k, v in datalib.gpt2_tokenizer().spec().items() if k not in ("ranks_file", "sha256")}  # as of old
     gpt2_dir = write_token_dataset(tmp_path / "gpt2", SimpleNamespace(spec=lambda: spec), [1] * 5000, [1] * 50_000)
     monkeypatch.delenv("TIKTOKEN_GPT2_FILE")
     monkeypatch.setattr(datalib, "_tiktoken_encoding", datalib._tiktoken_encoding.__wrapped__)   # no cached result
     monkeypatch.setattr("tiktoken.get_encoding", lambda name: (_ for _ in ()).throw(ConnectionError("offline")))
     with pytest.raises(config.ConfigError) as e:
-        train.train(config.load_config(None, tiny_args(char_data, tmp_path / "g", vocab_size=50257) +
+        train.run(config.load_config(None, tiny_args(char_data, tmp_path / "g", vocab_size=50257) +
                                        [f"--data_dir={gpt2_dir}"]))
     assert "TIKTOKEN_GPT2_FILE" in str(e.value) and "--tiktoken-file" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_header_names_both_parameter_counts_and_cpu_mfu_is_against_a_measured_peak(char_data, tmp_path, capsys):
-    train.train(tiny(char_data, tmp_path, max_iters=2, eval_interval=2))
+    train.run(tiny(char_data, tmp_path, max_iters=2, eval_interval=2))
     out = capsys.readouterr().out
     assert re.search(r"params [\d,]+ total, [\d,]+ non-embedding", out)
     assert "measured float32 1024^3 matmul rate" in out
@@ -940,16 +901,16 @@ def test_out_dir_lock_stops_a_second_run_naming_the_holder_and_dies_with_it(char
         first.kill()
         first.wait()
     checkpoint.lock_run_dir(tmp_path).close()  # kill -9 left no stale lock
-    train.train(tiny(char_data, tmp_path / "next", max_iters=2))  # and an in-process run releases its lock
+    train.run(tiny(char_data, tmp_path / "next", max_iters=2))  # and an in-process run releases its lock
     checkpoint.lock_run_dir(tmp_path / "next").close()
 
 
 def test_resume_drops_a_truncated_last_metrics_row_and_names_garbage_by_line(char_data, tmp_path, capsys):
-    train.train(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
+    train.run(tiny(char_data, tmp_path, max_iters=3, eval_interval=3))
     path = tmp_path / "metrics.jsonl"
     good = path.read_text()
     path.write_text(good + '{"type": "train", "step": 4, "lo')  # a crash mid-write
-    train.train(tiny(char_data, tmp_path, max_iters=5, eval_interval=3, resume="latest"))
+    train.run(tiny(char_data, tmp_path, max_iters=5, eval_interval=3, resume="latest"))
     assert f"{path}:{len(good.splitlines()) + 1}: dropped an incomplete last row" in capsys.readouterr().err
     steps = [r["step"] for r in rows(tmp_path)]
     assert steps == [1, 2, 3, 4, 5]
@@ -974,7 +935,7 @@ def test_bench_plot_reads_metrics_the_same_way(tmp_path, capsys):
 # ----------------------------------------------------------------------------- small promises (issue 21, item 15)
 
 def test_max_iters_0_evaluates_only_and_a_negative_one_says_what_0_means(char_data, tmp_path):
-    res = train.train(tiny(char_data, tmp_path, max_iters=0))
+    res = train.run(tiny(char_data, tmp_path, max_iters=0))
     assert res["step"] == 0 and res["val_loss"] is not None and not list(tmp_path.glob("ckpt_*"))
     assert [r["step"] for r in rows(tmp_path, "eval")] == [0] and rows(tmp_path) == []
     with pytest.raises(config.ConfigError, match=r"max_iters=-1 must be >= 0 \(optimizer steps; 0 = no training: "
@@ -1002,13 +963,13 @@ def test_too_short_shards_name_block_size_not_seq_len(char_data, tmp_path):
     with pytest.raises(config.ConfigError, match=r"sequences of 32 tokens \(block_size\) need windows of 33 tokens "
                                                  r"but the longest train shard .* has 20 tokens, so block_size can be "
                                                  r"at most 19; lower batch_size or block_size") as e:
-        train.train(tiny(short, tmp_path / "run", eval_iters=0))
+        train.run(tiny(short, tmp_path / "run", eval_iters=0))
     assert "seq_len" not in str(e.value)
 
 
 def test_resume_onto_data_of_another_vocabulary_does_not_advise_a_new_vocab_size(char_data, shared_data, tmp_path):
     """The checkpoint fixes vocab_size, so --vocab_size=N (the fresh-run advice) would only fail next."""
-    train.train(tiny(char_data, tmp_path / "run", max_iters=2, eval_interval=2))
+    train.run(tiny(char_data, tmp_path / "run", max_iters=2, eval_interval=2))
     text = (shared_data / "tinyshakespeare.txt").read_text()[:300_000]
     other = datalib.train_sentencepiece([text], vocab_size=100, model_type="bpe", byte_fallback=False, num_threads=1)
     ids = other.encode(text)
@@ -1016,11 +977,11 @@ def test_resume_onto_data_of_another_vocabulary_does_not_advise_a_new_vocab_size
     with pytest.raises(config.ConfigError, match=r"vocab_size=100 \(meta.json\) but the model has vocab_size=65; a "
                                                  r"resumed run keeps its checkpoint's tokenizer, so point --data_dir "
                                                  r"at shards prepared with it") as e:
-        train.train(config.load_config(None, tiny_args(char_data, tmp_path / "run", max_iters=4, resume="latest") +
+        train.run(config.load_config(None, tiny_args(char_data, tmp_path / "run", max_iters=4, resume="latest") +
                                        [f"--data_dir={other_dir}"]))
     assert "set --vocab_size" not in str(e.value)
     with pytest.raises(config.ConfigError, match=r"trained with vocab_size=65 \(config says 100\)"):   # the old advice
-        train.train(config.load_config(None, tiny_args(char_data, tmp_path / "run", max_iters=4, resume="latest",
+        train.run(config.load_config(None, tiny_args(char_data, tmp_path / "run", max_iters=4, resume="latest",
                                                        vocab_size=100) + [f"--data_dir={other_dir}"]))
 
 
