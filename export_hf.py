@@ -30,7 +30,6 @@ import argparse
 import copy
 import dataclasses
 import fnmatch
-import inspect
 import json
 import os
 import shutil
@@ -270,163 +269,19 @@ def hf_config_for(family: str, c: GPTConfig, bos_id: int | None, eos_id: int | N
 
 # ----------------------------------------------------------------------------- remote code
 
-REMOTE_CONFIG_SRC = '''"""Configuration of a nanoGPT-style model exported by export_hf.py (trust_remote_code)."""
-from transformers import PretrainedConfig
-
-
-class NanoGPTConfig(PretrainedConfig):
-    """Carries the original GPTConfig fields in `gpt_config`."""
-    model_type = "nanogpt"
-
-    def __init__(self, gpt_config=None, **kwargs):
-        self.gpt_config = dict(gpt_config or {})
-        g = self.gpt_config
-        self.vocab_size = g.get("vocab_size")
-        self.hidden_size = g.get("n_embd")
-        self.num_hidden_layers = g.get("n_layer")
-        self.num_attention_heads = g.get("n_head")
-        self.max_position_embeddings = g.get("block_size")
-        kwargs.setdefault("tie_word_embeddings", g.get("tie_embeddings", True))
-        super().__init__(**kwargs)
-'''
-
-REMOTE_WRAPPER_SRC = '''
-
-# ----------------------------------------------------------------------------- transformers wrapper
-# (appended by export_hf.py; everything above is a verbatim copy of the repo's model.py)
-
-import dataclasses  # noqa: E402
-import re  # noqa: E402
-
-from transformers import GenerationMixin, PreTrainedModel  # noqa: E402
-from transformers.modeling_outputs import CausalLMOutputWithPast  # noqa: E402
-
-from .configuration_nanogpt import NanoGPTConfig  # noqa: E402
-
-
-class NanoGPTForCausalLM(PreTrainedModel, GenerationMixin):
-    """GPT from model.py behind the transformers causal-LM interface.
-
-    No KV cache through transformers (each generate step re-runs the prefix) and no padding:
-    an attention_mask with zeros raises. Right-padded scoring (lm-evaluation-harness loglikelihood)
-    passes no mask and is exact, since attention is causal.
-    """
-    config_class = NanoGPTConfig
-    base_model_prefix = "gpt"
-    main_input_name = "input_ids"
-    _no_split_modules = ["Block", "ParallelBlock"]
-    _tied_weights_keys = {"gpt.lm_head.weight": "gpt.transformer.wte.weight"}
-
-    def __init__(self, config: NanoGPTConfig):
-        super().__init__(config)
-        self.gpt = GPT(GPTConfig(**config.gpt_config))
-        self.post_init()
-
-    def _init_weights(self, module):
-        """Weights come from the checkpoint; GPT() already initialised everything else."""
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
-        model.rebuild_buffers()
-        return model
-
-    @torch.no_grad()
-    def rebuild_buffers(self):
-        """Recompute non-persistent buffers (RoPE tables, ALiBi slopes): transformers loads on the meta
-        device and leaves them uninitialised. They come from a 1-layer GPT with the same positions."""
-        c = self.gpt.config
-        tiny = dataclasses.replace(c, n_layer=1, vocab_size=1, pad_vocab_multiple=1, mlp_hidden=1, value_embeds=0,
-                                   doc_mask_token=None)  # these two must fit n_layer and vocab_size
-        ref = dict(GPT(tiny).named_buffers())
-        for name, buf in self.gpt.named_buffers():
-            key = re.sub(r"^transformer\.h\.\d+\.", "transformer.h.0.", name)
-            if key in ref:
-                module_name, _, attr = name.rpartition(".")
-                module = self.gpt.get_submodule(module_name) if module_name else self.gpt
-                setattr(module, attr, ref[key].to(buf.device))
-            else:
-                raise RuntimeError(f"cannot rebuild buffer {name}")
-
-    def get_input_embeddings(self):
-        return self.gpt.transformer.wte
-
-    def get_output_embeddings(self):
-        return self.gpt.lm_head
-
-    def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
-                return_dict=None, **kwargs):
-        if attention_mask is not None and not bool(attention_mask.bool().all()):
-            raise ValueError("NanoGPTForCausalLM does not support padding masks (attention_mask with zeros); "
-                             "run unpadded batches or batch size 1")
-        logits = self.gpt(input_ids)
-        loss = None
-        if labels is not None:
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits)
-
-    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
-'''
-
-REMOTE_TOKENIZER_SRC = '''"""Exact sentencepiece tokenizer for an export_hf.py export (ids = SentencePieceProcessor.encode)."""
-import os
-import shutil
-
-import sentencepiece as spm
-from transformers import PreTrainedTokenizer
-
-
-class NanoGPTSentencePieceTokenizer(PreTrainedTokenizer):
-    vocab_files_names = {"vocab_file": "tokenizer.model"}
-    model_input_names = ["input_ids", "attention_mask"]
-
-    def __init__(self, vocab_file, **kwargs):
-        self.vocab_file = vocab_file
-        self.sp_model = spm.SentencePieceProcessor(model_file=vocab_file)
-        super().__init__(**kwargs)
-
-    @property
-    def vocab_size(self):
-        return self.sp_model.get_piece_size()
-
-    def get_vocab(self):
-        vocab = {self.sp_model.id_to_piece(i): i for i in range(self.vocab_size)}
-        vocab.update(self.added_tokens_encoder)
-        return vocab
-
-    def _tokenize(self, text, **kwargs):
-        return self.sp_model.encode(text, out_type=str)
-
-    def _convert_token_to_id(self, token):
-        return self.sp_model.piece_to_id(token)
-
-    def _convert_id_to_token(self, index):
-        return self.sp_model.id_to_piece(index)
-
-    def convert_tokens_to_string(self, tokens):
-        return self.sp_model.decode_pieces(tokens)
-
-    def save_vocabulary(self, save_directory, filename_prefix=None):
-        out = os.path.join(save_directory, (filename_prefix + "-" if filename_prefix else "") + "tokenizer.model")
-        if os.path.abspath(self.vocab_file) != os.path.abspath(out):
-            shutil.copyfile(self.vocab_file, out)
-        return (out,)
-'''
-
-
-def remote_modeling_source() -> str:
-    """Self-contained modeling file: model.py verbatim + the PreTrainedModel wrapper."""
-    return inspect.getsource(inspect.getmodule(GPT)) + REMOTE_WRAPPER_SRC
+REPO = Path(__file__).resolve().parent
+REMOTE_CODE = REPO / "hf_remote_code"
+# what NanoGPTForCausalLM runs, copied unchanged; the modeling file imports GPT from the copy of model.py beside it
+REMOTE_MODEL_FILES = (REMOTE_CODE / "configuration_nanogpt.py", REMOTE_CODE / "modeling_nanogpt.py", REPO / "model.py")
+REMOTE_TOKENIZER_FILE = REMOTE_CODE / "tokenization_nanogpt.py"
 
 
 def save_remote(model: GPT, out: Path, bos_id: int | None, eos_id: int | None, dtype: torch.dtype) -> None:
-    """config.json with auto_map, configuration/modeling files, model.safetensors (our names under 'gpt.')."""
+    """config.json with auto_map, the remote-code files, model.safetensors (our names under 'gpt.')."""
     from safetensors.torch import save_file
     c = model.config
-    (out / "configuration_nanogpt.py").write_text(REMOTE_CONFIG_SRC)
-    (out / "modeling_nanogpt.py").write_text(remote_modeling_source())
+    for file in REMOTE_MODEL_FILES:
+        shutil.copyfile(file, out / file.name)
     config = {
         "architectures": ["NanoGPTForCausalLM"], "model_type": REMOTE_FAMILY,
         "auto_map": {"AutoConfig": "configuration_nanogpt.NanoGPTConfig",
@@ -565,7 +420,7 @@ def save_sentencepiece_tokenizer(out: Path, raw: bytes, model_max_length: int = 
         from transformers import PreTrainedTokenizerFast
         PreTrainedTokenizerFast(tokenizer_object=fast, model_max_length=model_max_length, **special).save_pretrained(out)
         return bos_id, eos_id
-    (out / "tokenization_nanogpt.py").write_text(REMOTE_TOKENIZER_SRC)
+    shutil.copyfile(REMOTE_TOKENIZER_FILE, out / REMOTE_TOKENIZER_FILE.name)
     cfg = {"tokenizer_class": "NanoGPTSentencePieceTokenizer", "model_max_length": model_max_length,
            "auto_map": {"AutoTokenizer": ["tokenization_nanogpt.NanoGPTSentencePieceTokenizer", None]}, **special}
     (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
@@ -640,7 +495,7 @@ def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False,
 EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
                 "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model",
-                "configuration_nanogpt.py", "modeling_nanogpt.py", "tokenization_nanogpt.py")
+                "configuration_nanogpt.py", "modeling_nanogpt.py", "model.py", "tokenization_nanogpt.py")
 
 
 def is_export_file(path: Path) -> bool:
@@ -845,7 +700,7 @@ def main(argv=None) -> None:
         sys.exit(f"export_hf.py: error: {e}")
     note = f" ({why_remote(model.config)})" if family == REMOTE_FAMILY else ""
     remote = ", trust_remote_code=True" if family == REMOTE_FAMILY else ""
-    code = sorted(p.name for p in Path(args.out).glob("*_nanogpt.py"))  # remote model and/or tokenizer
+    code = sorted(p.name for p in Path(args.out).glob("*.py") if is_export_file(p))  # remote model and/or tokenizer
     print(f"exported {args.ckpt} -> {args.out} as {HF_CLASS[family]}{note}")
     print(f"load: AutoModelForCausalLM.from_pretrained({str(args.out)!r}{remote})")
     if spec:  # AutoTokenizer reads config.json too: a remote model's auto_map asks as well

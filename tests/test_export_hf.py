@@ -1,6 +1,6 @@
 """export_hf.py: every toggle combination exports to transformers and loads back with equal logits."""
+import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -12,6 +12,9 @@ pytest.importorskip("safetensors")
 
 import export_hf as E  # noqa: E402
 import sample  # noqa: E402
+from hf_remote_code.configuration_nanogpt import NanoGPTConfig  # noqa: E402
+from hf_remote_code.modeling_nanogpt import NanoGPTForCausalLM  # noqa: E402
+from hf_remote_code.tokenization_nanogpt import NanoGPTSentencePieceTokenizer  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 ATOL = 1e-4
@@ -182,9 +185,14 @@ def test_sentencepiece_tokenizer_round_trip(tmp_path, shakespeare, model_type):
     model = random_model(tiny_config(vocab_size=tok.vocab_size, pos_emb="rope", norm="rmsnorm", mlp="swiglu"))
     E.export(model, tmp_path / "hf", tokenizer=tok)
     hf_tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
+    tokenizers = [hf_tok]
+    if model_type == "unigram":  # the export's copy of hf_remote_code/tokenization_nanogpt.py, and the repo's
+        assert (tmp_path / "hf" / "tokenization_nanogpt.py").read_bytes() == E.REMOTE_TOKENIZER_FILE.read_bytes()
+        tokenizers.append(NanoGPTSentencePieceTokenizer(str(tmp_path / "hf" / "tokenizer.model")))
     for para in (shakespeare[:3000], shakespeare[600_000:603_000]):
-        assert hf_tok(para)["input_ids"] == tok.encode(para)
-        assert hf_tok.decode(tok.encode(para)) == para
+        for t in tokenizers:
+            assert t(para)["input_ids"] == tok.encode(para)
+            assert t.decode(tok.encode(para)) == para
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert (config["bos_token_id"], config["eos_token_id"]) == (tok.bos_id, tok.eos_id)
     assert config["max_position_embeddings"] == model.config.block_size
@@ -310,15 +318,53 @@ def test_lm_eval_hflm_remote_code(tmp_path, shakespeare):
         assert abs(ll - want) < ATOL * 10
 
 
-def test_remote_modeling_file_is_self_contained(tmp_path):
-    model = random_model(tiny_config(pos_emb="alibi"))
+# ----------------------------------------------------------------------------- remote code (hf_remote_code/)
+
+def test_remote_code_from_the_repo_gives_our_logits_and_loss():
+    """hf_remote_code/ imported as code: the wrapper runs the repo's own GPT, returns its logits, shifts
+    labels=input_ids into the next-token loss, and refuses padding masks."""
+    model = random_model(tiny_config(pos_emb="alibi", parallel_residual=True))
+    hf = NanoGPTForCausalLM(NanoGPTConfig(gpt_config=dataclasses.asdict(model.config))).eval()
+    hf.gpt.load_state_dict(model.state_dict())
+    assert type(hf.gpt) is GPT  # model.py itself, not a copy
+    idx = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = hf(idx, labels=idx)
+        assert torch.equal(out.logits, model(idx))
+        torch.testing.assert_close(out.loss, model(idx[:, :-1], targets=idx[:, 1:]), rtol=1e-5, atol=1e-6)
+        padded = torch.ones_like(idx)
+        padded[1, :3] = 0
+        with pytest.raises(ValueError, match="padding masks"):
+            hf(idx, attention_mask=padded)
+
+
+def test_remote_export_ships_the_repo_files_and_needs_nothing_else(tmp_path):
+    """The export's code is hf_remote_code/ and model.py byte for byte. As transformers reads it: the relative
+    imports (which it copies with the file) are the shipped files, and the packages it needs are torch and
+    transformers only (the repo fallback for model.py sits in a try block, which it skips)."""
+    from transformers.dynamic_module_utils import get_imports, get_relative_import_files
+    E.export(random_model(tiny_config(pos_emb="alibi")), tmp_path / "hf", tokenizer=False)
+    shipped = sorted((tmp_path / "hf").glob("*.py"))
+    assert [p.name for p in shipped] == sorted(p.name for p in E.REMOTE_MODEL_FILES)
+    for file in E.REMOTE_MODEL_FILES:
+        assert (tmp_path / "hf" / file.name).read_bytes() == file.read_bytes(), file.name
+    needed = get_relative_import_files(str(tmp_path / "hf" / "modeling_nanogpt.py"))
+    assert sorted(Path(f).name for f in needed) == ["configuration_nanogpt.py", "model.py"]
+    packages = {name for file in shipped for name in get_imports(str(file))}
+    assert packages - set(sys.stdlib_module_names) == {"torch", "transformers"}
+
+
+def test_import_hf_runs_none_of_the_exports_code(tmp_path):
+    """Exports written before hf_remote_code/ hold another modeling_nanogpt.py (model.py pasted into it):
+    import_hf reads config.json and the weights only, so whatever the .py files say, they load."""
+    model = random_model(tiny_config(pos_emb="alibi", value_embeds=1))
     E.export(model, tmp_path / "hf", tokenizer=False)
-    src = (tmp_path / "hf" / "modeling_nanogpt.py").read_text()
-    imports = {line.split()[1].split(".")[0] for line in src.splitlines() if line.startswith(("import ", "from "))}
-    # only the standard library, torch and transformers: the export must not need this repo
-    allowed = set(sys.stdlib_module_names) | {"torch", "transformers", ""}
-    assert imports <= allowed, imports - allowed
-    assert os.path.exists(tmp_path / "hf" / "configuration_nanogpt.py")
+    for file in (tmp_path / "hf").glob("*.py"):
+        file.write_text("raise RuntimeError('executed')\n")
+    (tmp_path / "hf" / "model.py").unlink()  # the older exports had none
+    idx = torch.randint(0, model.config.vocab_size, (1, 16))
+    with torch.no_grad():
+        assert torch.equal(E.import_hf(tmp_path / "hf")(idx), model(idx))
 
 
 def test_overwrite_replaces_only_the_exports_own_files(tmp_path):
