@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -542,7 +542,8 @@ class WindowDocMasks:
             masks = {w: FlexMask(end, w, docs, slopes, dev) for w in set(self.windows)}
         else:
             allowed = {w: allowed_keys(start, end, w, docs, dev) for w in set(self.windows)}
-            masks = {w: SDPAMask(a if bias is None else torch.where(a, bias, float("-inf"))) for w, a in allowed.items()}
+            masks = {w: SDPAMask(a if bias is None else torch.where(a, bias, float("-inf")))
+                     for w, a in allowed.items()}
         return [masks[w] for w in self.windows]
 
     def _doc_ids(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor | None:
@@ -554,6 +555,17 @@ class WindowDocMasks:
 
 
 # ----------------------------------------------------------------------------- fused output layer + loss
+
+class ChunkedLoss(NamedTuple):
+    """LinearCrossEntropy's settings: the real vocabulary, rows per chunk, the matmul dtype, whether gradients are
+    made, the logit softcap (0 = off) and label smoothing."""
+    vocab_size: int
+    chunk: int
+    dtype: torch.dtype
+    need_grad: bool
+    softcap: float
+    label_smoothing: float
+
 
 class LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of x @ weight[:vocab_size].T against targets, computed a chunk of rows at a time.
@@ -571,9 +583,9 @@ class LinearCrossEntropy(torch.autograd.Function):
     GROUP_ELEMENTS = 2 ** 26
 
     @staticmethod
-    def forward(ctx, x, weight, targets, vocab_size: int, chunk: int, compute_dtype: torch.dtype, need_grad: bool,
-                softcap: float = 0.0, label_smoothing: float = 0.0):
-        N, V, eps = x.size(0), vocab_size, label_smoothing
+    def forward(ctx, x, weight, targets, o: ChunkedLoss):
+        N, V, eps, chunk, softcap = x.size(0), o.vocab_size, o.label_smoothing, o.chunk, o.softcap
+        compute_dtype, need_grad = o.dtype, o.need_grad
         grad_x_needed = need_grad and ctx.needs_input_grad[0]
         grad_w_needed = need_grad and ctx.needs_input_grad[1]
         acc_dtype = torch.promote_types(x.dtype, torch.float32)
@@ -636,10 +648,10 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_x, grad_w = ctx.saved_tensors
         if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:  # the usual case: skip two passes
-            return grad_x, grad_w, None, None, None, None, None, None, None
+            return grad_x, grad_w, None, None
         gx = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
         gw = grad_w * grad_loss.to(grad_w.dtype) if grad_w is not None else None
-        return gx, gw, None, None, None, None, None, None, None
+        return gx, gw, None, None
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int,
@@ -653,8 +665,8 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     compute_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     with torch.autocast(dev, enabled=False):
-        return LinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), vocab_size,
-                                        chunk, compute_dtype, need_grad, softcap, label_smoothing)
+        settings = ChunkedLoss(vocab_size, chunk, compute_dtype, need_grad, softcap, label_smoothing)
+        return LinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), settings)
 
 
 class SoftCap(nn.Module):

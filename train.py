@@ -278,8 +278,8 @@ class RunLog:
         cfg, info = self.cfg, self.info
         tokens = cfg.data.batch_size * cfg.model.block_size * info.world_size * grad_accum
         peak, peak_src = runtime.peak_flops(info.device_type, dtype)
-        self.log.print(json.dumps({name: asdict(getattr(cfg, name)) for name in SECTIONS}, indent=1))
-        self.log.print(
+        self.print(json.dumps({name: asdict(getattr(cfg, name)) for name in SECTIONS}, indent=1))
+        self.print(
             f"git {git_commit()} | python {platform.python_version()} torch {torch.__version__} numpy {np.__version__}\n"
             f"device {info.device} x{info.world_size} ranks | dtype {dtype}{runtime.fp8_note(cfg.run.fp8)} | "
             f"compile {cfg.run.compile} | peak {peak / 1e12:.2f} TFLOP/s per device ({peak_src})\n"
@@ -297,7 +297,7 @@ class RunLog:
         mfu = runtime.mfu(flops_per_token, tok_s / self.info.world_size,
                           runtime.peak_flops(self.info.device_type, dtype)[0])
         eta = (self.cfg.schedule.max_iters - step) * (ema_s if ema_s is not None else r.seconds)
-        self.log.print(f"step {step}/{self.cfg.schedule.max_iters} | loss {r.loss:.4f} | lr {r.lr:.3e} | "
+        self.print(f"step {step}/{self.cfg.schedule.max_iters} | loss {r.loss:.4f} | lr {r.lr:.3e} | "
                    f"norm {r.grad_norm:.3f} | {r.seconds * 1000:.0f} ms | {tok_s:,.0f} tok/s | mfu {mfu:.2%} | "
                    f"eta {eta / 60:.1f} min" + ("" if r.finite else " | SKIPPED (non-finite)"))
         self.metrics.write({"type": "train", "step": step, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm,
