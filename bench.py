@@ -57,7 +57,7 @@ import runtime
 import sample
 import train
 from config import grad_accum_steps, load_config
-from model import GPT
+from model import GPT, GPTConfig
 
 DEFAULT_ABLATE_CONFIG = "configs/ablation.py"
 
@@ -338,10 +338,23 @@ def ablation_variants(n_head: int) -> list[tuple[str, list[str]]]:
     return out
 
 
-BASELINE_KEYS = ["--pos_emb=learned", "--mlp=gelu", "--norm=layernorm", "--parallel_residual=False",
-                 "--n_kv_head=None", "--mlp_hidden=None", "--logit_softcap=0",
-                 "--zero_init_proj=False", "--value_embeds=0", "--x0_mix=False", "--unet_skips=False",
-                 "--window_pattern=", "--doc_mask_token=None", "--label_smoothing=0"]
+# The fields that size the model come from the ablation config; every other GPTConfig field starts each variant
+# at its default (GPT-2's), so a new toggle is off in the baseline with no change here.
+SIZE_FIELDS = {"block_size", "vocab_size", "pad_vocab_multiple", "n_layer", "n_head", "n_embd", "dropout"}
+BASELINE_KEYS = [f"--{f.name}={f.default}" for f in dataclasses.fields(GPTConfig)
+                 if f.name not in SIZE_FIELDS] + ["--label_smoothing=0"]
+
+
+def pick_variants(n_head: int, names: list[str] | None, custom: list[str]) -> list[tuple[str, list[str]]]:
+    """The built-in variants whose names contain one of `names` (all when None), then each custom variant
+    "NAME=--key=value --key2=value" (--variant: any toggle, a new one included, with no change to this file)."""
+    chosen = [(n, o) for n, o in ablation_variants(n_head) if not names or any(v in n for v in names)]
+    for spec in custom:
+        name, sep, overrides = spec.partition("=")
+        if not sep or not overrides.split():
+            raise ValueError(f"--variant {spec!r}: write NAME=--key=value [--key2=value ...]")
+        chosen.append((name.strip(), overrides.split()))
+    return chosen
 
 
 @dataclass
@@ -378,14 +391,12 @@ def steps_for_budget(cfg: config.TrainConfig, tokens: int | None, seconds: float
 
 
 def run_ablation(config_file: str, overrides: list[str], tokens: int, out_dir: Path,
-                 variants: list[str] | None = None, quiet: bool = True, seeds: tuple[int, ...] = (1337,),
+                 variants: list[tuple[str, list[str]]], quiet: bool = True, seeds: tuple[int, ...] = (1337,),
                  seconds: float | None = None) -> list[AblationRow]:
-    """Train each variant once per seed for `tokens` training tokens, or for `seconds` of training steps at
-    its own speed; returns the rows (baseline first)."""
+    """Train each (name, overrides) variant once per seed for `tokens` training tokens, or for `seconds` of
+    training steps at its own speed; returns the rows."""
     rows = []
-    for name, extra in ablation_variants(load_config(config_file, BASELINE_KEYS + overrides).model.n_head):
-        if variants and not any(v in name for v in variants):
-            continue
+    for name, extra in variants:
         for seed in seeds:
             base = load_config(config_file, BASELINE_KEYS + overrides + extra + [f"--seed={seed}"])
             steps = steps_for_budget(base, tokens, seconds)
@@ -430,7 +441,12 @@ def format_ablation(rows: list[AblationRow], header: str = "") -> str:
 def ablate(args, overrides: list[str]) -> list[AblationRow]:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    names = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    try:
+        variants = pick_variants(load_config(args.config, BASELINE_KEYS + overrides).model.n_head, names,
+                                 args.variant)
+    except ValueError as e:
+        raise config.ConfigError(str(e)) from None
     seeds = tuple(int(s) for s in args.seeds.split(","))
     budget = f"{args.seconds:g} s of training steps" if args.seconds else f"{args.tokens:,} training tokens"
     print(f"ablation of {args.config}, {budget} per variant and seed {seeds} -> {out_dir}")
@@ -549,6 +565,8 @@ def parse_args(argv):
     p.add_argument("--seeds", default="1337", help="--ablate: comma-separated seeds, one run of each variant per seed")
     p.add_argument("--variants", help="--ablate: comma-separated subset by name (e.g. baseline,rope,gqa); "
                                       f"--memory: parallelism:activation_checkpointing pairs ({MEMORY_VARIANTS})")
+    p.add_argument("--variant", action="append", default=[], metavar="'NAME=--key=value ...'",
+                   help="--ablate: one more variant, any config keys (repeatable)")
     p.add_argument("--out-dir", default="out/ablate", help="--ablate: where runs, table and plot go")
     p.add_argument("--verbose", action="store_true", help="--ablate: show the training logs")
     p.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="plot loss curves of these run directories")

@@ -51,15 +51,24 @@ PROBE_TEXT = ("Hello world! The quick brown fox, 1234567890.\n\n  Two  spaces\ta
 
 # ----------------------------------------------------------------------------- family selection
 
+# The export map. The GPTConfig fields that family_of() and rules_for() map onto native transformers classes; any
+# other field away from its default is a toggle only the remote code computes (it runs model.py itself), so a new
+# toggle exports correctly with no change here. Gemma 2 caps logits and Mistral/Qwen window attention, but they
+# differ from our blocks everywhere else.
+NATIVE_FIELDS = {"block_size", "vocab_size", "pad_vocab_multiple", "n_layer", "n_head", "n_kv_head", "n_embd",
+                 "pos_emb", "rope_theta", "mlp", "mlp_hidden", "norm", "norm_eps", "parallel_residual",
+                 "tie_embeddings", "bias", "dropout", "qk_norm", "zero_init_proj", "window_short", "window_long"}
+TOGGLE_NAMES = {"logit_softcap": "logit soft-capping", "value_embeds": "value embeddings", "x0_mix": "x0 mixing",
+                "unet_skips": "U-net skips", "window_pattern": "per-layer attention windows",
+                "doc_mask_token": "document masking"}  # how why_remote() names them (the field name otherwise)
+
+
 def remote_only_toggles(c: GPTConfig) -> list[str]:
-    """The toggles no native class computes with our blocks, whatever the rest (remote code runs model.py exactly).
-    Gemma 2 caps logits and Mistral/Qwen windows attention, but they differ everywhere else."""
-    named = [("logit soft-capping", f"logit_softcap={c.logit_softcap}", c.logit_softcap),
-             ("value embeddings", f"value_embeds={c.value_embeds}", c.value_embeds),
-             ("x0 mixing", "x0_mix=True", c.x0_mix), ("U-net skips", "unet_skips=True", c.unet_skips),
-             ("per-layer attention windows", f"window_pattern={c.window_pattern!r}", c.window_pattern),
-             ("document masking", f"doc_mask_token={c.doc_mask_token}", c.doc_mask_token is not None)]
-    return [f"{what} ({setting})" for what, setting, on in named if on]
+    """The toggles set in c that no native class computes with our blocks, whatever the rest."""
+    default = GPTConfig()
+    on = [f.name for f in dataclasses.fields(c) if f.name not in NATIVE_FIELDS
+          and getattr(c, f.name) != getattr(default, f.name)]
+    return [f"{TOGGLE_NAMES.get(name, name)} ({name}={getattr(c, name)!r})" for name in on]
 
 
 def family_of(c: GPTConfig) -> str:
