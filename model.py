@@ -32,6 +32,8 @@ weights), LayerNorm, tied input/output embeddings, init std 0.02 with residual p
 - window_pattern:   sliding-window attention per layer (Longformer, Beltagy et al. 2020, arXiv:2004.05150;
                     alternating windows as in Gemma 2 and nanochat): "LLLS" tiled over the layers, L = window_long
                     tokens, S = window_short; a query sees itself and the window - 1 tokens before it.
+- layer_scale=eps:  LayerScale (CaiT, Touvron et al. 2021, arXiv:2103.17239): each residual branch's output is
+                    multiplied by a learned per-channel vector, init eps; 0 = off.
 - doc_mask_token:   document masking: a packed row splits into documents, each starting at this token id
                     (BOS / EOT); no query attends across a document boundary (as in Llama 3, arXiv:2407.21783).
 - flops_per_token:  PaLM appendix B (Chowdhery et al. 2022, arXiv:2204.02311).
@@ -91,6 +93,7 @@ class GPTConfig:
     window_short: int = 256           # tokens an S layer's query sees (itself and the window_short - 1 before it)
     window_long: int | None = None    # tokens an L layer's query sees; None = no limit
     doc_mask_token: int | None = None  # documents start at this token id (BOS/EOT); no attention across them
+    layer_scale: float = 0.0          # > 0: each residual branch times a learned per-channel vector, init this; 0 = off
 
     def __post_init__(self) -> None:
         for name, valid in (("pos_emb", POS_EMBS), ("mlp", MLPS), ("norm", NORMS)):
@@ -113,8 +116,9 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.mlp_hidden={self.mlp_hidden} must be positive (or None for the default)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout={self.dropout} must be in [0, 1)")
-        if self.logit_softcap < 0:
-            raise ValueError(f"GPTConfig.logit_softcap={self.logit_softcap} must be >= 0 (0 = off)")
+        for name in ("logit_softcap", "layer_scale"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"GPTConfig.{name}={getattr(self, name)} must be >= 0 (0 = off)")
         if self.rope_theta <= 0 or self.norm_eps <= 0:
             raise ValueError("GPTConfig.rope_theta and GPTConfig.norm_eps must be positive")
         self._check_speedrun_toggles()
@@ -340,8 +344,23 @@ class SwiGLU(nn.Module):
         return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))
 
 
+class LayerScale(nn.Module):
+    """x * gamma, gamma a learned per-channel vector starting at `init` (CaiT's LayerScale)."""
+
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.to(x.dtype)
+
+
+def make_scale(config: GPTConfig) -> nn.Module:
+    return LayerScale(config.n_embd, config.layer_scale) if config.layer_scale else Passthrough()
+
+
 class Block(nn.Module):
-    """Pre-norm block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+    """Pre-norm block: x + attn(ln_1(x)), then + mlp(ln_2(x)) (each branch LayerScaled when layer_scale > 0)."""
 
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
@@ -349,10 +368,11 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.ln_2 = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+        self.attn_scale, self.mlp_scale = make_scale(config), make_scale(config)
 
     def forward(self, x, rope, attend, cache=None, ve=None):
-        x = x + self.attn(self.ln_1(x), rope, attend, cache, ve)
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.attn_scale(self.attn(self.ln_1(x), rope, attend, cache, ve))
+        return x + self.mlp_scale(self.mlp(self.ln_2(x)))
 
 
 class ParallelBlock(nn.Module):
@@ -363,10 +383,11 @@ class ParallelBlock(nn.Module):
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer_idx)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+        self.attn_scale, self.mlp_scale = make_scale(config), make_scale(config)
 
     def forward(self, x, rope, attend, cache=None, ve=None):
         h = self.ln_1(x)
-        return x + self.attn(h, rope, attend, cache, ve) + self.mlp(h)
+        return x + self.attn_scale(self.attn(h, rope, attend, cache, ve)) + self.mlp_scale(self.mlp(h))
 
 
 class KVCache:

@@ -189,3 +189,20 @@ def test_ablate_without_data_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="data_dir .* does not exist; run `python prepare_data.py"):
         bench.main(["--ablate", "--tokens", "1000", "--out-dir", str(tmp_path / "abl"),
                     f"--data_dir={tmp_path / 'missing'}"])
+
+
+def test_ablate_a_new_toggle_with_no_change_to_bench(tmp_path, shards):
+    """docs/adding_a_toggle.md: layer_scale is off in the baseline (every non-size GPTConfig field is reset) and
+    --variant trains it, with no edit to bench.py."""
+    data_dir, vocab = shards
+    cfg_file = tmp_path / "tiny.py"
+    cfg_file.write_text(f"data_dir = {str(data_dir)!r}\nvocab_size = {vocab}\nlayer_scale = 0.3\n" +
+                        "".join(f"{o[2:].split('=')[0]} = {o.split('=')[1]!r}\n" for o in TINY))
+    assert "--layer_scale=0.0" in bench.BASELINE_KEYS
+    rows = bench.main(["--ablate", str(cfg_file), "--tokens", "640", "--variants", "baseline",
+                       "--variant", "layer scale 0.1=--layer_scale=0.1", "--out-dir", str(tmp_path / "abl")])
+    assert [r.name for r in rows] == ["baseline (learned, gelu, layernorm)", "layer scale 0.1"]
+    base, scaled = (torch.load(Path(r.run_dir) / "best.pt", weights_only=True)["model_config"] for r in rows)
+    assert base["layer_scale"] == 0.0 and scaled["layer_scale"] == 0.1 and rows[1].params > rows[0].params
+    with pytest.raises(SystemExit, match="--variant 'oops': write NAME=--key=value"):
+        bench.main(["--ablate", str(cfg_file), "--variant", "oops", "--out-dir", str(tmp_path / "abl2")])

@@ -428,3 +428,18 @@ def test_hub_gpt2_imports_through_the_export_mapping(monkeypatch):
         for pad in (1, 64):
             got = E.load_pretrained("gpt2", pad_vocab_multiple=pad)(x)
             torch.testing.assert_close(got, hf(x).logits, atol=1e-5, rtol=0)
+
+
+def test_a_new_toggle_exports_as_remote_code_with_no_export_change(tmp_path):
+    """docs/adding_a_toggle.md: layer_scale was added without touching export_hf.py; it exports as remote code
+    (model.py itself) and transformers gives our logits."""
+    model = random_model(tiny_config(pos_emb="rope", norm="rmsnorm", mlp="swiglu", bias=False, layer_scale=0.5))
+    with torch.no_grad():
+        for blk in model.transformer.h:
+            blk.attn_scale.gamma.uniform_(0.1, 2.0)   # trained gains, not the init
+    assert E.family_of(model.config) == E.REMOTE_FAMILY and "layer_scale=0.5" in E.why_remote(model.config)
+    assert E.export(model, tmp_path / "hf", tokenizer=False, verify=True) == E.REMOTE_FAMILY
+    back = E.import_hf(tmp_path / "hf")
+    idx = torch.randint(0, 100, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(back(idx), model(idx), atol=ATOL, rtol=0)

@@ -817,3 +817,23 @@ def test_label_smoothing_in_both_loss_paths_equals_torch_over_the_real_vocabular
     assert torch.isfinite(full) and full.item() != pytest.approx(plain.item())
     torch.testing.assert_close(full, ref)
     torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_scale_at_one_is_the_plain_model_and_its_gains_learn():
+    """The worked example of docs/adding_a_toggle.md: LayerScale (CaiT) on every residual branch."""
+    for parallel in (False, True):
+        plain = build(n_layer=2, parallel_residual=parallel)
+        scaled = build(n_layer=2, parallel_residual=parallel, layer_scale=1.0)
+        missing = scaled.load_state_dict(plain.state_dict(), strict=False).missing_keys
+        assert sorted(missing) == [f"transformer.h.{i}.{b}_scale.gamma" for i in (0, 1) for b in ("attn", "mlp")]
+        x = tokens()
+        torch.testing.assert_close(scaled(x), plain(x), rtol=0, atol=0)     # gamma = 1: nothing changes
+        small = build(n_layer=2, parallel_residual=parallel, layer_scale=1e-4)
+        small.load_state_dict(plain.state_dict(), strict=False)
+        x0 = small.transformer.ln_f(small.transformer.wte(x) + small.transformer.wpe(torch.arange(12)))
+        torch.testing.assert_close(small(x), small.output_logits(x0), atol=1e-2, rtol=0)  # ~ the embedding alone
+        loss = scaled.train()(x, tokens(seed=2))
+        loss.backward()
+        assert all(blk.attn_scale.gamma.grad.abs().sum() > 0 for blk in scaled.transformer.h)
+    with pytest.raises(ValueError, match=r"GPTConfig.layer_scale=-1.0 must be >= 0 \(0 = off\)"):
+        tiny(layer_scale=-1.0)
