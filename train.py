@@ -549,7 +549,7 @@ class Trainer(Stepper):
         idx = torch.tensor([prompt], dtype=torch.long, device=self.device)
         self.raw_model.eval()  # no dropout: the training RNG streams are not drawn from
         with self.autocast():
-            out = sample.generate(self.raw_model, idx, n, temperature=0.8, top_k=200, generator=gen)
+            out = sample.generate(self.raw_model, idx, n, sample.Decoding(temperature=0.8, top_k=200), generator=gen)
         self.raw_model.train()
         self.print(f"sample: {tok.decode(out[0, len(prompt):].tolist())!r}")
 

@@ -137,8 +137,8 @@ def test_legacy_checkpoint_loads_and_samples_as_before(legacy):
     with torch.no_grad():
         logits = model(x)[0, -1]
     torch.testing.assert_close(logits, torch.tensor(want["last_logits"]), rtol=0, atol=1e-6)
-    out = sample.sample(model, tok, tok.encode(want["prompt"]), sample.SampleConfig(max_new_tokens=20,
-                                                                                     temperature=0.0))
+    out = sample.generate_samples(model, tok, sample.Prompt(tok.encode(want["prompt"])),
+                                  sample.SampleConfig(max_new_tokens=20, decoding=sample.GREEDY))
     assert out[0].text == want["greedy_20"]
     assert checkpoint.load_model(path, trust=True).config == model.config
 
