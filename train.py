@@ -530,10 +530,10 @@ class Trainer(Stepper):
         n, run = self.cfg.run.tasks_interval, self.cfg.run
         if not n or self.step % n:
             return {}
-        res = evaluate.evaluate_suite(self.raw_model, self.tokenizer, self.tasks, run.tasks_style, 0,
-                                      run.tasks_limit or evaluate.default_limit(run.tasks), device=self.device,
-                                      autocast_dtype=runtime.autocast_dtype(self.device, self.dtype),
-                                      rank=self.info.rank, world_size=self.info.world_size)
+        setup = evaluate.TaskSetup(style=run.tasks_style, limit=run.tasks_limit or evaluate.default_limit(run.tasks))
+        scoring = evaluate.Scoring(device=self.device, autocast_dtype=runtime.autocast_dtype(self.device, self.dtype),
+                                   rank=self.info.rank, world_size=self.info.world_size)
+        res = evaluate.evaluate_suite(self.raw_model, self.tokenizer, self.tasks, setup, scoring)
         each = ", ".join(f"{k} {t[t['metric']]:.4f}" for k, t in res["tasks"].items())
         self.print(f"step {self.step}: tasks score {res['score']:.4f} ({run.tasks_style} style: {each})")
         return evaluate.metrics_row(res)
