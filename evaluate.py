@@ -2,11 +2,11 @@
 Downstream evaluation: one scoring engine for multiple-choice, yes/no and last-word tasks, and a
 multi-task score (each task's accuracy centred on its random baseline, then averaged).
 
-    python evaluate.py --ckpt out/run --tasks core                     # every task; prints the core score
+    python evaluate.py --ckpt out/run --tasks all                      # every task, and the score over them
     python evaluate.py --ckpt out/run --tasks quick                    # a fast subset (200 examples a task)
     python evaluate.py --ckpt out/run --tasks piqa,arc_easy --limit 500 --shots 5 --style completion --out r.json
-    python evaluate.py --ckpt out/run --tasks core,-lambada            # a suite minus a task
-    torchrun --standalone --nproc_per_node=8 evaluate.py --ckpt out/run --tasks core   # examples split over ranks
+    python evaluate.py --ckpt out/run --tasks all,-lambada             # a suite minus a task
+    torchrun --standalone --nproc_per_node=8 evaluate.py --ckpt out/run --tasks all    # examples split over ranks
 
 Tasks: hellaswag, piqa, arc_easy, arc_challenge, winogrande, openbookqa, sciq, boolq, copa, commonsense_qa,
 social_i_qa, mmlu (shots from its dev split) and lambada (last-word accuracy and perplexity).
@@ -26,8 +26,9 @@ line, drawn deterministically (seeded by task and item) from the task's shot spl
 The score: per task, centred = (acc - random) / (1 - random) on the task's headline metric (see
 Task.metric), where random is the expected accuracy of guessing (the mean of 1/number of choices); the
 suite score is the mean over its tasks. 0 is chance, 1 is perfect, below 0 is worse than chance.
-Suites: core (every task; for LAMBADA its accuracy, not its perplexity) and quick (six fast tasks, 200
-examples each, for use inside training).
+Suites: all (every task; for LAMBADA its accuracy, not its perplexity) and quick (six fast tasks, 200
+examples each, for use inside training). `all` was called `core` and is not nanochat's CORE (the DCLM
+paper's 22 tasks with their own prompts and shots; see the README): the two scores do not compare.
 
 Speed: the engine encodes every request first, then scores them together: identical inputs and inputs
 that are a prefix of another (MMLU's " A"/" B"/" C"/" D", BoolQ's " no"/" yes") share one row, rows are
@@ -259,19 +260,28 @@ TASKS = {t.name: t for t in (
          _split("mmlu", "hails/mmlu_no_train", "all", "dev"), header=mmlu_header, same_subject_shots=True),
     Task("lambada", lambada_item, ("text",), _split("lambada_openai", "EleutherAI/lambada_openai", "default", "test")),
 )}
-SUITES = {"core": tuple(TASKS),
+SUITES = {"all": tuple(TASKS),
           "quick": ("hellaswag", "piqa", "arc_easy", "winogrande", "copa", "boolq")}
 SUITE_LIMIT = {"quick": 200}  # examples per task unless --limit says otherwise
+RENAMED_SUITES = {"core": "all"}  # old name -> new: 'core' read as nanochat's CORE, which it is not
+
+
+def check_task_name(key: str) -> None:
+    """A task or suite name, else a one-line error (an old suite name: its new one)."""
+    if key in RENAMED_SUITES:
+        raise ValueError(f"the suite {key!r} is now {RENAMED_SUITES[key]!r}: it is not nanochat's CORE (the DCLM "
+                         f"paper's 22 tasks, with their own prompts and shots) and its score does not compare with CORE's")
+    if key not in SUITES and key not in TASKS:
+        raise ValueError(f"unknown task {key!r}; known tasks: {', '.join(TASKS)}; suites: {', '.join(SUITES)}")
 
 
 def parse_tasks(spec: str) -> list[str]:
-    """'core', 'quick', 'piqa,arc_easy' or 'core,-lambada' -> task names, in order, without repeats."""
+    """'all', 'quick', 'piqa,arc_easy' or 'all,-lambada' -> task names, in order, without repeats."""
     names: list[str] = []
     for part in (p.strip() for p in spec.split(",")):
         drop = part.startswith("-")
         key = part.lstrip("-")
-        if key not in SUITES and key not in TASKS:
-            raise ValueError(f"unknown task {key!r}; known tasks: {', '.join(TASKS)}; suites: {', '.join(SUITES)}")
+        check_task_name(key)
         group = SUITES.get(key, (key,))
         names = [n for n in names if n not in group] if drop else names + [n for n in group if n not in names]
     if not names:
@@ -400,7 +410,7 @@ def missing_split_message(task: Task, split: Split, data_dir, flags: Flags, erro
         fix = f"set {HELLASWAG_ENV}=path/to/{split.file}" + (f" (or {also})" if also else "")
     else:
         fix = "put the hub split there as jsonl"
-    drop = f", or leave the task out (e.g. {flags.tasks}core,-{task.name})" if flags.tasks else ""
+    drop = f", or leave the task out (e.g. {flags.tasks}all,-{task.name})" if flags.tasks else ""
     return (f"{task.name}: {split.file} is not in {where}, and loading {split.url or split.hub[0]} failed "
             f"({type(error).__name__}: {str(error)[:160]}); {fix}, go online{drop}")
 
@@ -749,8 +759,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("--tasks", default="core", help=f"a suite ({', '.join(SUITES)}), task names, or both; "
-                   f"'-name' drops one (e.g. core,-lambada). Tasks: {', '.join(TASKS)}")
+    p.add_argument("--tasks", default="all", help=f"a suite ({', '.join(SUITES)}), task names, or both; "
+                   f"'-name' drops one (e.g. all,-lambada). Tasks: {', '.join(TASKS)}")
     p.add_argument("--limit", type=int, default=None, help="first N examples of each task (default: all; quick: 200)")
     p.add_argument("--shots", type=int, default=0, help="few-shot examples before each item")
     p.add_argument("--style", choices=STYLES, default="harness")

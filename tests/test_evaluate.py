@@ -282,14 +282,26 @@ def test_lambada_last_word_accuracy_and_perplexity(tmp_path):
 
 
 def test_task_names_suites_and_exclusions():
-    assert ev.parse_tasks("core") == list(ev.TASKS) and len(ev.TASKS) == 13
-    assert ev.parse_tasks("core,-lambada") == CHOICE_TASKS
+    assert ev.parse_tasks("all") == list(ev.TASKS) and len(ev.TASKS) == 13
+    assert ev.parse_tasks("all,-lambada") == CHOICE_TASKS
     assert ev.parse_tasks("piqa,quick,piqa") == ["piqa", "hellaswag", "arc_easy", "winogrande", "copa", "boolq"]
     assert ev.default_limit("quick") == 200 and ev.default_limit("quick,mmlu") is None
-    with pytest.raises(ValueError, match="unknown task 'pica'; known tasks: hellaswag, piqa, .*suites: core, quick"):
-        ev.parse_tasks("core,pica")
+    with pytest.raises(ValueError, match="unknown task 'pica'; known tasks: hellaswag, piqa, .*suites: all, quick"):
+        ev.parse_tasks("all,pica")
     with pytest.raises(ValueError, match="selects no task"):
         ev.parse_tasks("piqa,-piqa")
+
+
+def test_the_old_suite_name_core_says_it_is_now_all_and_not_nanochats_core(capsys):
+    """Our suite was called `core`, which users read as nanochat's CORE (the DCLM paper's 22 tasks): a one-line
+    error names the new name instead of scoring a number that would be compared with CORE's."""
+    for spec in ("core", "core,-lambada", "piqa,-core"):
+        with pytest.raises(ValueError, match=r"^the suite 'core' is now 'all': it is not nanochat's CORE .*22 tasks"):
+            ev.parse_tasks(spec)
+    with pytest.raises(SystemExit):
+        ev.parse_args(["--ckpt", "x", "--tasks", "core"])
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "is now 'all'" in x]  # one line, after the usage
+    assert line.endswith("does not compare with CORE's")
 
 
 def test_unknown_task_on_the_command_line_lists_the_known_ones(capsys):
@@ -313,7 +325,7 @@ def test_missing_file_says_where_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "hub_rows", offline)
     monkeypatch.delenv(ev.EVALS_ENV, raising=False)
     with pytest.raises(FileNotFoundError, match=r"piqa: piqa_validation\.jsonl is not in --data-dir.*baber/piqa "
-                                                r"failed \(ConnectionError.*--tasks core,-piqa"):
+                                                r"failed \(ConnectionError.*--tasks all,-piqa"):
         ev.load_task("piqa", tmp_path)
     with pytest.raises(SystemExit, match=r"^evaluate\.py: error: piqa: piqa_validation\.jsonl is not in"):
         ev.main(["--ckpt", str(tmp_path / "unused"), "--tasks", "piqa", "--data-dir", str(tmp_path)])
