@@ -129,10 +129,10 @@ def sampling_speed(model, cfg: config.TrainConfig, device: str, new_tokens: int,
     idx = torch.zeros((1, 1), dtype=torch.long, device=device)
     g = torch.Generator(device=device).manual_seed(0)
     with autocast:
-        sample.generate(model, idx, min(4, new_tokens), use_cache=use_cache, generator=g)
+        sample.generate(model, idx, min(4, new_tokens), sample.Decoding(use_cache=use_cache), generator=g)
         runtime.synchronize(device)
         t0 = time.perf_counter()
-        sample.generate(model, idx, new_tokens, use_cache=use_cache, generator=g)
+        sample.generate(model, idx, new_tokens, sample.Decoding(use_cache=use_cache), generator=g)
         runtime.synchronize(device)
     model.train()
     return new_tokens / (time.perf_counter() - t0)

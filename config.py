@@ -108,7 +108,7 @@ class RunConfig:
     seed: int = 1337
     max_nonfinite: int = 5                 # stop after this many non-finite losses in a row
     sample_tokens: int = 64                # print a sample of this many tokens at each eval (0 = off)
-    tasks: str = "quick"                   # downstream tasks (evaluate.py): a suite (quick, core), names, or both
+    tasks: str = "quick"                   # downstream tasks (evaluate.py): a suite (quick, all), names, or both
     tasks_interval: int = 0                # score them every N steps, a multiple of eval_interval (0 = off)
     tasks_limit: int = 0                   # examples per task (0 = the suite's own: quick 200, else all)
     tasks_style: str = "harness"           # harness | completion (evaluate.py explains both)

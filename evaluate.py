@@ -2,11 +2,11 @@
 Downstream evaluation: one scoring engine for multiple-choice, yes/no and last-word tasks, and a
 multi-task score (each task's accuracy centred on its random baseline, then averaged).
 
-    python evaluate.py --ckpt out/run --tasks core                     # every task; prints the core score
+    python evaluate.py --ckpt out/run --tasks all                      # every task, and the score over them
     python evaluate.py --ckpt out/run --tasks quick                    # a fast subset (200 examples a task)
     python evaluate.py --ckpt out/run --tasks piqa,arc_easy --limit 500 --shots 5 --style completion --out r.json
-    python evaluate.py --ckpt out/run --tasks core,-lambada            # a suite minus a task
-    torchrun --standalone --nproc_per_node=8 evaluate.py --ckpt out/run --tasks core   # examples split over ranks
+    python evaluate.py --ckpt out/run --tasks all,-lambada             # a suite minus a task
+    torchrun --standalone --nproc_per_node=8 evaluate.py --ckpt out/run --tasks all    # examples split over ranks
 
 Tasks: hellaswag, piqa, arc_easy, arc_challenge, winogrande, openbookqa, sciq, boolq, copa, commonsense_qa,
 social_i_qa, mmlu (shots from its dev split) and lambada (last-word accuracy and perplexity).
@@ -26,8 +26,9 @@ line, drawn deterministically (seeded by task and item) from the task's shot spl
 The score: per task, centred = (acc - random) / (1 - random) on the task's headline metric (see
 Task.metric), where random is the expected accuracy of guessing (the mean of 1/number of choices); the
 suite score is the mean over its tasks. 0 is chance, 1 is perfect, below 0 is worse than chance.
-Suites: core (every task; for LAMBADA its accuracy, not its perplexity) and quick (six fast tasks, 200
-examples each, for use inside training).
+Suites: all (every task; for LAMBADA its accuracy, not its perplexity) and quick (six fast tasks, 200
+examples each, for use inside training). `all` was called `core` and is not nanochat's CORE (the DCLM
+paper's 22 tasks with their own prompts and shots; see the README): the two scores do not compare.
 
 Speed: the engine encodes every request first, then scores them together: identical inputs and inputs
 that are a prefix of another (MMLU's " A"/" B"/" C"/" D", BoolQ's " no"/" yes") share one row, rows are
@@ -63,7 +64,34 @@ HELLASWAG_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/
 FEWSHOT_SEPARATOR = "\n\n"
 CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET = 8192, 65536  # padded tokens per forward
 
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class TaskSetup:
+    """What is scored, and so what the numbers depend on: the prompt style, the solved examples before each
+    item, the first `limit` examples of each task (None: all), and the longest request in tokens (None: the
+    model's block_size; a longer context is cut from the left)."""
+    style: str = "harness"
+    shots: int = 0
+    limit: int | None = None
+    context: int | None = None
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How the scoring runs, for evaluate.py, hellaswag.py and perplexity.py: the device and its autocast dtype,
+    padded tokens per forward, a progress bar or not, and this process's rank among world_size ranks, each
+    scoring its share of the examples (perplexity.py: one process). Batching and ranks change no number."""
+    device: str | torch.device = "cpu"
+    autocast_dtype: torch.dtype | None = None
+    token_budget: int = CPU_TOKEN_BUDGET
+    progress: bool = False
+    rank: int = 0
+    world_size: int = 1
+
 # ----------------------------------------------------------------------------- items: text to score
+# One builder per task, <task>_item: a line of the task's data -> the Item to score, in the given style.
 
 
 @dataclass(frozen=True)
@@ -93,23 +121,23 @@ def hellaswag_preprocess(text: str) -> str:
     return text.replace("  ", " ")
 
 
-def hellaswag(doc: dict, style: str) -> Item:
+def hellaswag_item(doc: dict, style: str) -> Item:
     if style == "completion":  # llm.c: the raw context, each ending after a space
         return choice(doc["ctx"], doc["endings"], int(doc["label"]))
     query = hellaswag_preprocess(doc["activity_label"] + ": " + doc["ctx_a"] + " " + doc["ctx_b"].capitalize())
     return choice(query, [hellaswag_preprocess(e) for e in doc["endings"]], int(doc["label"]))
 
 
-def piqa(doc: dict, style: str) -> Item:
+def piqa_item(doc: dict, style: str) -> Item:
     return choice(f"Question: {doc['goal']}\nAnswer:", [doc["sol1"], doc["sol2"]], int(doc["label"]))
 
 
-def arc(doc: dict, style: str) -> Item:
+def arc_item(doc: dict, style: str) -> Item:
     c = doc["choices"]
     return choice(f"Question: {doc['question']}\nAnswer:", c["text"], c["label"].index(doc["answerKey"]))
 
 
-def winogrande(doc: dict, style: str) -> Item:
+def winogrande_item(doc: dict, style: str) -> Item:
     """Partial scoring: each option fills the blank, and only the words after the blank are scored."""
     blank = doc["sentence"].index("_")
     rest = " " + doc["sentence"][blank + 1:].strip()
@@ -118,22 +146,22 @@ def winogrande(doc: dict, style: str) -> Item:
                 (len(rest) - 1,) * 2)
 
 
-def openbookqa(doc: dict, style: str) -> Item:
+def openbookqa_item(doc: dict, style: str) -> Item:
     c = doc["choices"]
     return choice(doc["question_stem"], c["text"], c["label"].index(doc["answerKey"].lstrip()))
 
 
-def sciq(doc: dict, style: str) -> Item:
+def sciq_item(doc: dict, style: str) -> Item:
     return choice(f"{doc['support'].lstrip()}\nQuestion: {doc['question']}\nAnswer:",
                   [doc["distractor1"], doc["distractor2"], doc["distractor3"], doc["correct_answer"]], 3)
 
 
-def boolq(doc: dict, style: str) -> Item:
+def boolq_item(doc: dict, style: str) -> Item:
     gold = int(doc["answer"]) if "answer" in doc else int(doc["label"])  # google/boolq | super_glue
     return choice(f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:", ["no", "yes"], gold)
 
 
-def copa(doc: dict, style: str) -> Item:
+def copa_item(doc: dict, style: str) -> Item:
     connector = {"cause": "because", "effect": "therefore"}[doc["question"]]
     lower = [" " + c[0].lower() + c[1:] for c in (doc["choice1"], doc["choice2"])]  # harness keeps this space
     return choice(doc["premise"].strip()[:-1] + " " + connector, lower, int(doc["label"]))
@@ -143,18 +171,18 @@ def lettered(question: str, options: list[str]) -> str:
     return question + "".join(f"\n{chr(65 + i)}. {o}" for i, o in enumerate(options)) + "\nAnswer:"
 
 
-def commonsense_qa(doc: dict, style: str) -> Item:
+def commonsense_qa_item(doc: dict, style: str) -> Item:
     letters = doc["choices"]["label"]
     return choice(lettered("Question: " + doc["question"].strip(), doc["choices"]["text"]), letters,
                   letters.index(doc["answerKey"]))
 
 
-def social_i_qa(doc: dict, style: str) -> Item:
+def social_i_qa_item(doc: dict, style: str) -> Item:
     return choice(f"Q: {doc['context']} {doc['question']}\nA:", [doc["answerA"], doc["answerB"], doc["answerC"]],
                   int(doc["label"]) - 1)
 
 
-def mmlu(doc: dict, style: str) -> Item:
+def mmlu_item(doc: dict, style: str) -> Item:
     return choice(lettered(doc["question"].strip(), doc["choices"]), ["A", "B", "C", "D"], int(doc["answer"]))
 
 
@@ -162,7 +190,7 @@ def mmlu_header(doc: dict) -> str:
     return f"The following are multiple choice questions (with answers) about {doc['subject'].replace('_', ' ')}.\n\n"
 
 
-def lambada(doc: dict, style: str) -> Item:
+def lambada_item(doc: dict, style: str) -> Item:
     words = doc["text"].split(" ")
     return Item((" ".join(words[:-1]),), (" " + words[-1],), 0, (len(words[-1]),))
 
@@ -197,53 +225,63 @@ def _split(stem: str, hub: str, config: str | None, split: str) -> Split:
 
 
 TASKS = {t.name: t for t in (
-    Task("hellaswag", hellaswag, ("activity_label", "ctx", "ctx_a", "ctx_b", "endings", "label"),
+    Task("hellaswag", hellaswag_item, ("activity_label", "ctx", "ctx_a", "ctx_b", "endings", "label"),
          Split("hellaswag_val.jsonl", ("Rowan/hellaswag", None, "validation"), HELLASWAG_URL),
          _split("hellaswag", "Rowan/hellaswag", None, "train"), metric="acc_norm"),
-    Task("piqa", piqa, ("goal", "sol1", "sol2", "label"), _split("piqa", "baber/piqa", None, "validation"),
+    Task("piqa", piqa_item, ("goal", "sol1", "sol2", "label"), _split("piqa", "baber/piqa", None, "validation"),
          _split("piqa", "baber/piqa", None, "train"), metric="acc_norm"),
-    Task("arc_easy", arc, ("question", "choices", "answerKey"),
+    Task("arc_easy", arc_item, ("question", "choices", "answerKey"),
          _split("arc_easy", "allenai/ai2_arc", "ARC-Easy", "validation"),
          _split("arc_easy", "allenai/ai2_arc", "ARC-Easy", "train"), metric="acc_norm"),
-    Task("arc_challenge", arc, ("question", "choices", "answerKey"),
+    Task("arc_challenge", arc_item, ("question", "choices", "answerKey"),
          _split("arc_challenge", "allenai/ai2_arc", "ARC-Challenge", "validation"),
          _split("arc_challenge", "allenai/ai2_arc", "ARC-Challenge", "train"), metric="acc_norm"),
-    Task("winogrande", winogrande, ("sentence", "option1", "option2", "answer"),
+    Task("winogrande", winogrande_item, ("sentence", "option1", "option2", "answer"),
          _split("winogrande_xl", "allenai/winogrande", "winogrande_xl", "validation"),
          _split("winogrande_xl", "allenai/winogrande", "winogrande_xl", "train")),
-    Task("openbookqa", openbookqa, ("question_stem", "choices", "answerKey"),
+    Task("openbookqa", openbookqa_item, ("question_stem", "choices", "answerKey"),
          _split("openbookqa", "allenai/openbookqa", "main", "validation"),
          _split("openbookqa", "allenai/openbookqa", "main", "train"), metric="acc_norm"),
-    Task("sciq", sciq, ("support", "question", "distractor1", "distractor2", "distractor3", "correct_answer"),
+    Task("sciq", sciq_item, ("support", "question", "distractor1", "distractor2", "distractor3", "correct_answer"),
          _split("sciq", "allenai/sciq", None, "validation"), _split("sciq", "allenai/sciq", None, "train"),
          metric="acc_norm"),
-    Task("boolq", boolq, ("passage", "question"), _split("boolq", "google/boolq", None, "validation"),
+    Task("boolq", boolq_item, ("passage", "question"), _split("boolq", "google/boolq", None, "validation"),
          _split("boolq", "google/boolq", None, "train")),
-    Task("copa", copa, ("premise", "choice1", "choice2", "question", "label"),
+    Task("copa", copa_item, ("premise", "choice1", "choice2", "question", "label"),
          _split("copa", "aps/super_glue", "copa", "validation"), _split("copa", "aps/super_glue", "copa", "train")),
-    Task("commonsense_qa", commonsense_qa, ("question", "choices", "answerKey"),
+    Task("commonsense_qa", commonsense_qa_item, ("question", "choices", "answerKey"),
          _split("commonsense_qa", "tau/commonsense_qa", None, "validation"),
          _split("commonsense_qa", "tau/commonsense_qa", None, "train")),
-    Task("social_i_qa", social_i_qa, ("context", "question", "answerA", "answerB", "answerC", "label"),
+    Task("social_i_qa", social_i_qa_item, ("context", "question", "answerA", "answerB", "answerC", "label"),
          _split("social_i_qa", "lighteval/siqa", None, "validation"),
          _split("social_i_qa", "lighteval/siqa", None, "train")),
-    Task("mmlu", mmlu, ("question", "subject", "choices", "answer"), _split("mmlu", "hails/mmlu_no_train", "all", "test"),
+    Task("mmlu", mmlu_item, ("question", "subject", "choices", "answer"),
+         _split("mmlu", "hails/mmlu_no_train", "all", "test"),
          _split("mmlu", "hails/mmlu_no_train", "all", "dev"), header=mmlu_header, same_subject_shots=True),
-    Task("lambada", lambada, ("text",), _split("lambada_openai", "EleutherAI/lambada_openai", "default", "test")),
+    Task("lambada", lambada_item, ("text",), _split("lambada_openai", "EleutherAI/lambada_openai", "default", "test")),
 )}
-SUITES = {"core": tuple(TASKS),
+SUITES = {"all": tuple(TASKS),
           "quick": ("hellaswag", "piqa", "arc_easy", "winogrande", "copa", "boolq")}
 SUITE_LIMIT = {"quick": 200}  # examples per task unless --limit says otherwise
+RENAMED_SUITES = {"core": "all"}  # old name -> new: 'core' read as nanochat's CORE, which it is not
+
+
+def check_task_name(key: str) -> None:
+    """A task or suite name, else a one-line error (an old suite name: its new one)."""
+    if key in RENAMED_SUITES:
+        raise ValueError(f"the suite {key!r} is now {RENAMED_SUITES[key]!r}: it is not nanochat's CORE (the DCLM "
+                         f"paper's 22 tasks, with their own prompts and shots) and its score does not compare with CORE's")
+    if key not in SUITES and key not in TASKS:
+        raise ValueError(f"unknown task {key!r}; known tasks: {', '.join(TASKS)}; suites: {', '.join(SUITES)}")
 
 
 def parse_tasks(spec: str) -> list[str]:
-    """'core', 'quick', 'piqa,arc_easy' or 'core,-lambada' -> task names, in order, without repeats."""
+    """'all', 'quick', 'piqa,arc_easy' or 'all,-lambada' -> task names, in order, without repeats."""
     names: list[str] = []
     for part in (p.strip() for p in spec.split(",")):
         drop = part.startswith("-")
         key = part.lstrip("-")
-        if key not in SUITES and key not in TASKS:
-            raise ValueError(f"unknown task {key!r}; known tasks: {', '.join(TASKS)}; suites: {', '.join(SUITES)}")
+        check_task_name(key)
         group = SUITES.get(key, (key,))
         names = [n for n in names if n not in group] if drop else names + [n for n in group if n not in names]
     if not names:
@@ -372,7 +410,7 @@ def missing_split_message(task: Task, split: Split, data_dir, flags: Flags, erro
         fix = f"set {HELLASWAG_ENV}=path/to/{split.file}" + (f" (or {also})" if also else "")
     else:
         fix = "put the hub split there as jsonl"
-    drop = f", or leave the task out (e.g. {flags.tasks}core,-{task.name})" if flags.tasks else ""
+    drop = f", or leave the task out (e.g. {flags.tasks}all,-{task.name})" if flags.tasks else ""
     return (f"{task.name}: {split.file} is not in {where}, and loading {split.url or split.hub[0]} failed "
             f"({type(error).__name__}: {str(error)[:160]}); {fix}, go online{drop}")
 
@@ -475,7 +513,7 @@ def encode_pair(tokenizer, context: str, continuation: str, style: str) -> tuple
 
 
 def make_requests(items: list[Item], tokenizer, style: str, max_len: int | None) -> tuple[list[Request], int]:
-    """One request per choice, contexts cut from the left to fit the model window; (requests, number cut)."""
+    """One request per choice, contexts cut from the left to max_len tokens; (requests, number cut)."""
     out, cut = [], 0
     for item in items:
         for ctx_text, cont_text in zip(item.contexts, item.continuations):
@@ -541,19 +579,19 @@ def compile_for_scoring(model) -> None:
 
 
 @torch.no_grad()
-def score_requests(model, requests: list[Request], device="cpu", autocast_dtype=None, token_budget: int = CPU_TOKEN_BUDGET,
-                   progress: str | None = None) -> tuple[list[float], list[bool]]:
+def score_requests(model, requests: list[Request], scoring: Scoring = Scoring(),
+                   label: str | None = None) -> tuple[list[float], list[bool]]:
     """Summed loss (nats; float64 sums of float32 token losses) of each request's continuation, and whether
-    greedy decoding would produce it (every token the argmax)."""
-    device = torch.device(device)
+    greedy decoding would produce it (every token the argmax). `label`: a progress bar's, None for none."""
+    device = torch.device(scoring.device)
     rows, row_of = share_rows(requests)
     by_row: list[list[int]] = [[] for _ in rows]
     for i, j in enumerate(row_of):
         by_row[j].append(i)
     nll = torch.zeros(len(requests), dtype=torch.float64)
     misses = torch.zeros(len(requests), dtype=torch.long)
-    ranges = batch_ranges([len(r) for r in rows], token_budget)
-    for start, end in tqdm(ranges, desc=progress, unit="batch", disable=progress is None, dynamic_ncols=True):
+    ranges = batch_ranges([len(r) for r in rows], scoring.token_budget)
+    for start, end in tqdm(ranges, desc=label, unit="batch", disable=label is None, dynamic_ncols=True):
         idx = torch.zeros((end - start, len(rows[start])), dtype=torch.long)
         b_rows, b_pos, targets, owner = [], [], [], []
         for b, j in enumerate(range(start, end)):
@@ -565,7 +603,7 @@ def score_requests(model, requests: list[Request], device="cpu", autocast_dtype=
                 b_pos += range(first, first + r.n_cont)
                 targets += r.tokens[-r.n_cont:]
                 owner += [i] * r.n_cont
-        with runtime.autocast(device, autocast_dtype), runtime.variable_shape_attention():
+        with runtime.autocast(device, scoring.autocast_dtype), runtime.variable_shape_attention():
             token_nll, hit = token_scores(model, idx.to(device), torch.tensor(b_rows, device=device),
                                           torch.tensor(b_pos, device=device), torch.tensor(targets, device=device))
         owner_t = torch.tensor(owner)
@@ -604,32 +642,32 @@ def shard(n: int, rank: int, world_size: int) -> list[int]:
     return list(range(rank, n, world_size))
 
 
-def score_items(model, tokenizer, items: list[Item], indices: list[int], style: str, device, autocast_dtype,
-                token_budget: int, progress: str | None, max_len: int | None) -> tuple[list[dict], int]:
+def score_items(model, tokenizer, items: list[Item], indices: list[int], setup: TaskSetup, scoring: Scoring,
+                label: str | None = None) -> tuple[list[dict], int]:
     """Per-example records (index, gold, pred, pred_norm, nll, greedy) and the number of truncated requests."""
-    requests, n_cut = make_requests(items, tokenizer, style, max_len or window(model))
-    nll, greedy = score_requests(model, requests, device, autocast_dtype, token_budget, progress)
+    requests, n_cut = make_requests(items, tokenizer, setup.style, setup.context or model_context(model))
+    nll, greedy = score_requests(model, requests, scoring, label)
     records, k = [], 0
     for index, item in zip(indices, items):
         n = len(item.contexts)
-        pred, pred_norm = decide(item, nll[k:k + n], requests[k:k + n], style)
+        pred, pred_norm = decide(item, nll[k:k + n], requests[k:k + n], setup.style)
         records.append({"index": index, "gold": item.gold, "pred": pred, "pred_norm": pred_norm,
                         "nll": nll[k:k + n], "greedy": greedy[k + item.gold], "choices": n})
         k += n
     return records, n_cut
 
 
-def window(model) -> int | None:
+def model_context(model) -> int | None:
+    """The longest context the model was trained on (its block_size), None if it does not say."""
     config = getattr(getattr(model, "_orig_mod", model), "config", None)
     return getattr(config, "block_size", None)
 
 
-def summarize(task: Task, records: list[dict], style: str, shots: int, seconds: float, n_cut: int,
-              full: int) -> dict:
+def summarize(task: Task, records: list[dict], setup: TaskSetup, seconds: float, n_cut: int, full: int) -> dict:
     n = len(records)
     acc = sum(r["pred"] == r["gold"] for r in records) / n
     acc_norm = sum(r["pred_norm"] == r["gold"] for r in records) / n
-    res = {"task": task.name, "style": style, "shots": shots, "n": n, "full_set": n == full, "acc": acc,
+    res = {"task": task.name, "style": setup.style, "shots": setup.shots, "n": n, "full_set": n == full, "acc": acc,
            "acc_norm": acc_norm, "seconds": seconds, "examples_per_s": n / max(seconds, 1e-9),
            "truncated_requests": n_cut}
     if task.name == "lambada":  # open vocabulary: accuracy is greedy last-word match, random is 0
@@ -642,41 +680,38 @@ def summarize(task: Task, records: list[dict], style: str, shots: int, seconds: 
     return res
 
 
-def evaluate_task(model, tokenizer, data: TaskData, style: str = "harness", shots: int = 0,
-                  limit: int | None = None, device="cpu", autocast_dtype=None, rank: int = 0, world_size: int = 1,
-                  token_budget: int = CPU_TOKEN_BUDGET, progress: bool = False, max_len: int | None = None) -> dict:
-    """Score one task (the first `limit` examples); with world_size > 1 every rank must call this and all
-    ranks return the combined result. Records per example are under "predictions". Contexts are cut from
-    the left to max_len tokens (default: the model's block_size)."""
-    if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
-    n = min(len(data.docs), limit) if limit else len(data.docs)
-    mine = shard(n, rank, world_size)
+def evaluate_task(model, tokenizer, data: TaskData, setup: TaskSetup = TaskSetup(),
+                  scoring: Scoring = Scoring()) -> dict:
+    """Score one task (the first setup.limit examples); with scoring.world_size > 1 every rank must call this
+    and all ranks return the combined result. Records per example are under "predictions"."""
+    if setup.style not in STYLES:
+        raise ValueError(f"unknown style {setup.style!r}; choose from {', '.join(STYLES)}")
+    n = min(len(data.docs), setup.limit) if setup.limit else len(data.docs)
+    mine = shard(n, scoring.rank, scoring.world_size)
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
     try:
-        items = build_items(data, style, shots, mine)
-        label = f"{data.task.name}[{style}]" if progress and rank == 0 else None
-        records, n_cut = score_items(model, tokenizer, items, mine, style, device, autocast_dtype, token_budget, label,
-                                     max_len)
+        items = build_items(data, setup.style, setup.shots, mine)
+        label = f"{data.task.name}[{setup.style}]" if scoring.progress and scoring.rank == 0 else None
+        records, n_cut = score_items(model, tokenizer, items, mine, setup, scoring, label)
     finally:
         model.train(was_training)
-    if world_size > 1 and runtime.is_distributed():
+    if scoring.world_size > 1 and runtime.is_distributed():
         parts = runtime.gather_object((records, n_cut))
         records = sorted((r for part, _ in parts for r in part), key=lambda r: r["index"])
         n_cut = sum(c for _, c in parts)
-    res = summarize(data.task, records, style, shots, time.perf_counter() - t0, n_cut, len(data.docs))
-    res["shots_from"] = shots_source(data) if shots else None
+    res = summarize(data.task, records, setup, time.perf_counter() - t0, n_cut, len(data.docs))
+    res["shots_from"] = shots_source(data) if setup.shots else None
     res["predictions"] = records
     return res
 
 
-def evaluate_suite(model, tokenizer, datas: list[TaskData], style: str = "harness", shots: int = 0,
-                   limit: int | None = None, **kw) -> dict:
+def evaluate_suite(model, tokenizer, datas: list[TaskData], setup: TaskSetup = TaskSetup(),
+                   scoring: Scoring = Scoring()) -> dict:
     """Every task, then the score: the mean of the tasks' centred accuracies."""
-    tasks = {d.task.name: evaluate_task(model, tokenizer, d, style, shots, limit, **kw) for d in datas}
-    return {"style": style, "shots": shots, "limit": limit, "tasks": tasks,
+    tasks = {d.task.name: evaluate_task(model, tokenizer, d, setup, scoring) for d in datas}
+    return {"style": setup.style, "shots": setup.shots, "limit": setup.limit, "tasks": tasks,
             "score": sum(t["centred"] for t in tasks.values()) / len(tasks)}
 
 
@@ -713,12 +748,19 @@ def default_token_budget(device) -> int:
     return CPU_TOKEN_BUDGET if torch.device(device).type == "cpu" else GPU_TOKEN_BUDGET
 
 
+def scoring_from_args(args: argparse.Namespace, info: runtime.DistInfo) -> Scoring:
+    """The Scoring of this process (`info`) from the command line: --dtype, --batch-tokens and --quiet."""
+    return Scoring(device=info.device, autocast_dtype=runtime.autocast_dtype(info.device, args.dtype),
+                   token_budget=args.batch_tokens or default_token_budget(info.device), progress=not args.quiet,
+                   rank=info.rank, world_size=info.world_size)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("--tasks", default="core", help=f"a suite ({', '.join(SUITES)}), task names, or both; "
-                   f"'-name' drops one (e.g. core,-lambada). Tasks: {', '.join(TASKS)}")
+    p.add_argument("--tasks", default="all", help=f"a suite ({', '.join(SUITES)}), task names, or both; "
+                   f"'-name' drops one (e.g. all,-lambada). Tasks: {', '.join(TASKS)}")
     p.add_argument("--limit", type=int, default=None, help="first N examples of each task (default: all; quick: 200)")
     p.add_argument("--shots", type=int, default=0, help="few-shot examples before each item")
     p.add_argument("--style", choices=STYLES, default="harness")
@@ -751,10 +793,8 @@ def main(argv=None) -> None:
         sys.exit(f"evaluate.py: error: {e}")
     if args.compile:
         compile_for_scoring(model)
-    budget = args.batch_tokens or default_token_budget(info.device)
-    res = evaluate_suite(model, tokenizer, datas, args.style, args.shots, args.limit or default_limit(args.tasks),
-                         device=info.device, autocast_dtype=runtime.autocast_dtype(info.device, args.dtype),
-                         rank=info.rank, world_size=info.world_size, token_budget=budget, progress=not args.quiet)
+    setup = TaskSetup(style=args.style, shots=args.shots, limit=args.limit or default_limit(args.tasks))
+    res = evaluate_suite(model, tokenizer, datas, setup, scoring_from_args(args, info))
     if info.rank == 0:
         report(format_table(res), sum(t["truncated_requests"] for t in res["tasks"].values()), res, args.out)
     runtime.cleanup_distributed()
@@ -781,7 +821,7 @@ def report(text: str, n_cut: int, res: dict, out: str | None, indent: str = "") 
     """Print a result, a note on truncated contexts, and write the JSON file if asked (rank 0 of a CLI)."""
     print(text)
     if n_cut:
-        print(f"{indent}note: {n_cut} requests had their context cut from the left to fit the model window")
+        print(f"{indent}note: {n_cut} requests had their context cut from the left to fit the model's context")
     if out:
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(res, indent=1))

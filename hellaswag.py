@@ -35,7 +35,7 @@ equal scores. Consequence for a model with uniform output (every token has loss 
   acc_norm, completion  -> every mean is log V, so ending 0;
   acc_norm, harness     -> the ending with the highest characters-per-token ratio (first if tied).
 
-Contexts longer than the model's window are truncated from the left (the ending is kept). Padding is
+Contexts longer than the model's context (block_size) are cut from the left (the ending is kept). Padding is
 on the right and never scored, so batched and one-at-a-time scoring give the same numbers. Pass the
 plain (not DDP-wrapped) module. `python evaluate.py --tasks hellaswag` gives the same numbers (harness
 style by default there) next to the other tasks.
@@ -62,6 +62,7 @@ REFERENCE = MappingProxyType({
     "harness": MappingProxyType({"acc": 0.2892, "acc_norm": 0.3114}),
 })
 TASK = ev.TASKS["hellaswag"]
+SETUP = ev.TaskSetup(style="completion")  # HellaSwag's own defaults: completion style, zero-shot, every example
 FLAGS = ev.Flags(data_dir=None, tasks=None, data_file="--data")  # this script's way to the file, for messages
 
 
@@ -76,20 +77,17 @@ def load_examples(path: str | Path | None = None, limit: int | None = None) -> l
     return docs[:limit] if limit is not None else docs
 
 
-def evaluate(model, tokenizer, examples: list[dict] | None = None, style: str = "completion",
-             limit: int | None = None, device="cpu", rank: int = 0, world_size: int = 1, data: str | None = None,
-             autocast_dtype=None, max_len: int | None = None, progress: bool = False,
-             token_budget: int = ev.CPU_TOKEN_BUDGET) -> dict:
+def score(model, tokenizer, examples: list[dict] | None = None, setup: ev.TaskSetup = SETUP,
+          scoring: ev.Scoring = ev.Scoring(), data: str | None = None) -> dict:
     """Score HellaSwag; returns acc, acc_norm, counts, style, reference and per-example predictions.
-    examples=None loads the data (see load_examples). With world_size > 1 and torch.distributed initialised,
-    every rank must call this, and every rank returns the global result."""
+    examples=None loads the data from `data` (see load_examples). With scoring.world_size > 1 and
+    torch.distributed initialised, every rank must call this, and every rank returns the global result."""
+    style = setup.style
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose from {STYLES}")
     if examples is None:
-        examples = load_examples(data, limit)
-    task_data = ev.TaskData(TASK, examples, None)
-    res = ev.evaluate_task(model, tokenizer, task_data, style, 0, limit, device, autocast_dtype, rank, world_size,
-                           token_budget, progress, max_len)
+        examples = load_examples(data, setup.limit)
+    res = ev.evaluate_task(model, tokenizer, ev.TaskData(TASK, examples, None), setup, scoring)
     preds = [{"index": p["index"], "ind": examples[p["index"]].get("ind"), "label": p["gold"], "pred": p["pred"],
               "pred_norm": p["pred_norm"], "losses": p["nll"]} for p in res["predictions"]]
     n = res["n"]
@@ -146,19 +144,15 @@ def main(argv=None) -> None:
     try:
         ev.check_out_file(args.out)
         info = runtime.setup_distributed(args.device)  # torchrun: one process group per rank
-        rank, world_size, device = info.rank, info.world_size, info.device
         examples = load_examples(args.data, args.limit)
-        model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
+        model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=info.device,
                                                     tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"hellaswag.py: error: {e}")
     if args.compile:
         ev.compile_for_scoring(model)
-    res = evaluate(model, tokenizer, examples, style=args.style, device=device,
-                   token_budget=args.batch_tokens or ev.default_token_budget(device),
-                   rank=rank, world_size=world_size, autocast_dtype=runtime.autocast_dtype(device, args.dtype),
-                   progress=not args.quiet)
-    if rank == 0:
+    res = score(model, tokenizer, examples, ev.TaskSetup(style=args.style), ev.scoring_from_args(args, info))
+    if info.rank == 0:
         ev.report(format_result(res), res["num_truncated_rows"], res, args.out, indent="  ")
     runtime.cleanup_distributed()
 

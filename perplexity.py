@@ -23,7 +23,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,11 @@ from tqdm import tqdm
 import data as datalib
 import runtime
 import sample
+from evaluate import Scoring
 from model import GPT
+
+BATCH_TOKENS = 4096  # tokens per forward unless --batch-tokens says otherwise
+SCORING = Scoring(token_budget=BATCH_TOKENS)
 
 
 @dataclass
@@ -48,6 +52,20 @@ class Result:
     ppl: float
     bytes: int | None
     bpb: float | None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What is measured: each context length of `ctxs`, with windows that start every `stride` tokens (None:
+    stride_frac of the context), over the first max_tokens tokens of a text file or of a shard directory's split."""
+    ctxs: tuple[int, ...]
+    stride: int | None = None
+    stride_frac: float = 0.5
+    split: str = "val"
+    max_tokens: int | None = None
+
+    def stride_at(self, ctx: int) -> int:
+        return min(self.stride or max(1, round(ctx * self.stride_frac)), ctx)
 
 
 # ----------------------------------------------------------------------------- windows
@@ -89,21 +107,21 @@ def window_batches(tokens: torch.Tensor, starts: np.ndarray, first: np.ndarray, 
 
 
 @torch.no_grad()
-def sliding_nll(model: GPT, tokens: torch.Tensor, ctx: int, stride: int, batch_tokens: int = 4096,
-                device: str = "cpu", autocast_dtype: torch.dtype | None = None,
-                progress: str | None = None) -> tuple[float, int]:
+def sliding_nll(model: GPT, tokens: torch.Tensor, ctx: int, stride: int, scoring: Scoring = SCORING,
+                label: str | None = None) -> tuple[float, int]:
     """(summed nats, number of scored tokens) of tokens (1-D LongTensor) under model, sliding windows.
 
-    progress: a label for a progress bar over the windows (on stderr); None shows none."""
+    label: a progress bar's, over the windows (on stderr); None shows none."""
     starts, first, length = window_plan(len(tokens), ctx, stride)
-    batch_size = max(1, batch_tokens // length)
+    batch_size = max(1, scoring.token_budget // length)
+    device = scoring.device
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     model.eval()
-    bar = tqdm(total=len(starts), desc=progress, unit="win", disable=progress is None, file=sys.stderr)
+    bar = tqdm(total=len(starts), desc=label, unit="win", disable=label is None, file=sys.stderr)
     for x, y in window_batches(tokens, starts, first, length, batch_size):
         x, y = x.to(device), y.to(device)
-        with runtime.autocast(device, autocast_dtype):
+        with runtime.autocast(device, scoring.autocast_dtype):
             logits = model(x)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
         count += int((y >= 0).sum())
@@ -159,12 +177,10 @@ def checkpoint_tokenizer(spec: dict | None, data: Path, tiktoken_file: str | Non
 
 # ----------------------------------------------------------------------------- evaluation
 
-def evaluate(model: GPT, tokenizer, data: Path, ctxs: list[int], stride: int | None = None,
-             stride_frac: float = 0.5, split: str = "val", max_tokens: int | None = None,
-             batch_tokens: int = 4096, device: str = "cpu", autocast_dtype: torch.dtype | None = None,
-             name: str = "", tiktoken_file: str | None = None, progress: bool = False) -> list[Result]:
-    """Results for each context length (skipping contexts learned positions cannot reach)."""
-    data = Path(data)
+def data_tokens(model: GPT, tokenizer, data: Path, sweep: Sweep, name: str,
+                tiktoken_file: str | None) -> tuple[torch.Tensor, int | None]:
+    """(tokens to score, their UTF-8 bytes or None): a shard directory's split, whose tokenizer must be the
+    checkpoint's, or a text file encoded by the checkpoint's tokenizer; the first sweep.max_tokens of them."""
     if data.is_dir():
         meta_tok = datalib.load_tokenizer_for(data, tiktoken_file)
         if tokenizer is not None:  # the checkpoint's own: kind and model/ranks hash must match the shards'
@@ -172,28 +188,34 @@ def evaluate(model: GPT, tokenizer, data: Path, ctxs: list[int], stride: int | N
         if meta_tok.vocab_size != model.config.vocab_size:
             raise ValueError(f"{data} holds {meta_tok.kind} tokens (vocab {meta_tok.vocab_size}) but the model's "
                              f"vocab is {model.config.vocab_size}; score a text file to compare tokenizers")
-        tokens = shard_tokens(data, split, max_tokens)
+        tokens = shard_tokens(data, sweep.split, sweep.max_tokens)
         tokenizer = tokenizer or meta_tok
-        n_bytes = utf8_bytes(tokenizer, tokens[1:].numpy()) if tokenizer is not None else None
-    else:
-        if tokenizer is None:
-            raise ValueError(f"{name or 'the checkpoint'} has no tokenizer spec; cannot encode a text file")
-        tokens, n_bytes = text_tokens(data, tokenizer)
-        if max_tokens is not None and len(tokens) > max_tokens:
-            tokens = tokens[:max_tokens]
-            n_bytes = utf8_bytes(tokenizer, tokens[1:].numpy())
+        return tokens, utf8_bytes(tokenizer, tokens[1:].numpy()) if tokenizer is not None else None
+    if tokenizer is None:
+        raise ValueError(f"{name or 'the checkpoint'} has no tokenizer spec; cannot encode a text file")
+    tokens, n_bytes = text_tokens(data, tokenizer)
+    if sweep.max_tokens is not None and len(tokens) > sweep.max_tokens:
+        tokens = tokens[:sweep.max_tokens]
+        n_bytes = utf8_bytes(tokenizer, tokens[1:].numpy())
+    return tokens, n_bytes
+
+
+def measure(model: GPT, tokenizer, data: Path, sweep: Sweep, scoring: Scoring = SCORING, name: str = "",
+            tiktoken_file: str | None = None) -> list[Result]:
+    """Results for each context length of the sweep (skipping contexts learned positions cannot reach)."""
+    tokens, n_bytes = data_tokens(model, tokenizer, Path(data), sweep, name, tiktoken_file)
     results = []
-    for ctx in ctxs:
+    for ctx in sweep.ctxs:
         if model.config.pos_emb == "learned" and ctx > model.config.block_size:
             print(f"{name}: skipping ctx {ctx}: learned positions stop at block_size={model.config.block_size}",
                   file=sys.stderr)
             continue
-        s = stride or max(1, round(ctx * stride_frac))
-        nll, count = sliding_nll(model, tokens, ctx, min(s, ctx), batch_tokens, device, autocast_dtype,
-                                 f"{name[-32:]} ctx {ctx}" if progress else None)
+        stride = sweep.stride_at(ctx)
+        label = f"{name[-32:]} ctx {ctx}" if scoring.progress else None
+        nll, count = sliding_nll(model, tokens, ctx, stride, scoring, label)
         loss = nll / count
         bpb = nll / math.log(2) / n_bytes if n_bytes else None
-        results.append(Result(name, ctx, min(s, ctx), count, loss, math.exp(loss), n_bytes, bpb))
+        results.append(Result(name, ctx, stride, count, loss, math.exp(loss), n_bytes, bpb))
     return results
 
 
@@ -216,7 +238,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stride", type=int, default=None, help="tokens scored per window (default ctx/2)")
     p.add_argument("--stride-frac", type=float, default=0.5, help="stride as a fraction of ctx if no --stride")
     p.add_argument("--max-tokens", type=int, default=None, help="only the first N tokens of the data")
-    p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per forward pass (memory knob)")
+    p.add_argument("--batch-tokens", type=int, default=BATCH_TOKENS, help="tokens per forward pass (memory knob)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda, else mps, else cpu)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="autocast dtype (auto: bf16 on CUDA that has it, else fp32)")
@@ -229,7 +251,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[Result]:
     args = parse_args(argv)
-    ctxs = [int(c) for c in (args.ctx or "").split(",") if c.strip()]
+    ctxs = tuple(int(c) for c in (args.ctx or "").split(",") if c.strip())
+    sweep = Sweep(ctxs, args.stride, args.stride_frac, args.split, args.max_tokens)
     data = Path(args.data)
     if not data.exists():
         raise SystemExit(f"error: --data {data} does not exist")
@@ -238,6 +261,8 @@ def main(argv=None) -> list[Result]:
         device = runtime.pick_device(args.device)
     except ValueError as e:
         raise SystemExit(f"perplexity.py: error: {e}") from None
+    scoring = Scoring(device=device, autocast_dtype=runtime.autocast_dtype(device, args.dtype),
+                      token_budget=args.batch_tokens, progress=not args.quiet)
     for path in args.checkpoints:
         try:
             model, spec = sample.load_model(path, trust=args.trust_checkpoint)
@@ -246,10 +271,9 @@ def main(argv=None) -> list[Result]:
         block_sizes.append(model.config.block_size)
         try:
             tokenizer = checkpoint_tokenizer(spec, data, args.tiktoken_file)
-            results += evaluate(model.to(device), tokenizer, data, ctxs or [model.config.block_size], args.stride,
-                                args.stride_frac, args.split, args.max_tokens, args.batch_tokens, device,
-                                runtime.autocast_dtype(device, args.dtype), str(path), args.tiktoken_file,
-                                progress=not args.quiet)
+            own = sweep if ctxs else replace(sweep, ctxs=(model.config.block_size,))
+            results += measure(model.to(device), tokenizer, data, own, scoring, name=str(path),
+                               tiktoken_file=args.tiktoken_file)
         except (OSError, ValueError, RuntimeError) as e:  # tokenizer mismatch or missing, bad data
             raise SystemExit(f"perplexity.py: error: {e}") from None
     if not results:  # only learned positions skip, and only an explicit --ctx past block_size

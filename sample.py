@@ -12,7 +12,7 @@ checkpoint's own tokenizer (its spec is stored in the checkpoint; an export dire
 tokenizer.model). Generation uses the model's KV
 cache unless --no-cache. --temperature 0 or --greedy decodes greedily; --top-k / --top-p filter the
 distribution before sampling (top-p keeps the smallest set of tokens whose probability reaches p).
-A prompt longer than the model's window is truncated from the left (models with learned positions).
+A prompt longer than the model's context is truncated from the left (models with learned positions).
 """
 from __future__ import annotations
 
@@ -44,19 +44,19 @@ def new_cache(model: GPT, batch: int, max_len: int) -> KVCache:
 
 def context_start(model: GPT, start: int, length: int) -> int:
     """Where the context of the next token starts, given the last start and the tokens so far. Learned
-    positions see at most block_size tokens: once the window is full it drops its oldest half at once, so
+    positions see at most block_size tokens: once the context is full it drops its oldest half at once, so
     a KV cache is refilled once every block_size/2 tokens instead of every token (the context then holds
     block_size/2 to block_size tokens). Other positions keep everything."""
-    window = model.config.block_size if model.config.pos_emb == "learned" else None
-    if window is None or length - start <= window:
+    context = model.config.block_size if model.config.pos_emb == "learned" else None
+    if context is None or length - start <= context:
         return start
-    return length - window // 2
+    return length - context // 2
 
 
 @torch.no_grad()
 def next_token_logits(model: GPT, idx: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
     """Logits (B, vocab) for the token after idx[:, start:]. With a cache: prefill once, then feed only
-    the new tokens; a new start (the window slid) or a shorter idx refills it."""
+    the new tokens; a new start (the context slid) or a shorter idx refills it."""
     ctx = idx[:, start:]
     with runtime.variable_shape_attention():
         if cache is None:
@@ -64,6 +64,28 @@ def next_token_logits(model: GPT, idx: torch.Tensor, cache: KVCache | None = Non
         if cache.start != start or cache.pos >= ctx.size(1):
             cache.start, cache.pos = start, 0
         return model.forward_cached(ctx[:, cache.pos:], cache)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How each new token is picked (greedy at temperature 0, else a draw after top-k / top-p filtering), and
+    whether a KV cache serves the forward passes (the same tokens either way)."""
+    temperature: float = 1.0     # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None   # in (0, 1]
+    use_cache: bool = True
+
+    def check(self) -> None:
+        """Clear errors for out-of-range settings."""
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+
+GREEDY = Decoding(temperature=0.0)
 
 
 def pick_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -86,16 +108,16 @@ def pick_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
 
 
 @torch.no_grad()
-def generate_stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                    top_k: int | None = None, top_p: float | None = None, stop_token: int | None = None,
-                    use_cache: bool = True, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+def generate_stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, decoding: Decoding = Decoding(),
+                    stop_token: int | None = None, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
     """Yield each new token (B, 1). Rows that emitted stop_token keep emitting it; stops when all have."""
-    cache = new_cache(model, idx.size(0), idx.size(1) + max_new_tokens) if use_cache else None
+    cache = new_cache(model, idx.size(0), idx.size(1) + max_new_tokens) if decoding.use_cache else None
     done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
     start = 0
     for _ in range(max_new_tokens):
         start = context_start(model, start, idx.size(1))
-        tok = pick_token(next_token_logits(model, idx, cache, start), temperature, top_k, top_p, generator)
+        tok = pick_token(next_token_logits(model, idx, cache, start), temperature=decoding.temperature,
+                         top_k=decoding.top_k, top_p=decoding.top_p, generator=generator)
         if stop_token is not None:
             tok = tok.masked_fill(done, stop_token)
             done |= tok == stop_token
@@ -106,9 +128,11 @@ def generate_stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperat
 
 
 @torch.no_grad()
-def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
-    """idx (B, T) -> (B, T + new) with new <= max_new_tokens; kwargs as in generate_stream."""
-    return torch.cat([idx] + list(generate_stream(model, idx, max_new_tokens, **kwargs)), dim=1)
+def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, decoding: Decoding = Decoding(),
+             stop_token: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """idx (B, T) -> (B, T + new) with new <= max_new_tokens; the tokens of generate_stream."""
+    new = generate_stream(model, idx, max_new_tokens, decoding, stop_token=stop_token, generator=generator)
+    return torch.cat([idx, *new], dim=1)
 
 
 # -----------------------------------------------------------------------------
@@ -180,15 +204,24 @@ def start_token(tokenizer) -> int:
     raise ValueError("empty prompt and the tokenizer has no BOS/EOT token to start from")
 
 
-def encode_prompt(tokenizer, text: str, window: int | None) -> tuple[list[int], int]:
-    """(prompt ids, number of tokens dropped from the left to fit `window`)."""
-    ids = tokenizer.encode(text) if text else [start_token(tokenizer)]
-    if window is not None and len(ids) > window:
-        return ids[-window:], len(ids) - window
-    return ids, 0
+@dataclass(frozen=True)
+class Prompt:
+    ids: list[int]
+    hidden: int = 0              # leading ids not shown in the text (the start token of an unconditional sample)
 
 
-def prompt_window(model) -> int | None:
+def encode_prompt(tokenizer, text: str, context: int | None) -> tuple[Prompt, int]:
+    """(the prompt, number of tokens dropped from the left to fit `context` tokens). An empty text starts from
+    the tokenizer's start token, which the samples do not show."""
+    if not text:
+        return Prompt([start_token(tokenizer)], hidden=1), 0
+    ids = tokenizer.encode(text)
+    if context is not None and len(ids) > context:
+        return Prompt(ids[-context:]), len(ids) - context
+    return Prompt(ids), 0
+
+
+def max_prompt_len(model) -> int | None:
     """Hard prompt limit: block_size for learned positions; None for rope/alibi/none (they extrapolate)."""
     config = model.config
     return config.block_size if getattr(config, "pos_emb", "learned") == "learned" else None
@@ -202,17 +235,15 @@ def prompt_window(model) -> int | None:
 class SampleConfig:
     num_samples: int = 1
     max_new_tokens: int = 200
-    temperature: float = 1.0     # 0 = greedy
-    top_k: int | None = None
-    top_p: float | None = None   # in (0, 1]
+    decoding: Decoding = Decoding()
     seed: int | None = 1337
     stop_at_eot: bool = False
-    use_cache: bool = True
     stream: bool = False
 
 
 @dataclass
-class Sample:
+class Generation:
+    """One sample: its prompt, the new tokens and the text."""
     prompt_ids: list[int]
     new_ids: list[int]          # generated tokens (a final stop token excluded)
     text: str                   # decoded prompt + generation (an unconditional start token not shown)
@@ -221,12 +252,7 @@ class Sample:
 
 def validate(cfg: SampleConfig) -> None:
     """Clear errors for out-of-range settings."""
-    if cfg.top_p is not None and not 0.0 < cfg.top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {cfg.top_p}")
-    if cfg.top_k is not None and cfg.top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {cfg.top_k}")
-    if cfg.temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {cfg.temperature}")
+    cfg.decoding.check()
     if cfg.num_samples < 1 or cfg.max_new_tokens < 0:
         raise ValueError("num_samples must be >= 1 and max_new_tokens >= 0")
 
@@ -262,25 +288,22 @@ def stop_id(tokenizer, cfg: SampleConfig) -> int | None:
     return tokenizer.eot_id if tokenizer.eot_id is not None else tokenizer.eos_id
 
 
-def generate_one(model, tokenizer, prompt_ids: list[int], cfg: SampleConfig, generator: torch.Generator,
-                 device, autocast_dtype=None, out: TextIO | None = None, hide: int = 0) -> Sample:
-    """One sample with generate (or generate_stream, echoing text to `out` as it arrives).
-
-    The first `hide` prompt tokens (the start token of an unconditional sample) are not shown."""
+def generate_one(model, tokenizer, prompt: Prompt, cfg: SampleConfig, generator: torch.Generator,
+                 device, autocast_dtype=None, out: TextIO | None = None) -> Generation:
+    """One sample with generate (or generate_stream, echoing text to `out` as it arrives)."""
     device = torch.device(device)
-    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    idx = torch.tensor([prompt.ids], dtype=torch.long, device=device)
     stop = stop_id(tokenizer, cfg)
-    kwargs = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, stop_token=stop,
-                  use_cache=cfg.use_cache, generator=generator)
     t0 = time.perf_counter()
     with runtime.autocast(device, autocast_dtype), torch.no_grad():
         if cfg.stream:
-            decoder = StreamDecoder(tokenizer, prompt_ids[hide:])
+            decoder = StreamDecoder(tokenizer, prompt.ids[prompt.hidden:])
             if out is not None:
                 out.write(decoder.emitted)
                 out.flush()
             new_ids = []
-            for tok in generate_stream(model, idx, cfg.max_new_tokens, **kwargs):
+            for tok in generate_stream(model, idx, cfg.max_new_tokens, cfg.decoding, stop_token=stop,
+                                       generator=generator):
                 tok = int(tok.view(-1)[0])
                 new_ids.append(tok)
                 if tok == stop:
@@ -292,23 +315,24 @@ def generate_one(model, tokenizer, prompt_ids: list[int], cfg: SampleConfig, gen
             if out is not None:
                 out.write(decoder.flush())
         else:
-            new_ids = generate(model, idx, cfg.max_new_tokens, **kwargs)[0, len(prompt_ids):].tolist()
+            new = generate(model, idx, cfg.max_new_tokens, cfg.decoding, stop_token=stop, generator=generator)
+            new_ids = new[0, len(prompt.ids):].tolist()
     runtime.synchronize(device)
     seconds = time.perf_counter() - t0
     if stop is not None and stop in new_ids:
         new_ids = new_ids[:new_ids.index(stop)]
-    return Sample(prompt_ids, new_ids, tokenizer.decode((prompt_ids + new_ids)[hide:]), seconds)
+    return Generation(prompt.ids, new_ids, tokenizer.decode((prompt.ids + new_ids)[prompt.hidden:]), seconds)
 
 
-def sample(model, tokenizer, prompt_ids: list[int], cfg: SampleConfig, device="cpu",
-           autocast_dtype=None, out: TextIO | None = None, hide: int = 0) -> list[Sample]:
+def generate_samples(model, tokenizer, prompt: Prompt, cfg: SampleConfig, device="cpu", autocast_dtype=None,
+                     out: TextIO | None = None) -> list[Generation]:
     """cfg.num_samples samples (printed to `out` if given); the same seed gives the same samples."""
     validate(cfg)
     seed = cfg.seed if cfg.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
     generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
     samples = []
     for _ in range(cfg.num_samples):
-        s = generate_one(model, tokenizer, prompt_ids, cfg, generator, device, autocast_dtype, out, hide)
+        s = generate_one(model, tokenizer, prompt, cfg, generator, device, autocast_dtype=autocast_dtype, out=out)
         if out is not None:
             if not cfg.stream:
                 out.write(s.text)
@@ -385,13 +409,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def config_from_args(args: argparse.Namespace) -> SampleConfig:
-    return SampleConfig(num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
-                        temperature=0.0 if args.greedy else args.temperature, top_k=args.top_k,
-                        top_p=args.top_p, seed=args.seed, stop_at_eot=args.stop_at_eot,
-                        use_cache=not args.no_cache, stream=args.stream)
+    decoding = Decoding(temperature=0.0 if args.greedy else args.temperature, top_k=args.top_k, top_p=args.top_p,
+                        use_cache=not args.no_cache)
+    return SampleConfig(num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, decoding=decoding,
+                        seed=args.seed, stop_at_eot=args.stop_at_eot, stream=args.stream)
 
 
-def main(argv=None, out: TextIO | None = None) -> list[Sample]:
+def main(argv=None, out: TextIO | None = None) -> list[Generation]:
     args = parse_args(argv)
     out = sys.stdout if out is None else out
     cfg = config_from_args(args)
@@ -399,8 +423,7 @@ def main(argv=None, out: TextIO | None = None) -> list[Sample]:
         device = runtime.pick_device(args.device)
         model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
                                                     tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)
-        text = read_prompt(args.prompt, args.prompt_file)
-        prompt_ids, dropped = encode_prompt(tokenizer, text, prompt_window(model))
+        prompt, dropped = encode_prompt(tokenizer, read_prompt(args.prompt, args.prompt_file), max_prompt_len(model))
         dtype = runtime.decode_dtype(device, args.dtype)
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"sample.py: error: {e}")
@@ -410,16 +433,16 @@ def main(argv=None, out: TextIO | None = None) -> list[Sample]:
         model.to(autocast_dtype)  # CPU: weights in bf16 themselves (half the bytes read per token), no autocast
         autocast_dtype = None
     if dropped:
-        print(f"note: prompt has {len(prompt_ids) + dropped} tokens, more than the model window "
-              f"({len(prompt_ids)}); dropped the first {dropped}", file=sys.stderr)
+        print(f"note: prompt has {len(prompt.ids) + dropped} tokens, more than the model's context "
+              f"({len(prompt.ids)}); dropped the first {dropped}", file=sys.stderr)
     if args.compile:
         model = torch.compile(model)
-    samples = sample(model, tokenizer, prompt_ids, cfg, device, autocast_dtype, out, hide=0 if text else 1)
+    samples = generate_samples(model, tokenizer, prompt, cfg, device, autocast_dtype=autocast_dtype, out=out)
     if args.verbose:
         n_tok = sum(len(s.new_ids) for s in samples)
         secs = sum(s.seconds for s in samples)
         print(f"generated {n_tok} tokens in {secs:.2f}s: {n_tok / max(secs, 1e-9):.1f} tokens/s "
-              f"({'' if cfg.use_cache else 'no '}KV cache, device {device}, "
+              f"({'' if cfg.decoding.use_cache else 'no '}KV cache, device {device}, "
               f"dtype {dtype}, {torch.get_num_threads()} threads)", file=sys.stderr)
     return samples
 

@@ -219,10 +219,10 @@ class Stepper:
 def score_tasks(model: GPT, tokenizer, tasks: list, cfg: TrainConfig, info: DistInfo, dtype: str) -> dict:
     """evaluate.py's suite result for the in-training tasks, shared out over the ranks."""
     run = cfg.run
-    return evaluate.evaluate_suite(model, tokenizer, tasks, run.tasks_style, 0,
-                                   run.tasks_limit or evaluate.default_limit(run.tasks), device=info.device,
-                                   autocast_dtype=runtime.autocast_dtype(info.device, dtype),
-                                   rank=info.rank, world_size=info.world_size)
+    setup = evaluate.TaskSetup(style=run.tasks_style, limit=run.tasks_limit or evaluate.default_limit(run.tasks))
+    scoring = evaluate.Scoring(device=info.device, autocast_dtype=runtime.autocast_dtype(info.device, dtype),
+                               rank=info.rank, world_size=info.world_size)
+    return evaluate.evaluate_suite(model, tokenizer, tasks, setup, scoring)
 
 
 @torch.no_grad()
@@ -235,7 +235,7 @@ def sample_text(model: GPT, tokenizer, n: int, seed: int, autocast) -> str:
     idx = torch.tensor([prompt], dtype=torch.long, device=device)
     model.eval()
     with autocast:
-        out = sample.generate(model, idx, n, temperature=0.8, top_k=200,
+        out = sample.generate(model, idx, n, sample.Decoding(temperature=0.8, top_k=200),
                               generator=torch.Generator(device=device).manual_seed(seed))
     model.train()
     return tokenizer.decode(out[0, len(prompt):].tolist())

@@ -20,7 +20,7 @@
 #           needs NANOGPT_DIR, a nanoGPT checkout
 # memory:   bench.py --memory on llama_style_350m: DDP vs FSDP, with and without activation checkpointing,
 #           on all GPUs here
-# eval:     evaluate.py --tasks core,-lambada on a gpt2_124m-sized model (random weights: the time is what counts;
+# eval:     evaluate.py --tasks all,-lambada on a gpt2_124m-sized model (random weights: the time is what counts;
 #           issue 13's goal is the whole suite in under 3 minutes) -- needs hellaswag_val.jsonl and evals/
 #
 # torchao and liger-kernel are optional (requirements-gpu.txt); on a machine without a package index, install
@@ -91,8 +91,8 @@ tok = data.gpt2_tokenizer(os.path.join(os.environ['SHARED_DATA'], 'gpt2.tiktoken
 torch.save({'format': 1, 'model_config': dataclasses.asdict(cfg), 'model': GPT(cfg).state_dict(),
             'tokenizer': tok.spec(), 'config': {}, 'step': 0}, os.path.join(sys.argv[1], 'ckpt_0000000.pt'))
 " "$out/random_124m" && HELLASWAG_FILE="$SHARED_DATA/hellaswag_val.jsonl" /usr/bin/time -v python evaluate.py \
-            --ckpt "$out/random_124m" --tasks core,-lambada --data-dir "$SHARED_DATA/evals" --quiet \
-            --tiktoken-file "$SHARED_DATA/gpt2.tiktoken" --out "$out/eval_core.json" 2>&1 | tee "$out/eval.txt" ;;
+            --ckpt "$out/random_124m" --tasks all,-lambada --data-dir "$SHARED_DATA/evals" --quiet \
+            --tiktoken-file "$SHARED_DATA/gpt2.tiktoken" --out "$out/eval_all.json" 2>&1 | tee "$out/eval.txt" ;;
     *) echo "unknown part $part (tests, speed, extras, modes, fp8curve, quality, nanogpt, memory, eval)"; exit 2 ;;
   esac
 done

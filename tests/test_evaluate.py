@@ -52,28 +52,28 @@ def test_every_local_file_loads_and_every_row_builds_a_valid_item(evals, name):
 
 
 def test_prompts_match_hand_written_examples():
-    piqa = ev.piqa({"goal": "Open a jar", "sol1": "twist the lid", "sol2": "bite it", "label": 0}, "harness")
+    piqa = ev.piqa_item({"goal": "Open a jar", "sol1": "twist the lid", "sol2": "bite it", "label": 0}, "harness")
     assert piqa.contexts == ("Question: Open a jar\nAnswer:",) * 2 and piqa.continuations == (" twist the lid", " bite it")
     assert piqa.chars == (13, 7) and piqa.solved() == "Question: Open a jar\nAnswer: twist the lid"
-    wino = ev.winogrande({"sentence": "The cup fell off the table because _ was tilted.", "option1": "the cup",
-                          "option2": "the table", "answer": "2"}, "harness")
+    wino = ev.winogrande_item({"sentence": "The cup fell off the table because _ was tilted.", "option1": "the cup",
+                               "option2": "the table", "answer": "2"}, "harness")
     assert wino.contexts == ("The cup fell off the table because the cup", "The cup fell off the table because the table")
     assert wino.continuations == (" was tilted.",) * 2 and wino.gold == 1
-    copa = ev.copa({"premise": "The man fell.", "choice1": "He slipped.", "choice2": "He sang.",
-                    "question": "cause", "label": 0}, "harness")
+    copa = ev.copa_item({"premise": "The man fell.", "choice1": "He slipped.", "choice2": "He sang.",
+                         "question": "cause", "label": 0}, "harness")
     assert copa.contexts[0] == "The man fell because" and copa.continuations == ("  he slipped.", "  he sang.")
-    mmlu = ev.mmlu({"question": " What is 2+2? ", "subject": "elementary_mathematics", "choices": ["3", "4", "5", "6"],
-                    "answer": 1}, "harness")
+    mmlu = ev.mmlu_item({"question": " What is 2+2? ", "subject": "elementary_mathematics",
+                         "choices": ["3", "4", "5", "6"], "answer": 1}, "harness")
     assert mmlu.contexts[0] == "What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"
     assert mmlu.continuations == (" A", " B", " C", " D") and mmlu.gold == 1
     assert ev.mmlu_header({"subject": "high_school_physics"}).startswith("The following are multiple choice "
                                                                         "questions (with answers) about high school physics.\n\n")
-    boolq = ev.boolq({"passage": "Cats purr.", "question": "do cats purr", "answer": True}, "harness")
+    boolq = ev.boolq_item({"passage": "Cats purr.", "question": "do cats purr", "answer": True}, "harness")
     assert boolq.contexts[0] == "Cats purr.\nQuestion: do cats purr?\nAnswer:" and boolq.gold == 1
-    lam = ev.lambada({"text": "he opened the door"}, "harness")
+    lam = ev.lambada_item({"text": "he opened the door"}, "harness")
     assert (lam.contexts, lam.continuations, lam.gold) == (("he opened the",), (" door",), 0)
-    arc = ev.arc({"question": "Q?", "choices": {"text": ["a", "b", "c"], "label": ["1", "2", "3"]}, "answerKey": "3"},
-                 "harness")
+    arc = ev.arc_item({"question": "Q?", "choices": {"text": ["a", "b", "c"], "label": ["1", "2", "3"]},
+                       "answerKey": "3"}, "harness")
     assert arc.gold == 2 and len(arc.contexts) == 3
 
 
@@ -91,10 +91,11 @@ def test_harness_encoding_moves_context_spaces_and_continues_the_joint_tokens():
 @pytest.mark.parametrize("style", ev.STYLES)
 def test_model_built_to_prefer_the_answer_scores_100_and_a_wrong_one_0(evals, name, style):
     data, n = head(evals, name, 6)
-    right = ev.evaluate_task(OracleModel(gold_sequences(data, n, style)), ByteTokenizer(), data, style, limit=n)
+    setup = ev.TaskSetup(style, limit=n)
+    right = ev.evaluate_task(OracleModel(gold_sequences(data, n, style)), ByteTokenizer(), data, setup)
     assert right["acc"] == right["acc_norm"] == 1.0
     assert right["centred"] == 1.0
-    wrong = ev.evaluate_task(OracleModel(gold_sequences(data, n, style, 1)), ByteTokenizer(), data, style, limit=n)
+    wrong = ev.evaluate_task(OracleModel(gold_sequences(data, n, style, 1)), ByteTokenizer(), data, setup)
     assert wrong["acc"] == wrong["acc_norm"] == 0.0
     assert wrong["centred"] == pytest.approx(-wrong["random"] / (1 - wrong["random"]))
 
@@ -103,7 +104,7 @@ def test_centring_is_zero_at_the_random_baseline(evals):
     """Winogrande's two choices share one continuation: a uniform model ties and picks the first, so its
     accuracy is the share of first-option answers; centred on 1/2."""
     data, n = head(evals, "winogrande", 40)
-    res = ev.evaluate_task(UniformModel(), ByteTokenizer(), data, limit=n)
+    res = ev.evaluate_task(UniformModel(), ByteTokenizer(), data, ev.TaskSetup(limit=n))
     first = sum(d["answer"] == "1" for d in data.docs[:n]) / n
     assert res["acc"] == first and res["random"] == 0.5
     assert res["centred"] == pytest.approx((first - 0.5) / 0.5)
@@ -111,12 +112,12 @@ def test_centring_is_zero_at_the_random_baseline(evals):
     arc, n = head(evals, "arc_easy", 570)
     records = [{"pred": 0, "pred_norm": 0, "gold": 0, "choices": c, "nll": [0.0] * c, "greedy": True}
                for c in (3, 4, 5, 4)]
-    assert ev.summarize(arc.task, records, "harness", 0, 1.0, 0, 570)["random"] == pytest.approx((1/3 + 1/2 + 1/5) / 4)
+    assert ev.summarize(arc.task, records, ev.TaskSetup("harness"), 1.0, 0, 570)["random"] == pytest.approx((1/3 + 1/2 + 1/5) / 4)
 
 
 def test_suite_score_is_the_mean_of_centred_accuracies(evals):
     datas = [head(evals, name, 8)[0] for name in ("piqa", "copa")]
-    res = ev.evaluate_suite(CausalMixModel(), ByteTokenizer(), datas, limit=8)
+    res = ev.evaluate_suite(CausalMixModel(), ByteTokenizer(), datas, ev.TaskSetup(limit=8))
     assert res["score"] == pytest.approx((res["tasks"]["piqa"]["centred"] + res["tasks"]["copa"]["centred"]) / 2)
     row = ev.metrics_row(res)
     assert row["tasks_score"] == res["score"] and row["piqa_acc"] == res["tasks"]["piqa"]["acc"]
@@ -142,10 +143,10 @@ def test_fewshot_prompts_are_deterministic_and_never_contain_the_scored_item(eva
     for i in range(40):
         prefix = ev.shot_prefix(data, i, 3, "harness")
         assert prefix.count(ev.FEWSHOT_SEPARATOR) == 3
-        assert ev.piqa(data.docs[i], "harness").solved() not in prefix
+        assert ev.piqa_item(data.docs[i], "harness").solved() not in prefix
         assert prefix == ev.shot_prefix(data, i, 3, "harness")
     item = ev.build_items(data, "harness", 3, [5])[0]
-    assert item.contexts[0].endswith(ev.piqa(data.docs[5], "harness").contexts[0])
+    assert item.contexts[0].endswith(ev.piqa_item(data.docs[5], "harness").contexts[0])
     assert len({ev.shot_prefix(data, i, 3, "harness") for i in range(10)}) == 10
 
 
@@ -156,7 +157,7 @@ def test_fewshot_from_a_separate_shot_split(tmp_path, evals):
     (tmp_path / "copa_train.jsonl").write_text("\n".join(lines[50:60]) + "\n")
     data = ev.load_task("copa", tmp_path, shots=2)
     assert len(data.shot_docs) == 10
-    solved = {ev.copa(json.loads(x), "harness").solved() for x in lines[50:60]}
+    solved = {ev.copa_item(json.loads(x), "harness").solved() for x in lines[50:60]}
     for i in range(20):
         parts = ev.shot_prefix(data, i, 2, "harness").split(ev.FEWSHOT_SEPARATOR)[:-1]
         assert len(parts) == 2 and set(parts) <= solved
@@ -167,7 +168,7 @@ def test_mmlu_five_shot_uses_the_first_dev_examples_of_the_subject(evals):
     doc = data.docs[0]
     dev = [d for d in data.shot_docs if d["subject"] == doc["subject"]]
     prefix = ev.shot_prefix(data, 0, 5, "harness")
-    want = ev.mmlu_header(doc) + "".join(ev.mmlu(d, "harness").solved() + "\n\n" for d in dev[:5])
+    want = ev.mmlu_header(doc) + "".join(ev.mmlu_item(d, "harness").solved() + "\n\n" for d in dev[:5])
     assert prefix == want and prefix.count("The following are") == 1
     assert ev.shot_prefix(data, 0, 0, "harness") == ev.mmlu_header(doc)  # 0-shot keeps the subject line
 
@@ -216,7 +217,7 @@ def reference_scores(model, requests):
 def test_batched_scores_equal_one_forward_per_request(budget):
     model, reqs = tiny_gpt(), random_requests()
     want_nll, want_greedy = reference_scores(model, reqs)
-    nll, greedy = ev.score_requests(model, reqs, token_budget=budget)
+    nll, greedy = ev.score_requests(model, reqs, ev.Scoring(token_budget=budget))
     assert nll == pytest.approx(want_nll, rel=1e-5, abs=1e-4) and greedy == want_greedy
 
 
@@ -241,7 +242,7 @@ def test_shared_rows_fold_identical_and_prefix_inputs():
     assert ev.batch_ranges([10, 8, 8, 3], 20) == [(0, 2), (2, 4)] and ev.batch_ranges([10], 1) == [(0, 1)]
 
 
-def test_contexts_are_cut_from_the_left_to_the_window():
+def test_contexts_are_cut_from_the_left_to_the_context():
     item = ev.choice("word " * 100, ["end", "stop"], 0)
     reqs, cut = ev.make_requests([item], ByteTokenizer(), "completion", 32)
     assert cut == 2 and all(len(r.tokens) == 33 for r in reqs)
@@ -250,8 +251,9 @@ def test_contexts_are_cut_from_the_left_to_the_window():
 
 def test_ranks_together_equal_one_process(evals):
     data, n = head(evals, "piqa", 11)
-    full = ev.evaluate_task(CausalMixModel(), ByteTokenizer(), data, limit=n)
-    parts = [ev.evaluate_task(CausalMixModel(), ByteTokenizer(), data, limit=n, rank=r, world_size=3) for r in range(3)]
+    full = ev.evaluate_task(CausalMixModel(), ByteTokenizer(), data, ev.TaskSetup(limit=n))
+    parts = [ev.evaluate_task(CausalMixModel(), ByteTokenizer(), data, ev.TaskSetup(limit=n),
+                              ev.Scoring(rank=r, world_size=3)) for r in range(3)]
     merged = sorted((p for part in parts for p in part["predictions"]), key=lambda p: p["index"])
     assert merged == full["predictions"]
     assert [len(ev.shard(10042, r, 7)) for r in range(7)] == [1435] * 4 + [1434] * 3  # 10042 = 7 * 1434 + 4
@@ -280,14 +282,26 @@ def test_lambada_last_word_accuracy_and_perplexity(tmp_path):
 
 
 def test_task_names_suites_and_exclusions():
-    assert ev.parse_tasks("core") == list(ev.TASKS) and len(ev.TASKS) == 13
-    assert ev.parse_tasks("core,-lambada") == CHOICE_TASKS
+    assert ev.parse_tasks("all") == list(ev.TASKS) and len(ev.TASKS) == 13
+    assert ev.parse_tasks("all,-lambada") == CHOICE_TASKS
     assert ev.parse_tasks("piqa,quick,piqa") == ["piqa", "hellaswag", "arc_easy", "winogrande", "copa", "boolq"]
     assert ev.default_limit("quick") == 200 and ev.default_limit("quick,mmlu") is None
-    with pytest.raises(ValueError, match="unknown task 'pica'; known tasks: hellaswag, piqa, .*suites: core, quick"):
-        ev.parse_tasks("core,pica")
+    with pytest.raises(ValueError, match="unknown task 'pica'; known tasks: hellaswag, piqa, .*suites: all, quick"):
+        ev.parse_tasks("all,pica")
     with pytest.raises(ValueError, match="selects no task"):
         ev.parse_tasks("piqa,-piqa")
+
+
+def test_the_old_suite_name_core_says_it_is_now_all_and_not_nanochats_core(capsys):
+    """Our suite was called `core`, which users read as nanochat's CORE (the DCLM paper's 22 tasks): a one-line
+    error names the new name instead of scoring a number that would be compared with CORE's."""
+    for spec in ("core", "core,-lambada", "piqa,-core"):
+        with pytest.raises(ValueError, match=r"^the suite 'core' is now 'all': it is not nanochat's CORE .*22 tasks"):
+            ev.parse_tasks(spec)
+    with pytest.raises(SystemExit):
+        ev.parse_args(["--ckpt", "x", "--tasks", "core"])
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "is now 'all'" in x]  # one line, after the usage
+    assert line.endswith("does not compare with CORE's")
 
 
 def test_unknown_task_on_the_command_line_lists_the_known_ones(capsys):
@@ -311,7 +325,7 @@ def test_missing_file_says_where_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "hub_rows", offline)
     monkeypatch.delenv(ev.EVALS_ENV, raising=False)
     with pytest.raises(FileNotFoundError, match=r"piqa: piqa_validation\.jsonl is not in --data-dir.*baber/piqa "
-                                                r"failed \(ConnectionError.*--tasks core,-piqa"):
+                                                r"failed \(ConnectionError.*--tasks all,-piqa"):
         ev.load_task("piqa", tmp_path)
     with pytest.raises(SystemExit, match=r"^evaluate\.py: error: piqa: piqa_validation\.jsonl is not in"):
         ev.main(["--ckpt", str(tmp_path / "unused"), "--tasks", "piqa", "--data-dir", str(tmp_path)])
@@ -423,7 +437,7 @@ def test_harness_style_decisions_equal_lm_evaluation_harness(shared_data, gpt2_t
                                   log_samples=True)
     for name in LM_EVAL_TASKS:
         docs = [json.loads(x) for x in (tmp_path / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
-        ours = ev.evaluate_task(model, tok, ev.TaskData(ev.TASKS[name], docs, None), "harness")
+        ours = ev.evaluate_task(model, tok, ev.TaskData(ev.TASKS[name], docs, None), ev.TaskSetup("harness"))
         theirs = sorted(out["samples"][f"local_{name}"], key=lambda s: s["doc_id"])
         assert len(theirs) == len(ours["predictions"]) == n
         for p, s in zip(ours["predictions"], theirs):

@@ -85,7 +85,7 @@ def test_export_logits_generate_and_import(tmp_path, case, toggles, hf_class):
         assert (theirs - ours).abs().max().item() < ATOL
 
         prompt = idx[:1, :6]
-        want = sample.generate(model, prompt, 20, temperature=0)
+        want = sample.generate(model, prompt, 20, sample.GREEDY)
         got = hf.generate(prompt, max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0)
         assert torch.equal(got, want)
 
@@ -123,7 +123,7 @@ def test_remote_export_of_documents_and_windows_matches_on_rows_with_documents(t
     with torch.no_grad():
         assert (hf(idx).logits - model(idx)).abs().max().item() < ATOL
         prompt = idx[:, :12]
-        want = sample.generate(model, prompt, 12, temperature=0)
+        want = sample.generate(model, prompt, 12, sample.GREEDY)
         assert torch.equal(hf.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False,
                                        pad_token_id=0), want)
 

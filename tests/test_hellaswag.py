@@ -53,7 +53,7 @@ def correct_sequences(examples, style):
 @pytest.mark.parametrize("style", hs.STYLES)
 def test_oracle_model_scores_100_percent(style):
     model = OracleModel(correct_sequences(EXAMPLES, style))
-    res = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, token_budget=100)
+    res = hs.score(model, ByteTokenizer(), EXAMPLES, ev.TaskSetup(style), ev.Scoring(token_budget=100))
     assert res["acc"] == 1.0 and res["acc_norm"] == 1.0
     assert res["num_examples"] == len(EXAMPLES) and res["style"] == style
     assert res["reference_gpt2_124m"] == dict(hs.REFERENCE[style])
@@ -63,7 +63,7 @@ def test_uniform_model_follows_documented_tie_rule():
     """Uniform logits: acc -> fewest ending tokens (first if tied); completion acc_norm -> ending 0;
     harness acc_norm -> highest chars/token, i.e. with 1 byte per char the longest ending (first if tied)."""
     tok = ByteTokenizer()
-    res = hs.evaluate(UniformModel(), tok, EXAMPLES, style="completion", token_budget=150)
+    res = hs.score(UniformModel(), tok, EXAMPLES, ev.TaskSetup("completion"), ev.Scoring(token_budget=150))
     for ex, p in zip(EXAMPLES, res["predictions"]):
         n_tokens = [len(tok.encode(" " + e)) for e in ex["endings"]]
         assert p["pred"] == n_tokens.index(min(n_tokens))
@@ -73,7 +73,7 @@ def test_uniform_model_follows_documented_tie_rule():
     assert [p["pred"] for p in res["predictions"]] == [2, 1, 0, 3, 0]
     assert res["predictions"][4]["losses"][0] == res["predictions"][4]["losses"][1]  # exact tie
     assert res["num_correct_norm"] == 1  # every pred_norm is 0; labels are [3, 0, 1, 2, 2]
-    res = hs.evaluate(UniformModel(), tok, EXAMPLES, style="harness", token_budget=150)
+    res = hs.score(UniformModel(), tok, EXAMPLES, ev.TaskSetup("harness"), ev.Scoring(token_budget=150))
     assert [p["pred"] for p in res["predictions"]] == [2, 1, 0, 3, 0]
     # tokens / chars per ending (harness continuation = " " + preprocessed ending); lowest ratio wins:
     # 28/27 vs 37/36 -> 0; 27/26 -> 3; 27/26 -> 1; " wait." 7/6, 15/14, 14/13, 2/1 -> 1; 20/19 -> 2
@@ -85,9 +85,9 @@ def test_uniform_model_follows_documented_tie_rule():
 @pytest.mark.parametrize("style", hs.STYLES)
 def test_batched_equals_unbatched_exactly(style):
     model = CausalMixModel()
-    one = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, token_budget=1)  # a row per forward
-    many = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, token_budget=10**6)
-    odd = hs.evaluate(model, ByteTokenizer(), EXAMPLES, style=style, token_budget=150)
+    one = hs.score(model, ByteTokenizer(), EXAMPLES, ev.TaskSetup(style), ev.Scoring(token_budget=1))  # row by row
+    many = hs.score(model, ByteTokenizer(), EXAMPLES, ev.TaskSetup(style), ev.Scoring(token_budget=10**6))
+    odd = hs.score(model, ByteTokenizer(), EXAMPLES, ev.TaskSetup(style), ev.Scoring(token_budget=150))
     assert one["predictions"] == many["predictions"] == odd["predictions"]  # losses compared with ==
     assert one["acc"] == many["acc"] and one["acc_norm"] == many["acc_norm"]
 
@@ -95,7 +95,7 @@ def test_batched_equals_unbatched_exactly(style):
 def test_long_context_truncated_from_the_left():
     model, tok = CausalMixModel(), ByteTokenizer()
     ex = dict(EXAMPLES[0], ctx="word " * 200)
-    res = hs.evaluate(model, tok, [ex], max_len=64)
+    res = hs.score(model, tok, [ex], ev.TaskSetup("completion", context=64))
     assert res["num_truncated_rows"] == 4
     row = requests(ex, "completion", max_len=64)[1]
     assert len(row.tokens) == 65 and row.tokens[-row.n_cont:] == tok.encode(" " + ex["endings"][1])
@@ -107,13 +107,13 @@ def test_real_gpt_batched_matches_unbatched():
     cfg = model_mod.GPTConfig(block_size=64, vocab_size=256, pad_vocab_multiple=1, n_layer=1, n_head=2,
                               n_embd=32)
     model = model_mod.GPT(cfg)
-    one = hs.evaluate(model, ByteTokenizer(), EXAMPLES, token_budget=1)
-    many = hs.evaluate(model, ByteTokenizer(), EXAMPLES, token_budget=10**6)
+    one = hs.score(model, ByteTokenizer(), EXAMPLES, scoring=ev.Scoring(token_budget=1))
+    many = hs.score(model, ByteTokenizer(), EXAMPLES, scoring=ev.Scoring(token_budget=10**6))
     assert [p["pred"] for p in one["predictions"]] == [p["pred"] for p in many["predictions"]]
     assert [p["pred_norm"] for p in one["predictions"]] == [p["pred_norm"] for p in many["predictions"]]
     for a, b in zip(one["predictions"], many["predictions"]):
         assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
-    assert model.training  # evaluate restores the mode it found
+    assert model.training  # scoring restores the mode it found
 
 
 # --- preprocessing, hand-worked on lines of the real file ----------------------------------------
@@ -178,8 +178,9 @@ def test_real_file_loads_completely(shared_data):
 
 def test_ranks_together_equal_one_process():
     model, tok = CausalMixModel(), ByteTokenizer()
-    full = hs.evaluate(model, tok, EXAMPLES, token_budget=150)
-    parts = [hs.evaluate(model, tok, EXAMPLES, token_budget=150, rank=r, world_size=3) for r in range(3)]
+    full = hs.score(model, tok, EXAMPLES, scoring=ev.Scoring(token_budget=150))
+    parts = [hs.score(model, tok, EXAMPLES, scoring=ev.Scoring(token_budget=150, rank=r, world_size=3))
+             for r in range(3)]
     merged = sorted((p for part in parts for p in part["predictions"]), key=lambda p: p["index"])
     assert merged == full["predictions"]
     assert sum(p["num_correct_norm"] for p in parts) == full["num_correct_norm"]
@@ -189,8 +190,8 @@ def _ddp_worker(rank, world_size, port, out_dir):
     import torch.distributed as dist
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    res = hs.evaluate(CausalMixModel(), ByteTokenizer(), EXAMPLES, token_budget=150, rank=rank,
-                      world_size=world_size)
+    res = hs.score(CausalMixModel(), ByteTokenizer(), EXAMPLES,
+                   scoring=ev.Scoring(token_budget=150, rank=rank, world_size=world_size))
     (out_dir / f"rank{rank}.json").write_text(json.dumps(res))
     dist.destroy_process_group()
 
@@ -203,7 +204,7 @@ def test_ddp_all_reduce_with_gloo(tmp_path):
         port = s.getsockname()[1]
     # fork: the workers skip re-importing torch (spawn costs seconds per process on 2 busy cores)
     mp.start_processes(_ddp_worker, args=(2, port, tmp_path), nprocs=2, join=True, start_method="fork")
-    full = hs.evaluate(CausalMixModel(), ByteTokenizer(), EXAMPLES, token_budget=150)
+    full = hs.score(CausalMixModel(), ByteTokenizer(), EXAMPLES, scoring=ev.Scoring(token_budget=150))
     for r in range(2):
         res = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert res["num_examples"] == len(EXAMPLES)
@@ -269,10 +270,10 @@ def test_missing_data_file_and_bad_style(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         hs.load_examples(tmp_path / "nope.jsonl")
     with pytest.raises(ValueError, match="unknown style"):
-        hs.evaluate(UniformModel(), ByteTokenizer(), EXAMPLES, style="mmlu")
+        hs.score(UniformModel(), ByteTokenizer(), EXAMPLES, ev.TaskSetup("mmlu"))
 
 
 def test_result_text_names_style_and_reference():
-    res = hs.evaluate(UniformModel(), ByteTokenizer(), EXAMPLES, style="harness")
+    res = hs.score(UniformModel(), ByteTokenizer(), EXAMPLES, ev.TaskSetup("harness"))
     text = hs.format_result(res)
     assert "harness style" in text and "0.2892" in text and "0.3114" in text and "PARTIAL" in text

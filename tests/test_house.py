@@ -104,6 +104,61 @@ def test_train_py_is_the_loop_only():
     assert lines <= 700, f"train.py has {lines} lines; config, runtime and checkpoint code live elsewhere"
 
 
+# ----------------------------------------------------------------------------- names and signatures
+
+SHORT_SIGNATURES = ("evaluate", "hellaswag", "perplexity", "sample")  # settings travel as dataclasses here
+MAX_PARAMETERS = 8  # self / cls not counted
+NAMED_LIKE_A_MODULE_FOR_NOW = {"train.train", "train.Trainer.evaluate"}  # train.py's own renaming is under way
+
+
+def definitions(source: str, prefix: str = ""):
+    """(qualified name, node) of every function and class in a module's source, methods and nested ones too."""
+    def walk(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                yield prefix + child.name, child
+                yield from walk(child, prefix + child.name + ".")
+            else:
+                yield from walk(child, prefix)
+    yield from walk(ast.parse(source), prefix)
+
+
+def parameter_count(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    a = fn.args
+    names = [x.arg for x in a.posonlyargs + a.args] + [x.arg for x in a.kwonlyargs] + [
+        x.arg for x in (a.vararg, a.kwarg) if x is not None]
+    return len(names) - (names[:1] in (["self"], ["cls"]))
+
+
+def long_signatures(source: str) -> list[str]:
+    return [f"{name} ({parameter_count(node)} parameters)" for name, node in definitions(source)
+            if not isinstance(node, ast.ClassDef) and parameter_count(node) > MAX_PARAMETERS]
+
+
+def named_like_a_module(source: str, module: str) -> set[str]:
+    return {name for name, node in definitions(source, f"{module}.") if node.name.lower() in MODULES}
+
+
+def test_the_name_and_signature_checks_catch_what_they_are_for():
+    source = ("class Sample:\n    def evaluate(self, a, b, c, d, e, f, g, h): ...\n"
+              "def long(a, b, c, d, e, f, g, *h, i, **j): ...\ndef ok(a, b, c, d, e, f, g, h): ...\n")
+    assert long_signatures(source) == ["long (10 parameters)"]
+    assert named_like_a_module(source, "x") == {"x.Sample", "x.Sample.evaluate"}
+
+
+@pytest.mark.parametrize("name", SHORT_SIGNATURES)
+def test_no_function_takes_more_than_eight_parameters(name):
+    """Long positional chains hide which value is which: settings are grouped in small dataclasses (TaskSetup,
+    Scoring, Sweep, Decoding, SampleConfig), built once and passed by name."""
+    assert not long_signatures((REPO / f"{name}.py").read_text()), f"{name}.py: group the settings into a dataclass"
+
+
+def test_no_function_or_class_is_named_like_a_module():
+    """`evaluate` was a module, two functions and a method: a name says which one it is."""
+    found = set().union(*(named_like_a_module((REPO / f"{m}.py").read_text(), m) for m in MODULES))
+    assert found <= NAMED_LIKE_A_MODULE_FOR_NOW, sorted(found - NAMED_LIKE_A_MODULE_FOR_NOW)
+
+
 # ----------------------------------------------------------------------------- old checkpoints
 
 @pytest.fixture(scope="module")
@@ -137,8 +192,8 @@ def test_legacy_checkpoint_loads_and_samples_as_before(legacy):
     with torch.no_grad():
         logits = model(x)[0, -1]
     torch.testing.assert_close(logits, torch.tensor(want["last_logits"]), rtol=0, atol=1e-6)
-    out = sample.sample(model, tok, tok.encode(want["prompt"]), sample.SampleConfig(max_new_tokens=20,
-                                                                                     temperature=0.0))
+    out = sample.generate_samples(model, tok, sample.Prompt(tok.encode(want["prompt"])),
+                                  sample.SampleConfig(max_new_tokens=20, decoding=sample.GREEDY))
     assert out[0].text == want["greedy_20"]
     assert checkpoint.load_model(path, trust=True).config == model.config
 

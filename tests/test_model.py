@@ -320,8 +320,8 @@ def test_kv_cache_chunked_feed_and_generate_match(pos_emb, toggles):
         m.forward_cached(idx[:, :5], cache)
         got = m.forward_cached(idx[:, 5:], cache)   # 4 queries after a cached prefix of 5
         torch.testing.assert_close(got, m(idx)[:, -1], atol=2e-5, rtol=1e-5)
-    a = sample.generate(m, tokens(T=4), 10, temperature=0, use_cache=True)
-    b = sample.generate(m, tokens(T=4), 10, temperature=0, use_cache=False)
+    a = sample.generate(m, tokens(T=4), 10, sample.Decoding(temperature=0, use_cache=True))
+    b = sample.generate(m, tokens(T=4), 10, sample.Decoding(temperature=0, use_cache=False))
     assert torch.equal(a, b) and a.shape == (2, 14)
 
 
@@ -333,8 +333,8 @@ def test_generation_and_scoring_avoid_per_shape_cudnn_attention():
     seen = []
     m.transformer.h[0].attn.register_forward_hook(
         lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
-    sample.generate(m, tokens(T=3), 3, temperature=0, use_cache=True)
-    sample.generate(m, tokens(T=3), 2, temperature=0, use_cache=False)
+    sample.generate(m, tokens(T=3), 3, sample.Decoding(temperature=0, use_cache=True))
+    sample.generate(m, tokens(T=3), 2, sample.Decoding(temperature=0, use_cache=False))
     assert seen == [False] * 5
     assert torch.backends.cuda.cudnn_sdp_enabled()          # restored afterwards
     import evaluate
@@ -352,7 +352,7 @@ def test_padded_ids_never_predicted_nor_targets():
     logits, loss = m(x), m(x, tokens(seed=3))
     assert logits.shape[-1] == VOCAB
     assert loss.item() == pytest.approx(math.log(VOCAB), abs=1e-5)  # uniform over the real ids only
-    out = sample.generate(m, x, 30, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    out = sample.generate(m, x, 30, sample.Decoding(temperature=1.0), generator=torch.Generator().manual_seed(0))
     assert out.max() < VOCAB
 
 
@@ -371,20 +371,20 @@ def test_hidden_states_then_output_logits_equal_forward(kw):
 def test_sampling_options():
     m = build()
     x = tokens()
-    greedy = sample.generate(m, x, 6, temperature=0)
-    assert torch.equal(sample.generate(m, x, 6, top_k=1), greedy)
-    assert torch.equal(sample.generate(m, x, 6, top_p=1e-6), greedy)
+    greedy = sample.generate(m, x, 6, sample.GREEDY)
+    assert torch.equal(sample.generate(m, x, 6, sample.Decoding(top_k=1)), greedy)
+    assert torch.equal(sample.generate(m, x, 6, sample.Decoding(top_p=1e-6)), greedy)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    assert torch.equal(sample.generate(m, x, 6, top_k=10, top_p=0.9, generator=g1),
-                       sample.generate(m, x, 6, top_k=10, top_p=0.9, generator=g2))
+    top = sample.Decoding(top_k=10, top_p=0.9)
+    assert torch.equal(sample.generate(m, x, 6, top, generator=g1), sample.generate(m, x, 6, top, generator=g2))
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]]).log_softmax(-1)
     for seed in range(20):  # top_k=2 keeps ids 2, 3; top_p=0.5 keeps only id 3 (p=0.64)
         assert sample.pick_token(logits, top_k=2, generator=torch.Generator().manual_seed(seed)).item() in (2, 3)
         assert sample.pick_token(logits, top_p=0.5, generator=torch.Generator().manual_seed(seed)).item() == 3
     stop = greedy[0, x.size(1) + 2].item()
-    out = sample.generate(m, x[:1], 6, temperature=0, stop_token=stop)
+    out = sample.generate(m, x[:1], 6, sample.GREEDY, stop_token=stop)
     assert out.size(1) <= x.size(1) + 3 and out[0, -1].item() == stop
-    streamed = list(sample.generate_stream(m, x, 3, temperature=0))
+    streamed = list(sample.generate_stream(m, x, 3, sample.GREEDY))
     assert [t.shape for t in streamed] == [(2, 1)] * 3
 
 

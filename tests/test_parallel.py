@@ -204,7 +204,7 @@ def test_activation_checkpointing_same_loss_and_grads_with_dropout():
     for n in g0:
         torch.testing.assert_close(g1[n], g0[n], rtol=1e-6, atol=1e-7, msg=n)
     model.eval()  # generation (no grad, KV cache) bypasses checkpointing
-    assert sample.generate(model, x[:1, :4], 3, temperature=0).shape == (1, 7)
+    assert sample.generate(model, x[:1, :4], 3, sample.GREEDY).shape == (1, 7)
 
 
 @pytest.fixture(scope="module")

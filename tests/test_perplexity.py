@@ -13,6 +13,7 @@ import perplexity
 import sample
 import train
 from checkpoint import load_checkpoint
+from evaluate import Scoring
 from model import GPT, GPTConfig
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -71,7 +72,7 @@ def test_equals_training_loop_val_loss(tmp_path, shared_data, gpt2_tok):
     train.run(cfg)
     model, _ = sample.load_model(tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run")
-    (res,) = perplexity.evaluate(model, gpt2_tok, data_dir, [T], stride=T)
+    (res,) = perplexity.measure(model, gpt2_tok, data_dir, perplexity.Sweep((T,), stride=T))
     assert res.tokens == n_val - 1
     assert res.loss == pytest.approx(ckpt["val_loss"], rel=1e-5)
     # the same number straight from model forward on the same non-overlapping windows
@@ -92,7 +93,7 @@ def test_bits_per_byte_by_hand(tmp_path, gpt2_tok):
     with torch.no_grad():
         logits = model(torch.tensor([ids[:-1]]))
     nll = F.cross_entropy(logits[0], torch.tensor(ids[1:]), reduction="sum").item()
-    (res,) = perplexity.evaluate(model, gpt2_tok, path, [256])
+    (res,) = perplexity.measure(model, gpt2_tok, path, perplexity.Sweep((256,)))
     assert res.tokens == len(ids) - 1 and res.bytes == len(TEXT.encode("utf-8"))
     assert res.loss == pytest.approx(nll / (len(ids) - 1), rel=1e-5)
     assert res.bpb == pytest.approx(nll / math.log(2) / len(TEXT.encode("utf-8")), rel=1e-5)
@@ -121,7 +122,7 @@ def naive_sliding(model, ids, ctx, stride):
 def test_sliding_window_matches_naive_loop(ctx, stride, gpt2_tok):
     model = tiny_model(block_size=32)
     ids = [gpt2_tok.eot_id] + gpt2_tok.encode(TEXT)[:90]
-    nll, count = perplexity.sliding_nll(model, torch.tensor(ids), ctx, stride, batch_tokens=40)
+    nll, count = perplexity.sliding_nll(model, torch.tensor(ids), ctx, stride, Scoring(token_budget=40))
     assert count == len(ids) - 1
     assert nll == pytest.approx(naive_sliding(model, ids, ctx, stride), rel=1e-5)
 
@@ -131,10 +132,10 @@ def test_extrapolating_positions_go_past_block_size(pos_emb, tmp_path, gpt2_tok)
     path = tmp_path / "t.txt"
     path.write_text(TEXT * 2)
     model = tiny_model(block_size=16, pos_emb=pos_emb)
-    res = perplexity.evaluate(model, gpt2_tok, path, [16, 64, 128])
+    res = perplexity.measure(model, gpt2_tok, path, perplexity.Sweep((16, 64, 128)))
     assert [r.ctx for r in res] == [16, 64, 128]
     assert all(math.isfinite(r.loss) and r.bpb > 0 for r in res)
-    learned = perplexity.evaluate(tiny_model(block_size=16), gpt2_tok, path, [16, 64])
+    learned = perplexity.measure(tiny_model(block_size=16), gpt2_tok, path, perplexity.Sweep((16, 64)))
     assert [r.ctx for r in learned] == [16]             # learned positions stop at block_size
 
 

@@ -169,10 +169,10 @@ def test_stop_at_eot(gpt2_tiktoken_file, stream):
     hello, world = tok.encode("Hello")[0], tok.encode(" world")[0]
     model = ScriptedModel([hello, world, tok.eot_id, hello])
     out = io.StringIO()
-    cfg = smp.SampleConfig(max_new_tokens=4, stop_at_eot=True, stream=stream, use_cache=False)
-    (s,) = smp.sample(model, tok, [tok.eot_id], cfg, out=out)
+    cfg = smp.SampleConfig(max_new_tokens=4, decoding=smp.Decoding(use_cache=False), stop_at_eot=True, stream=stream)
+    (s,) = smp.generate_samples(model, tok, smp.Prompt([tok.eot_id]), cfg, out=out)
     assert s.new_ids == [hello, world] and s.text.endswith("Hello world")
-    (s,) = smp.sample(model, tok, [tok.eot_id], dataclasses.replace(cfg, stop_at_eot=False))
+    (s,) = smp.generate_samples(model, tok, smp.Prompt([tok.eot_id]), dataclasses.replace(cfg, stop_at_eot=False))
     assert s.new_ids == [hello, world, tok.eot_id, hello]
 
 
@@ -229,7 +229,7 @@ def test_top_p_out_of_range(sp_run, p, capsys):
         run(["--ckpt", sp_run, "--top-p", p])
     assert e.value.code == 2 and "(0, 1]" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top_p"):
-        smp.validate(smp.SampleConfig(top_p=float(p)))
+        smp.validate(smp.SampleConfig(decoding=smp.Decoding(top_p=float(p))))
 
 
 def test_autocast_dtype_follows_trains_auto_rule():

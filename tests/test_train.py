@@ -677,7 +677,7 @@ def test_task_errors_name_train_keys_not_evaluate_flags(char_data, tmp_path, mon
     (tmp_path / "evals").mkdir()
     cases = [(tmp_path / "nope", r"--tasks=piqa: --tasks_dir=\S*nope: directory not found"),
              (tmp_path / "evals", r"--tasks=piqa: piqa: piqa_validation\.jsonl is not in --tasks_dir / \$EVALS_DIR "
-                                  r".*leave the task out \(e\.g\. --tasks=core,-piqa\)")]
+                                  r".*leave the task out \(e\.g\. --tasks=all,-piqa\)")]
     for tasks_dir, message in cases:
         with pytest.raises(config.ConfigError, match=message) as e:
             train.run(tiny(char_data, tmp_path / "run", tasks="piqa", tasks_interval=2, eval_interval=2,
