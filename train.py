@@ -35,6 +35,8 @@ import optim
 import parallel
 import runtime
 import sample
+import token_shards
+import tokenization
 from config import (SECTIONS, ConfigError, TrainConfig, check_data, check_gpu_extras, check_optimizer_available,
                     grad_accum_steps, help_text, load_config)
 from model import GPT
@@ -125,7 +127,7 @@ def check_resumable(cfg: TrainConfig, ckpt: dict, path: Path, tokenizer) -> None
                           f"settings (--{diff[0].split('=')[0]}=...) or a new out_dir without --resume")
     if ckpt.get("tokenizer") and tokenizer is not None:
         try:
-            datalib.check_same_tokenizer(ckpt["tokenizer"], tokenizer.spec(), str(path), f"data_dir {cfg.data.data_dir}")
+            tokenization.check_same_tokenizer(ckpt["tokenizer"], tokenizer.spec(), str(path), f"data_dir {cfg.data.data_dir}")
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
@@ -163,10 +165,10 @@ def build_data(cfg: TrainConfig, info: DistInfo, tokenizer) -> tuple:
         loader = (datalib.DataLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, **where)
                   if d.loader == "random" else
                   datalib.BOSLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, buffer_size=d.pack_buffer,
-                                    bos_id=datalib.document_start_id(d.data_dir, tokenizer), **where))
+                                    bos_id=token_shards.document_start_id(d.data_dir, tokenizer), **where))
         val = (datalib.val_batches(d.data_dir, d.batch_size, cfg.model.block_size, cfg.run.eval_iters,
                                    rank=info.rank, world_size=info.world_size) if cfg.run.eval_iters else ([], 0))
-    except datalib.ShardFormatError as e:  # damaged, truncated or foreign file
+    except token_shards.ShardFormatError as e:  # damaged, truncated or foreign file
         raise ConfigError(f"{e}; re-run prepare_data.py for {d.data_dir} (or remove the file)") from None
     except ValueError as e:  # too little data for one batch
         raise ConfigError(f"{e}; lower batch_size or block_size, or prepare more data") from None
@@ -229,7 +231,7 @@ class MetricsLog:
 
     def rewrite(self, rows: list[dict]) -> None:
         """On resume: the rows up to the checkpoint only (the steps after it run again), so one history."""
-        with datalib.atomic_path(self.path) as tmp:
+        with token_shards.atomic_path(self.path) as tmp:
             tmp.write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
 
     def write(self, row: dict) -> None:
@@ -382,7 +384,7 @@ def load_resume_checkpoint(cfg: TrainConfig, tokenizer, is_master: bool = True) 
 class RunInputs:
     """What start-up reads and checks before anything is written or built (check_inputs)."""
     grad_accums: list[int]   # micro-steps per step: the run's, then each batch-warmup stage's
-    tokenizer: object        # the shards' tokenizer (data.py), or None
+    tokenizer: object        # the shards' tokenizer (tokenization.py), or None
     tasks: list              # the downstream tasks' data (evaluate.py), read now
     resume_path: Path | None  # the checkpoint to resume from (and its dict), or None
     ckpt: dict | None
