@@ -1,8 +1,9 @@
 """The training data loaders (random windows, BOS-aligned rows) and the fixed validation batches.
 
 train.py builds one loader (config loader=random: DataLoader, loader=bos_aligned: BOSLoader) and val_batches;
-bench.py times DataLoader. The shards come from token_shards.py. torch is imported inside the one function
-that makes tensors, so importing this module is cheap.
+bench.py times DataLoader. Both loaders are a Loader: one contract (torchtitan's Stateful, plus the batch and
+the numbers to log), one set of checks. The shards come from token_shards.py. torch is imported inside the
+one function that makes tensors, so importing this module is cheap.
 """
 from __future__ import annotations
 
@@ -34,8 +35,119 @@ def _to_xy(rows: np.ndarray):
     return torch.from_numpy(rows[:, :-1].astype(np.int64)), torch.from_numpy(rows[:, 1:].astype(np.int64))
 
 
-class DataLoader:
-    """Random (B, T+1) windows from memory-mapped shards, split disjointly across DDP ranks.
+def check_rank(rank: int, world_size: int) -> None:
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+
+
+def check_sizes(**sizes: int) -> None:
+    """ValueError naming the sizes unless all of them are >= 1."""
+    if min(sizes.values()) < 1:
+        names = ", ".join(list(sizes)[:-1]) + f" and {list(sizes)[-1]}"
+        raise ValueError(f"{names} must be >= 1 (got {', '.join(str(v) for v in sizes.values())})")
+
+
+# ----------------------------------------------------------------------------------------------
+# The loaders' one contract
+
+class Loader:
+    """What the trainer calls on a training loader (torchtitan's Stateful contract, plus the batch and stats):
+
+        next_batch(seq_len=None)  (x, y) int64 tensors of shape (B, seq_len) of this rank; y is x shifted by one.
+                                  seq_len <= T gives the first seq_len+1 tokens of each row (sequence-length
+                                  warmup): the stream position does not depend on it.
+        state_dict()              the position in the one global stream of rows (epoch, shard, ...): plain ints and
+                                  lists (checkpoints load with weights_only), the same on every rank, so a run
+                                  resumes on another batch size or world size
+        load_state_dict(state)    continue exactly there; ValueError naming what differs if the state is another
+                                  loader's or from other shards or settings
+        stats()                   numbers for each evaluation's log row: `epoch`, the passes over the data so far
+
+    A loader memory-maps the shards of one split and plans each epoch from (seed, epoch) alone, so every rank
+    computes the same stream. A subclass names its `kind` (the config's loader=) and `unit` (what
+    its rows are, for errors) and implements _plan_epoch, _rows, _settings, _position, _restore, _epoch_done.
+    """
+
+    kind: str
+    unit: str
+
+    def __init__(self, data_dir, split: str, batch_size: int, seq_len: int, rank: int, world_size: int,
+                 seed: int, **sizes: int):
+        """sizes: the subclass's other sizes that must be >= 1 (checked with batch_size and seq_len)."""
+        check_rank(rank, world_size)
+        check_sizes(batch_size=batch_size, seq_len=seq_len, **sizes)
+        self.data_dir, self.split = Path(data_dir), split
+        self.B, self.T, self.rank, self.world_size, self.seed = batch_size, seq_len, rank, world_size, seed
+        self.paths, self.shards = _load_shards(data_dir, split)
+        self.lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
+        self.epoch = 0
+        self._shard_pos = 0      # index into this epoch's shard order
+
+    def next_batch(self, seq_len: int | None = None):
+        """Next (x, y) int64 tensors of shape (B, seq_len) of this rank; y is x shifted by one token."""
+        t = self.T if seq_len is None else int(seq_len)
+        if not 1 <= t <= self.T:
+            raise ValueError(f"seq_len {t} must be in [1, {self.T}] (the loader's {self.unit} are {self.T + 1} tokens)")
+        return _to_xy(self._rows(t + 1))
+
+    def state_dict(self) -> dict:
+        return {"version": 1, "loader": self.kind, "epoch": int(self.epoch), "shard_pos": int(self._shard_pos),
+                **self._position(), **self._settings(), "split": self.split, "shards": [p.name for p in self.paths],
+                "lengths": self.lengths.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where the saved loader stopped (same kind, shards and settings)."""
+        self._check_state(state)
+        self.epoch = int(state["epoch"])
+        self._plan_epoch()
+        self._shard_pos = int(state["shard_pos"])
+        self._restore(state)
+
+    def stats(self) -> dict:
+        """Passes over the data so far: finished epochs plus the share of this epoch's stream taken."""
+        return {"epoch": self.epoch + self._epoch_done()}
+
+    def _check_state(self, state: dict) -> None:
+        """ValueError naming what differs between a saved loader state and this loader."""
+        kind = state.get("loader", "random")  # the random loader's states did not name it before
+        if kind != self.kind:
+            raise ValueError(f"loader state is from loader={kind}, this run uses loader={self.kind}")
+        for key, value in self._settings().items():
+            if state[key] != value:
+                raise ValueError(f"loader state does not match this loader: {key} was {state[key]!r}, now {value!r}")
+        if state["shards"] != [p.name for p in self.paths] or state["lengths"] != self.lengths.tolist():
+            raise ValueError(f"loader state does not match this loader: the {self.split} shards differ")
+
+    def _plan_epoch(self) -> None:
+        """Set up epoch self.epoch from (seed, epoch)."""
+        raise NotImplementedError
+
+    def _rows(self, n: int) -> np.ndarray:
+        """The next (B, n) uint16 rows of this rank: the first n tokens of its next B rows of T+1 tokens."""
+        raise NotImplementedError
+
+    def _settings(self) -> dict:
+        """What a saved state must have been made with (seed, seq_len, ...)."""
+        raise NotImplementedError
+
+    def _position(self) -> dict:
+        """The position within the current shard (and whatever else resuming needs), as plain ints and lists."""
+        raise NotImplementedError
+
+    def _restore(self, state: dict) -> None:
+        """Set the position within the current shard from state (the epoch is planned already)."""
+        raise NotImplementedError
+
+    def _epoch_done(self) -> float:
+        """The share of this epoch's stream taken so far, in [0, 1)."""
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------------
+# Random windows
+
+class DataLoader(Loader):
+    """Random (B, T+1) windows from memory-mapped shards, split disjointly across DDP ranks (loader=random).
 
     Layout of one epoch e (all derived from (seed, e), so every rank computes the same thing):
       * the shards are visited in a random order;
@@ -54,23 +166,16 @@ class DataLoader:
     rank-specific: a run can resume with another batch size or world size.
     """
 
+    kind, unit = "random", "windows"
+
     def __init__(self, data_dir, split: str, batch_size: int, seq_len: int, rank: int = 0,
                  world_size: int = 1, seed: int = 1337):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
-        if batch_size < 1 or seq_len < 1:
-            raise ValueError(f"batch_size and seq_len must be >= 1 (got {batch_size}, {seq_len})")
-        self.data_dir, self.split = Path(data_dir), split
-        self.B, self.T, self.rank, self.world_size, self.seed = batch_size, seq_len, rank, world_size, seed
-        self.paths, self.shards = _load_shards(data_dir, split)
-        self.lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
-        self._check_sizes()
-        self.epoch = 0
-        self._shard_pos = 0      # index into this epoch's shard order
+        super().__init__(data_dir, split, batch_size, seq_len, rank, world_size, seed)
+        self._check_enough_data()
         self._window_pos = 0     # index into the current shard's window order
         self._plan_epoch()
 
-    def _check_sizes(self) -> None:
+    def _check_enough_data(self) -> None:
         T, need = self.T, self.B * self.world_size
         if self.lengths.max() < T + 1:
             raise ValueError(f"sequences of {T} tokens (block_size) need windows of {T + 1} tokens but the longest "
@@ -122,38 +227,34 @@ class DataLoader:
                 self._window_pos = 0
         return runs
 
-    def next_batch(self, seq_len: int | None = None):
-        """Next (x, y) int64 tensors of shape (B, seq_len); y is x shifted by one token."""
-        t = self.T if seq_len is None else int(seq_len)
-        if not 1 <= t <= self.T:
-            raise ValueError(f"seq_len {t} must be in [1, {self.T}] (the loader's windows are {self.T + 1} tokens)")
+    def _rows(self, n: int) -> np.ndarray:
         lo, hi = self.rank * self.B, (self.rank + 1) * self.B
         rows, pos = [], 0
         for s, starts in self._take(self.B * self.world_size):
             a, b = max(lo - pos, 0), min(hi - pos, len(starts))
             if a < b:
-                rows.append(_gather(self.shards[s], starts[a:b], t + 1))
+                rows.append(_gather(self.shards[s], starts[a:b], n))
             pos += len(starts)
-        return _to_xy(np.concatenate(rows))
+        return np.concatenate(rows)
 
-    def state_dict(self) -> dict:
-        return {"version": 1, "epoch": int(self.epoch), "shard_pos": int(self._shard_pos),  # plain ints: weights_only
-                "window_pos": int(self._window_pos), "seed": self.seed, "seq_len": self.T, "split": self.split,
-                "shards": [p.name for p in self.paths], "lengths": self.lengths.tolist()}
+    def _settings(self) -> dict:
+        return {"seed": self.seed, "seq_len": self.T}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Continue exactly where the saved loader stopped (same data, seed and seq_len)."""
-        _check_state(self, state, "random", {"seed": self.seed, "seq_len": self.T})
-        self.epoch = int(state["epoch"])
-        self._plan_epoch()
-        self._shard_pos, self._window_pos = int(state["shard_pos"]), int(state["window_pos"])
+    def _position(self) -> dict:
+        return {"window_pos": int(self._window_pos)}
 
-    def stats(self) -> dict:
-        return {}
+    def _restore(self, state: dict) -> None:
+        self._window_pos = int(state["window_pos"])
+
+    def _epoch_done(self) -> float:
+        total = int(self._counts.sum())
+        return (total - self._remaining()) / max(total, 1)
 
 
+# ----------------------------------------------------------------------------------------------
+# BOS-aligned rows
 
-class BOSLoader:
+class BOSLoader(Loader):
     """(B, T+1) rows that each start at a document start, documents packed best-fit (loader=bos_aligned).
 
     A document is a BOS token and everything up to the next BOS (across shard ends, so none is cut by
@@ -171,24 +272,18 @@ class BOSLoader:
     next_batch(seq_len=t) returns the first t+1 tokens of each row (sequence-length warmup).
     """
 
+    kind, unit = "bos_aligned", "rows"
+
     def __init__(self, data_dir, split: str, batch_size: int, seq_len: int, bos_id: int, rank: int = 0,
                  world_size: int = 1, seed: int = 1337, buffer_size: int = 1000):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
-        if batch_size < 1 or seq_len < 1 or buffer_size < 1:
-            raise ValueError(f"batch_size, seq_len and buffer_size must be >= 1 (got {batch_size}, {seq_len}, "
-                             f"{buffer_size})")
-        self.data_dir, self.split, self.bos = Path(data_dir), split, int(bos_id)
-        self.B, self.T, self.rank, self.world_size, self.seed = batch_size, seq_len, rank, world_size, seed
-        self.buffer_size = buffer_size
-        self.paths, self.shards = _load_shards(data_dir, split)
-        self.lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
+        super().__init__(data_dir, split, batch_size, seq_len, rank, world_size, seed, buffer_size=buffer_size)
+        self.bos, self.buffer_size = int(bos_id), buffer_size
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])   # global position of each shard's start
         self._first = [first_token_at(s, self.bos) for s in self.shards]
         if all(f is None for f in self._first):
             raise ValueError(f"the {split} shards in {self.data_dir} hold no document-start token {self.bos}; "
                              f"prepare them with document boundaries or use loader=random")
-        self.epoch, self._shard_pos, self._doc_pos = 0, 0, 0
+        self._doc_pos = 0
         self._buffer: list[tuple[int, int]] = []    # (length, global start), sorted
         self.cropped = self.used = 0                # tokens dropped by cropping / placed in rows (all ranks)
         self._plan_epoch()
@@ -250,46 +345,37 @@ class BOSLoader:
             start, n, s = start + k, n - k, s + 1
         return np.concatenate(parts)
 
-    def next_batch(self, seq_len: int | None = None):
-        """Next (x, y) int64 tensors of shape (B, seq_len) of this rank; every row starts with BOS."""
-        t = self.T if seq_len is None else int(seq_len)
-        if not 1 <= t <= self.T:
-            raise ValueError(f"seq_len {t} must be in [1, {self.T}] (the loader's rows are {self.T + 1} tokens)")
+    def _rows(self, n: int) -> np.ndarray:
         rows = [self.pack_row() for _ in range(self.B * self.world_size)][self.rank * self.B:(self.rank + 1) * self.B]
-        return _to_xy(np.stack([np.concatenate([self.read(a, n) for a, n in row])[:t + 1] for row in rows]))
+        return np.stack([np.concatenate([self.read(a, k) for a, k in row])[:n] for row in rows])
 
     def stats(self) -> dict:
-        """Tokens dropped by cropping so far (over all ranks) and their share of the documents' tokens taken."""
-        return {"cropped_tokens": self.cropped, "cropped_frac": self.cropped / max(1, self.cropped + self.used)}
+        """Also the tokens dropped by cropping so far (over all ranks) and their share of the documents' tokens
+        taken."""
+        return {**super().stats(), "cropped_tokens": self.cropped,
+                "cropped_frac": self.cropped / max(1, self.cropped + self.used)}
 
-    def state_dict(self) -> dict:
-        return {"version": 1, "loader": "bos_aligned", "epoch": int(self.epoch), "shard_pos": int(self._shard_pos),
-                "doc_pos": int(self._doc_pos), "buffer": [[n, s] for n, s in self._buffer], "cropped": self.cropped,
-                "used": self.used, "seed": self.seed, "seq_len": self.T, "bos": self.bos,
-                "buffer_size": self.buffer_size, "split": self.split, "shards": [p.name for p in self.paths],
-                "lengths": self.lengths.tolist()}
+    def _settings(self) -> dict:
+        return {"seed": self.seed, "seq_len": self.T, "bos": self.bos, "buffer_size": self.buffer_size}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Continue exactly where the saved loader stopped (same data, seed, seq_len, BOS and buffer size)."""
-        _check_state(self, state, "bos_aligned", {"seed": self.seed, "seq_len": self.T, "bos": self.bos,
-                                                   "buffer_size": self.buffer_size})
-        self.epoch = int(state["epoch"])
-        self._plan_epoch()
-        self._shard_pos, self._doc_pos = int(state["shard_pos"]), int(state["doc_pos"])
+    def _position(self) -> dict:
+        return {"doc_pos": int(self._doc_pos), "buffer": [[n, s] for n, s in self._buffer], "cropped": self.cropped,
+                "used": self.used}
+
+    def _restore(self, state: dict) -> None:
+        self._doc_pos = int(state["doc_pos"])
         self._buffer = [(int(n), int(s)) for n, s in state["buffer"]]
         self.cropped, self.used = int(state["cropped"]), int(state["used"])
 
+    def _epoch_done(self) -> float:
+        """Counted in tokens: the shards done this epoch, and the current one's share of its documents taken."""
+        s = int(self._order[self._shard_pos])
+        current = self.lengths[s] * self._doc_pos / max(1, len(self._shard_docs(s)))
+        return float((self.lengths[self._order[:self._shard_pos]].sum() + current) / self.offsets[-1])
 
-def _check_state(loader, state: dict, kind: str, mine: dict) -> None:
-    """ValueError naming what differs between a saved loader state and this loader."""
-    if state.get("loader", "random") != kind:
-        raise ValueError(f"loader state is from loader={state.get('loader', 'random')}, this run uses loader={kind}")
-    for key, value in mine.items():
-        if state[key] != value:
-            raise ValueError(f"loader state does not match this loader: {key} was {state[key]!r}, now {value!r}")
-    if state["shards"] != [p.name for p in loader.paths] or state["lengths"] != loader.lengths.tolist():
-        raise ValueError(f"loader state does not match this loader: the {loader.split} shards differ")
 
+# ----------------------------------------------------------------------------------------------
+# Validation batches
 
 def val_batches(data_dir, batch_size: int, seq_len: int, num_batches: int, rank: int = 0,
                 world_size: int = 1) -> tuple[list, int]:
@@ -305,8 +391,7 @@ def val_batches(data_dir, batch_size: int, seq_len: int, num_batches: int, rank:
     rank's share. If the split has too few windows, fewer batches are used (together the whole split once);
     if it has fewer than batch_size windows, one smaller batch (with a warning).
     """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+    check_rank(rank, world_size)
     paths, shards = _load_shards(data_dir, "val")
     T = seq_len
     counts = [max((len(s) - 1) // T, 0) for s in shards]

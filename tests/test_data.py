@@ -573,7 +573,9 @@ def test_bos_loader_matches_the_reference_packing(doc_dir):
     got = np.concatenate([full_rows(*loader.next_batch()) for _ in range(60)])      # crosses epochs
     ref, cropped = reference_rows(stream, cuts, T, buf, 3, len(got))
     assert loader.epoch >= 1 and loader.cropped == cropped > 0 and loader.used == len(got) * (T + 1)
-    assert loader.stats() == {"cropped_tokens": cropped, "cropped_frac": cropped / (cropped + len(got) * (T + 1))}
+    stats = loader.stats()
+    assert loader.epoch <= stats.pop("epoch") <= loader.epoch + 1                 # passes over the data so far
+    assert stats == {"cropped_tokens": cropped, "cropped_frac": cropped / (cropped + len(got) * (T + 1))}
     for row, segs in zip(got, ref):
         assert np.array_equal(row, np.concatenate([stream[a:a + n] for a, n, _, _ in segs]))
     # what the packing promises, checked on the reference rows (each a row the loader returned)
@@ -643,6 +645,37 @@ def test_bos_loader_deterministic_resumable_and_checked(doc_dir, tmp_path):
     token_shards.write_shard(tmp_path / "plain" / "p_train_000001.bin", np.arange(8, 500))
     with pytest.raises(ValueError, match="no document-start token 7"):
         data.BOSLoader(tmp_path / "plain", "train", 4, 16, bos_id=7)
+
+
+# ---------------------------------------------------------------------------------------------- the loaders' contract
+
+def one_of_each(path) -> list:
+    """A loader of each kind over the same shards and seed."""
+    return [data.DataLoader(path, "train", 4, 16, seed=1),
+            data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=32)]
+
+
+def test_both_loaders_keep_the_one_contract(doc_dir):
+    """Each is a data.Loader: its state is plain JSON and resumes to the same next batches, a state of the other kind
+    is refused, and stats() counts the passes over the data."""
+    path = doc_dir[0]
+    for a, b, other in zip(one_of_each(path), one_of_each(path), one_of_each(path)[::-1]):
+        assert isinstance(a, data.Loader) and a.kind != other.kind
+        for _ in range(3):
+            a.next_batch()
+        state = json.loads(json.dumps(a.state_dict()))
+        expected = [a.next_batch(seq_len=t) for t in (16, 5, 16)]
+        b.load_state_dict(state)
+        assert all(torch.equal(x, u) and torch.equal(y, v)
+                   for (x, y), (u, v) in zip(expected, [b.next_batch(seq_len=t) for t in (16, 5, 16)]))
+        assert b.state_dict() == a.state_dict()
+        with pytest.raises(ValueError, match=f"state is from loader={a.kind}, this run uses loader={other.kind}"):
+            other.load_state_dict(state)
+        passes = [a.stats()["epoch"]]
+        while a.epoch == 0:
+            a.next_batch()
+            passes.append(a.stats()["epoch"])
+        assert 0 < passes[0] < 1 <= passes[-1] < 1.1 and passes == sorted(passes)
 
 
 def test_document_start_id_follows_the_boundary(tmp_path, sp_tok, gpt2):
