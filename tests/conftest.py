@@ -66,3 +66,21 @@ def char_data(shared_data, tmp_path_factory) -> Path:
     ids = np.asarray(tok.encode(text), dtype=np.uint16)
     n_val = len(ids) // 10
     return write_token_dataset(tmp_path_factory.mktemp("char_data"), tok, ids[-n_val:], ids[:-n_val], prefix="char")
+
+
+@pytest.fixture(scope="session")
+def shakespeare(shared_data) -> str:
+    return (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def gpt2(gpt2_tiktoken_file):
+    import tokenization
+    return tokenization.gpt2_tokenizer(gpt2_tiktoken_file)
+
+
+@pytest.fixture(scope="session")
+def sp_tok(shakespeare):
+    """A small sentencepiece model trained on the first 100k characters of Tiny Shakespeare."""
+    import tokenization
+    return tokenization.train_sentencepiece([shakespeare], vocab_size=512, model_type="unigram", max_chars=100_000)

@@ -1,37 +1,17 @@
-"""Tests for tokenization.py, token_shards.py, data.py (the loaders) and prepare_data.py (the CLI)."""
+"""Tests for data.py (the loaders, the validation batches) and prepare_data.py (the CLI)."""
 import json
-import os
 import re
-import struct
 
 import numpy as np
 import pytest
 import torch
 
-import config
 import data
 import prepare_data
 import token_shards
 import tokenization
 from scripts import offline_corpus
-
-TRICKY = "First Citizen:\n\n  Before   we proceed\tany further,\n hear me speak.  \n\n\nÄ ü ☃ done\n"
-
-
-@pytest.fixture(scope="module")
-def shakespeare(shared_data) -> str:
-    return (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def gpt2(gpt2_tiktoken_file):
-    return tokenization.gpt2_tokenizer(gpt2_tiktoken_file)
-
-
-@pytest.fixture(scope="module")
-def sp_tok(shakespeare):
-    """A small sentencepiece model trained on the first 100k characters of Tiny Shakespeare."""
-    return tokenization.train_sentencepiece([shakespeare], vocab_size=512, model_type="unigram", max_chars=100_000)
+from test_tokenization import TRICKY
 
 
 def write_jsonl(path, docs, field="text"):
@@ -53,104 +33,7 @@ def run_cli(*argv):
     return prepare_data.main([str(a) for a in argv] + ["--quiet"])
 
 
-# ---------------------------------------------------------------------------------------------- tokenizers
-
-def test_gpt2_known_ids_from_offline_ranks_file(gpt2_tiktoken_file):
-    tok = tokenization.gpt2_tokenizer(gpt2_tiktoken_file)
-    assert tok.encode("Hello world") == [15496, 995]
-    assert tok.encode(" the") == [262]
-    assert tok.encode("<|endoftext|>") != [50256]          # special tokens never parsed from text
-    assert (tok.vocab_size, tok.eot_id, tok.eos_id, tok.bos_id) == (50257, 50256, 50256, None)
-    assert os.environ["TIKTOKEN_GPT2_FILE"]                # conftest: the env lookup path works too
-    assert tokenization.gpt2_tokenizer().encode("Hello world") == [15496, 995]
-    assert tok.decode(tok.encode(TRICKY)) == TRICKY
-    assert tok.encode_batch(["Hello world", " the"]) == [[15496, 995], [262]]
-    assert list(tok.encode_np("Hello world")) == [15496, 995]
-
-
-def test_split_text_keeps_gpt2_tokens(gpt2, shakespeare):
-    text = shakespeare[:200_000]
-    pieces = tokenization.split_text(text, 2_000)
-    assert len(pieces) > 20 and "".join(pieces) == text
-    assert sum((gpt2.encode(p) for p in pieces), []) == gpt2.encode(text)
-
-
-def test_sentencepiece_round_trip_exact(sp_tok, shakespeare, tmp_path):
-    assert sp_tok.decode(sp_tok.encode(TRICKY)) == TRICKY
-    assert sp_tok.decode(sp_tok.encode(shakespeare)) == shakespeare
-    nl = sp_tok.encode("\n")
-    assert len(nl) == 1 and sp_tok.decode(nl) == "\n"       # the model can write a newline
-    assert (sp_tok.bos_id, sp_tok.eos_id, sp_tok.eot_id) == (1, 2, 2) and sp_tok.vocab_size == 512
-    assert sp_tok.splittable
-    pieces = tokenization.split_text(shakespeare[:100_000], 2_000)
-    assert sum((sp_tok.encode(p) for p in pieces), []) == sp_tok.encode(shakespeare[:100_000])
-    # spec() is self-contained; the .model file loads the same model
-    again = tokenization.tokenizer_from_spec(json.loads(json.dumps(sp_tok.spec())))
-    assert again.encode(TRICKY) == sp_tok.encode(TRICKY)
-    sp_tok.save(tmp_path / "tokenizer.model")
-    assert tokenization.load_sentencepiece(tmp_path / "tokenizer.model").encode(TRICKY) == sp_tok.encode(TRICKY)
-
-
-def test_sentencepiece_char_model(shakespeare):
-    tok = tokenization.train_sentencepiece([shakespeare[:50_000]], vocab_size=400, model_type="char")
-    assert tok.vocab_size < 400                            # a char model only has the characters it saw
-    assert tok.decode(tok.encode(TRICKY)) == TRICKY        # byte fallback covers the tab, Ä, ☃
-    assert all(len(tok.decode([i])) == 1 for i in tok.encode("First Citizen:\n"))
-
-
-# ---------------------------------------------------------------------------------------------- shards
-
-def test_shard_header_bytes_exactly_llmc(tmp_path):
-    path = tmp_path / "x_train_000001.bin"
-    token_shards.write_shard(path, np.array([0, 1, 50256, 65535]))
-    raw = path.read_bytes()
-    assert len(raw) == 1024 + 8
-    assert raw[:12] == struct.pack("<iii", 20240520, 1, 4) and raw[12:1024] == bytes(1012)
-    assert raw[1024:] == struct.pack("<4H", 0, 1, 50256, 65535)
-    assert token_shards.read_shard(path).tolist() == [0, 1, 50256, 65535]
-    assert not list(tmp_path.glob("*.tmp"))
-
-
-def test_reader_accepts_npy_and_nanogpt_bin(tmp_path):
-    tokens = np.arange(1000, dtype=np.uint16)
-    np.save(tmp_path / "edufineweb_train_000001.npy", tokens)
-    tokens.tofile(tmp_path / "train.bin")
-    assert np.array_equal(token_shards.read_shard(tmp_path / "edufineweb_train_000001.npy"), tokens)
-    assert np.array_equal(token_shards.read_shard(tmp_path / "train.bin"), tokens)
-    assert token_shards.list_shards(tmp_path, "train") == [tmp_path / "edufineweb_train_000001.npy"]
-    (tmp_path / "edufineweb_train_000001.npy").unlink()
-    assert token_shards.list_shards(tmp_path, "train") == [tmp_path / "train.bin"]
-
-
-def test_bad_shards_name_file_and_sizes(tmp_path):
-    good = tmp_path / "a_train_000001.bin"
-    token_shards.write_shard(good, np.arange(10))
-    raw = good.read_bytes()
-    (tmp_path / "trunc_train_000001.bin").write_bytes(raw[:-2])
-    with pytest.raises(token_shards.ShardFormatError, match=r"trunc_train_000001\.bin.*expected size 1044 bytes, actual size 1042"):
-        token_shards.read_shard(tmp_path / "trunc_train_000001.bin")
-    (tmp_path / "magic_train_000001.bin").write_bytes(struct.pack("<i", 123) + raw[4:])
-    with pytest.raises(token_shards.ShardFormatError, match=r"magic_train_000001\.bin: bad magic 123 \(expected 20240520\)"):
-        token_shards.read_shard(tmp_path / "magic_train_000001.bin")
-    (tmp_path / "ver_train_000001.bin").write_bytes(raw[:4] + struct.pack("<i", 7) + raw[8:])
-    with pytest.raises(token_shards.ShardFormatError, match=r"ver_train_000001\.bin: unsupported shard version 7"):
-        token_shards.read_shard(tmp_path / "ver_train_000001.bin")
-    (tmp_path / "tiny_val_000000.bin").write_bytes(b"abc")
-    with pytest.raises(token_shards.ShardFormatError, match=r"tiny_val_000000\.bin.*at least 1024.*actual size 3"):
-        token_shards.read_shard(tmp_path / "tiny_val_000000.bin")
-    (tmp_path / "val.bin").write_bytes(b"abc")
-    with pytest.raises(token_shards.ShardFormatError, match=r"val\.bin.*actual size 3"):
-        token_shards.read_shard(tmp_path / "val.bin")
-
-
-def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    def boom(*_):
-        raise OSError("disk full")
-    monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
-        token_shards.write_shard(tmp_path / "a_train_000001.bin", np.arange(10))
-    assert not (tmp_path / "a_train_000001.bin").exists()
-
+# ---------------------------------------------------------------------------------------------- CLI
 
 def test_vocab_over_uint16_fails_before_tokenizing(tmp_path, monkeypatch):
     class Big:
@@ -165,8 +48,6 @@ def test_vocab_over_uint16_fails_before_tokenizing(tmp_path, monkeypatch):
         run_cli(write_jsonl(tmp_path / "c.jsonl", ["hi"]), "--out", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
-
-# ---------------------------------------------------------------------------------------------- CLI
 
 def test_cli_round_trip_text_to_shards_to_text(tmp_path):
     docs = make_docs(40) + [TRICKY]
@@ -393,6 +274,31 @@ def test_cli_sentencepiece_vocab_size_promise(tmp_path, shakespeare, capsys):
     assert not (tmp_path / "o2").exists()
 
 
+def test_cli_shakespeare_sentencepiece_trains_and_round_trips(tmp_path, shared_data, shakespeare):
+    out = tmp_path / "sp"
+    meta = run_cli("shakespeare", "--input", shared_data / "tinyshakespeare.txt", "--out", out, "--tokenizer",
+                   "sentencepiece", "--vocab-size", 400, "--sp-model-type", "bpe", "--sp-sample-chars", 50_000)
+    tok = tokenization.load_tokenizer_for(out)
+    assert (out / "tokenizer.model").read_bytes() == tok.proto and meta["tokenizer"]["vocab_size"] == 400
+    cut = int(len(shakespeare) * 0.9)
+    val, train = read_split(out, "val"), read_split(out, "train")
+    assert tok.decode(val.tolist()) == shakespeare[cut:] and tok.decode(train.tolist()) == shakespeare[:cut]
+    assert val.tolist() == tok.encode(shakespeare[cut:]) and tok.bos_id not in val   # boundary "none"
+
+
+def test_offline_corpus_has_a_document_per_paragraph_and_row_with_only_the_gold_ending(tmp_path):
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\nBefore we proceed.\n\nAll:\nSpeak, speak.\n")
+    hs = {"ind": 1, "ctx": "A man sits down.", "label": 1, "endings": ["He flies.", "He reads.", "He swims."]}
+    (tmp_path / "hellaswag_val.jsonl").write_text(json.dumps(hs) + "\n")
+    piqa = {"goal": "Open a jar", "sol1": "twist the lid\u2028firmly", "sol2": "x", "label": 0, "tags": ["a b", 3]}
+    (tmp_path / "evals" / "piqa_validation.jsonl").write_text(json.dumps(piqa, ensure_ascii=False) + "\n")
+    offline_corpus.main([str(tmp_path), str(tmp_path / "corpus.txt")])
+    docs = (tmp_path / "corpus.txt").read_text().strip().split("\n\n")
+    assert docs == ["First Citizen: Before we proceed.", "All: Speak, speak.", "A man sits down. He reads.",
+                    "Open a jar twist the lid firmly a b"]
+
+
 # ---------------------------------------------------------------------------------------------- loader
 
 @pytest.fixture
@@ -494,18 +400,6 @@ def test_val_batches_of_the_ranks_together_are_the_one_rank_batches(token_dir, n
     counted = [x for batches, c in shares for x, _ in batches[:c]]
     key = lambda x: tuple(x[:, 0].tolist())  # noqa: E731
     assert sorted(map(key, counted)) == sorted(key(x) for x, _ in single)
-
-
-def test_cli_shakespeare_sentencepiece_trains_and_round_trips(tmp_path, shared_data, shakespeare):
-    out = tmp_path / "sp"
-    meta = run_cli("shakespeare", "--input", shared_data / "tinyshakespeare.txt", "--out", out, "--tokenizer",
-                   "sentencepiece", "--vocab-size", 400, "--sp-model-type", "bpe", "--sp-sample-chars", 50_000)
-    tok = tokenization.load_tokenizer_for(out)
-    assert (out / "tokenizer.model").read_bytes() == tok.proto and meta["tokenizer"]["vocab_size"] == 400
-    cut = int(len(shakespeare) * 0.9)
-    val, train = read_split(out, "val"), read_split(out, "train")
-    assert tok.decode(val.tolist()) == shakespeare[cut:] and tok.decode(train.tolist()) == shakespeare[:cut]
-    assert val.tolist() == tok.encode(shakespeare[cut:]) and tok.bos_id not in val   # boundary "none"
 
 
 # ---------------------------------------------------------------------------------------------- BOS-aligned loader
@@ -676,128 +570,3 @@ def test_both_loaders_keep_the_one_contract(doc_dir):
             a.next_batch()
             passes.append(a.stats()["epoch"])
         assert 0 < passes[0] < 1 <= passes[-1] < 1.1 and passes == sorted(passes)
-
-
-def test_document_start_id_follows_the_boundary(tmp_path, sp_tok, gpt2):
-    for boundary, tok, want in (("eot", gpt2, 50256), ("bos_eos", sp_tok, 1), ("none", gpt2, None)):
-        (tmp_path / "meta.json").write_text(json.dumps({"boundary": boundary}))
-        assert token_shards.document_start_id(tmp_path, tok) == want
-    (tmp_path / "meta.json").unlink()
-    assert token_shards.document_start_id(tmp_path, gpt2) == 50256             # llm.c's shards: <|endoftext|> first
-    token_shards.write_shard(tmp_path / "x_train_000001.bin", np.arange(100))
-    with pytest.raises(config.ConfigError, match=r"^loader=bos_aligned needs documents marked .* no token 50256 is "
-                                                 r"in them; re-run prepare_data.py with --boundary eot"):
-        config.check_documents(tmp_path, gpt2)
-    (tmp_path / "meta.json").write_text(json.dumps({"boundary": "none"}))
-    with pytest.raises(config.ConfigError, match="meta.json says boundary=none"):
-        config.check_documents(tmp_path, gpt2)
-
-
-def test_offline_corpus_has_a_document_per_paragraph_and_row_with_only_the_gold_ending(tmp_path):
-    (tmp_path / "evals").mkdir()
-    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\nBefore we proceed.\n\nAll:\nSpeak, speak.\n")
-    hs = {"ind": 1, "ctx": "A man sits down.", "label": 1, "endings": ["He flies.", "He reads.", "He swims."]}
-    (tmp_path / "hellaswag_val.jsonl").write_text(json.dumps(hs) + "\n")
-    piqa = {"goal": "Open a jar", "sol1": "twist the lid\u2028firmly", "sol2": "x", "label": 0, "tags": ["a b", 3]}
-    (tmp_path / "evals" / "piqa_validation.jsonl").write_text(json.dumps(piqa, ensure_ascii=False) + "\n")
-    offline_corpus.main([str(tmp_path), str(tmp_path / "corpus.txt")])
-    docs = (tmp_path / "corpus.txt").read_text().strip().split("\n\n")
-    assert docs == ["First Citizen: Before we proceed.", "All: Speak, speak.", "A man sits down. He reads.",
-                    "Open a jar twist the lid firmly a b"]
-
-
-def test_shards_without_meta_json_are_gpt2_only_when_nothing_says_otherwise(char_data, tmp_path):
-    import shutil
-    d = tmp_path / "sp"
-    shutil.copytree(char_data, d)
-    spec = json.loads((d / "meta.json").read_text())["tokenizer"]
-    (d / "meta.json").unlink()
-    with pytest.warns(UserWarning, match="assuming the GPT-2"):  # nothing contradicts GPT-2: the old assumption
-        assert tokenization.load_tokenizer_for(d).kind == "gpt2"
-    (d / "tokenizer.model").write_bytes(tokenization.tokenizer_from_spec(spec).proto)
-    with pytest.raises(ValueError, match=r'no meta.json, and .*tokenizer.model beside the shards says they are not '
-                                         r'GPT-2 tokens; write .*meta.json containing \{"tokenizer"'):
-        tokenization.load_tokenizer_for(d)
-    cfg = config.load_config(None, [f"--data_dir={d}", "--vocab_size=50257", "--device=cpu"])
-    with pytest.raises(config.ConfigError, match="tokenizer.model beside the shards"):
-        config.check_data(cfg)
-    advice = '{"tokenizer": {"kind": "sentencepiece", "model_file": "tokenizer.model"}}'
-    (d / "meta.json").write_text(advice)  # the advice, followed word for word, works
-    assert tokenization.load_tokenizer_for(d).sha256 == spec["sha256"] and token_shards.list_shards(d, "train")
-    (d / "meta.json").unlink()
-    (d / "tokenizer.model").unlink()
-    token_shards.write_shard(d / "x_val_000000.bin", np.array([60000, 1], dtype=np.uint16))
-    for p in d.glob("char_val_*"):
-        p.unlink()
-    with pytest.raises(ValueError, match="token id 60000, past GPT-2's 50257"):
-        tokenization.load_tokenizer_for(d)
-
-
-# ---------------------------------------------------------------------------------------------- untrusted meta.json
-
-def edit_meta(d, edit):
-    meta = json.loads((d / "meta.json").read_text())
-    edit(meta)
-    (d / "meta.json").write_text(json.dumps(meta))
-
-
-def test_meta_shard_paths_stay_inside_data_dir(tmp_path, sp_tok):
-    """meta.json names shards; a path outside its directory ('..', absolute) is refused before it is read."""
-    from conftest import write_token_dataset
-    d = write_token_dataset(tmp_path / "d", sp_tok, [1] * 2000, [2] * 20_000)
-    token_shards.write_shard(tmp_path / "outside_train_000001.bin", np.arange(100))         # a valid shard, elsewhere
-    cfg = config.load_config(None, [f"--data_dir={d}", f"--vocab_size={sp_tok.vocab_size}"])
-    for name in ("../outside_train_000001.bin", str(tmp_path / "outside_train_000001.bin"), "/etc/passwd"):
-        edit_meta(d, lambda m: m["shards"][1].update(file=name))
-        with pytest.raises(token_shards.MetaError, match=r"shards\[1\].file .* is not a file inside .*nothing was read"):
-            token_shards.list_shards(d, "train")
-        with pytest.raises(config.ConfigError, match="re-run prepare_data.py") as e:
-            config.check_data(cfg)
-        assert "remove the file" not in str(e.value) and "\n" not in str(e.value)
-    edit_meta(d, lambda m: (m["shards"][1].update(file=token_shards.shard_name("t", "train", 1)),
-                            m["tokenizer"].update(model_proto_b64=None, model_file="../tokenizer.model")))
-    (tmp_path / "tokenizer.model").write_bytes(sp_tok.proto)
-    with pytest.raises(token_shards.MetaError, match="tokenizer model_file '../tokenizer.model' is not a file inside"):
-        tokenization.load_tokenizer_for(d)
-
-
-def test_recorded_ranks_file_is_checked_before_it_is_parsed(tmp_path, gpt2, monkeypatch):
-    """A ranks_file recorded in meta.json or a checkpoint is read only if its bytes have the recorded sha256."""
-    import tiktoken.load
-    monkeypatch.delenv("TIKTOKEN_GPT2_FILE", raising=False)
-    parsed = []
-    real = tiktoken.load.load_tiktoken_bpe
-    monkeypatch.setattr(tiktoken.load, "load_tiktoken_bpe", lambda path, *a, **k: parsed.append(path) or real(path))
-    monkeypatch.setattr(tokenization, "_tiktoken_encoding", tokenization._tiktoken_encoding.__wrapped__)   # no cached result
-    secret = tmp_path / "secret.txt"
-    secret.write_text("password hunter2\n")
-    for spec in ({**gpt2.spec(), "ranks_file": str(secret)},                             # as meta.json records it
-                 {k: v for k, v in gpt2.spec().items() if k != "sha256"} | {"ranks_file": str(secret)}):  # older
-        with pytest.raises(ValueError, match=r"ranks file .*secret.txt named in the tokenizer spec has sha256 "
-                                             r"\w+, not the recorded sha256 306cd27f03c1, so it was not read") as e:
-            tokenization.tokenizer_from_spec(spec)
-        assert "hunter2" not in str(e.value) and parsed == []
-    assert tokenization.tokenizer_from_spec(gpt2.spec()).encode("Hello world") == [15496, 995]   # the real file: read
-
-
-@pytest.mark.parametrize("field, value, match", [
-    ("vocab_size", "65", r"tokenizer.vocab_size='65' must be an integer in \[1, 65,536\]"),
-    ("vocab_size", 10**9, r"tokenizer.vocab_size=1000000000 must be an integer in \[1, 65,536\]"),
-    ("eos_id", 70_000, r"tokenizer.eos_id=70000 must be a token id below vocab_size"),
-    ("num_tokens", {"train": -5}, r"num_tokens=\{'train': -5\} must map each split to an integer >= 0"),
-    ("tokens", 1.5, r"shards\[0\].tokens=1.5 must be an integer >= 0"),
-    ("split", "test", r"shards\[0\].split='test' must be 'train' or 'val'"),
-])
-def test_meta_counts_and_vocab_size_are_checked(tmp_path, sp_tok, field, value, match):
-    from conftest import write_token_dataset
-    d = write_token_dataset(tmp_path / "d", sp_tok, [1] * 2000, [2] * 20_000)
-    edit_meta(d, lambda m: (m["tokenizer"] if field in ("vocab_size", "eos_id") else
-                            m["shards"][0] if field in ("tokens", "split") else m).update({field: value}))
-    with pytest.raises(token_shards.MetaError, match=match + r".*; re-run prepare_data.py --out"):
-        token_shards.read_meta(d)
-
-
-def test_meta_that_is_not_json_names_the_file(tmp_path):
-    (tmp_path / "meta.json").write_text('{"shards": [')
-    with pytest.raises(token_shards.MetaError, match=r"meta.json is not valid JSON \(Expecting value: line 1"):
-        token_shards.list_shards(tmp_path, "train")
