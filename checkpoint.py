@@ -23,8 +23,8 @@ from typing import IO
 
 import torch
 
-from data import atomic_path
 from model import GPT, GPTConfig
+from token_shards import atomic_path
 
 try:
     import fcntl  # POSIX
@@ -94,7 +94,7 @@ def move_aside(out_dir: str | Path, files: list[Path]) -> Path:
 
 
 def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
-    """Delete the hidden temporaries (.NAME.tmpPID, data.atomic_path) that a killed save left in out_dir."""
+    """Delete the hidden temporaries (.NAME.tmpPID, token_shards.atomic_path) that a killed save left in out_dir."""
     stale = [p for p in Path(out_dir).glob(".*.tmp*") if re.fullmatch(r"\..+\.tmp\d+", p.name)]
     for p in stale:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -213,7 +213,7 @@ def weights_only(ckpt: dict) -> dict:
 
 
 def atomic_save(obj, path: str | Path) -> None:
-    """torch.save to a hidden temporary file renamed over `path` (data.atomic_path). A failed write (a full
+    """torch.save to a hidden temporary file renamed over `path` (token_shards.atomic_path). A failed write (a full
     disk) raises CheckpointError saying so; the file that was at `path` is intact."""
     path = Path(path)
     try:

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-import data as datalib
+import token_shards
+import tokenization
 from model import GPTConfig
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -370,15 +371,15 @@ def check_data(cfg: TrainConfig):
         raise ConfigError(f"data_dir {d} does not exist; {fix}")
     for split in ("train",) + (("val",) if cfg.run.eval_iters else ()):
         try:
-            found = datalib.list_shards(d, split)
-        except datalib.MetaError as e:  # its message names the bad field and the fix
+            found = token_shards.list_shards(d, split)
+        except token_shards.MetaError as e:  # its message names the bad field and the fix
             raise ConfigError(str(e)) from None
         except (FileNotFoundError, RuntimeError) as e:
             raise ConfigError(f"{e}; {fix}") from None
         if not found:
             raise ConfigError(f"data_dir {d} has no {split} shards; {fix}")
     try:
-        tokenizer = datalib.load_tokenizer_for(d)
+        tokenizer = tokenization.load_tokenizer_for(d)
     except (OSError, RuntimeError, ValueError) as e:  # ranks file missing or offline, wrong ranks, bad model
         raise ConfigError(str(e)) from None
     if tokenizer.vocab_size != cfg.model.vocab_size:
@@ -398,11 +399,11 @@ def check_data(cfg: TrainConfig):
 
 def check_documents(d: Path, tokenizer) -> None:
     """loader=bos_aligned needs a document-start token in the train shards."""
-    bos = datalib.document_start_id(d, tokenizer)
+    bos = token_shards.document_start_id(d, tokenizer)
     try:
-        found = bos is not None and any(datalib.first_token_at(datalib.read_shard(p), bos) is not None
-                                        for p in datalib.list_shards(d, "train"))
-    except datalib.ShardFormatError as e:
+        found = bos is not None and any(token_shards.first_token_at(token_shards.read_shard(p), bos) is not None
+                                        for p in token_shards.list_shards(d, "train"))
+    except token_shards.ShardFormatError as e:
         raise ConfigError(f"{e}; re-run prepare_data.py for {d} (or remove the file)") from None
     if not found:
         what = "meta.json says boundary=none" if bos is None else f"no token {bos} is in them"

@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import runtime
-from data import atomic_path
 from sample import add_model_args, load_model_and_tokenizer
+from token_shards import atomic_path
 
 STYLES = ("harness", "completion")
 EVALS_ENV = "EVALS_DIR"

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 import checkpoint
-import data
+import tokenization
 from model import GPT, GPTConfig
 
 REMOTE_FAMILY = "nanogpt"
@@ -348,7 +348,7 @@ def _bpe_pair(ranks: dict[bytes, int], token: bytes, max_rank: int) -> tuple[byt
 
 def gpt2_vocab_and_merges(ranks: dict[bytes, int], special: dict[str, int]) -> tuple[dict, list[str]]:
     """HF GPT-2 vocab.json dict and merges.txt lines, rebuilt from tiktoken BPE ranks."""
-    b2u = data.bytes_to_unicode()
+    b2u = tokenization.bytes_to_unicode()
     enc = lambda b: "".join(b2u[x] for x in b)  # noqa: E731
     vocab = {enc(tok): rank for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1])}
     merges = []
@@ -437,8 +437,8 @@ def save_sentencepiece_tokenizer(out: Path, raw: bytes, model_max_length: int = 
 
 
 def save_tokenizer(out: Path, spec: dict, tiktoken_file=None, model_max_length: int = 1024):
-    """Tokenizer files for a data.py tokenizer spec; returns (bos_id, eos_id) for the model config."""
-    tok = data.tokenizer_from_spec(spec, tiktoken_file)
+    """Tokenizer files for a tokenization.py tokenizer spec; returns (bos_id, eos_id) for the model config."""
+    tok = tokenization.tokenizer_from_spec(spec, tiktoken_file)
     if tok.kind == "gpt2":
         return save_gpt2_tokenizer(out, tok.ranks, model_max_length)
     return save_sentencepiece_tokenizer(out, tok.proto, model_max_length)
@@ -463,14 +463,14 @@ def _spec_of(tokenizer) -> dict | None:
         return tokenizer
     if hasattr(tokenizer, "spec"):
         return tokenizer.spec()
-    raise TypeError(f"tokenizer must be a spec dict or a data.py Tokenizer, got {type(tokenizer).__name__}")
+    raise TypeError(f"tokenizer must be a spec dict or a tokenization.py Tokenizer, got {type(tokenizer).__name__}")
 
 
 def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False, dtype: torch.dtype | None = None,
            tiktoken_file=None, fill_defaults: bool = False, verify: bool = False) -> str:
     """Write a transformers directory for a checkpoint (path) or a GPT; returns the family exported to.
 
-    tokenizer: spec dict or data.py Tokenizer (default: the checkpoint's); False writes no tokenizer.
+    tokenizer: spec dict or tokenization.py Tokenizer (default: the checkpoint's); False writes no tokenizer.
     """
     out = Path(out_dir)
     replaced = previous_export_files(out, overwrite)

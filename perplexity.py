@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import data as datalib
 import runtime
 import sample
+import token_shards
+import tokenization
 from evaluate import Scoring
 from model import GPT
 
@@ -156,8 +157,8 @@ def text_tokens(path: Path, tokenizer) -> tuple[torch.Tensor, int]:
 def shard_tokens(data_dir: Path, split: str, max_tokens: int | None) -> torch.Tensor:
     """The split's shards concatenated in order (the first max_tokens of them)."""
     parts, n = [], 0
-    for path in datalib.list_shards(data_dir, split):
-        shard = datalib.read_shard(path)
+    for path in token_shards.list_shards(data_dir, split):
+        shard = token_shards.read_shard(path)
         take = len(shard) if max_tokens is None else min(len(shard), max_tokens - n)
         parts.append(np.asarray(shard[:take], dtype=np.int64))
         n += take
@@ -169,9 +170,9 @@ def shard_tokens(data_dir: Path, split: str, max_tokens: int | None) -> torch.Te
 def checkpoint_tokenizer(spec: dict | None, data: Path, tiktoken_file: str | None = None):
     """The checkpoint's tokenizer (its spec); else the shard directory's (meta.json); else None."""
     if spec:
-        return datalib.tokenizer_from_spec(spec, tiktoken_file)
+        return tokenization.tokenizer_from_spec(spec, tiktoken_file)
     if data.is_dir():
-        return datalib.load_tokenizer_for(data, tiktoken_file)
+        return tokenization.load_tokenizer_for(data, tiktoken_file)
     return None
 
 
@@ -182,9 +183,9 @@ def data_tokens(model: GPT, tokenizer, data: Path, sweep: Sweep, name: str,
     """(tokens to score, their UTF-8 bytes or None): a shard directory's split, whose tokenizer must be the
     checkpoint's, or a text file encoded by the checkpoint's tokenizer; the first sweep.max_tokens of them."""
     if data.is_dir():
-        meta_tok = datalib.load_tokenizer_for(data, tiktoken_file)
+        meta_tok = tokenization.load_tokenizer_for(data, tiktoken_file)
         if tokenizer is not None:  # the checkpoint's own: kind and model/ranks hash must match the shards'
-            datalib.check_same_tokenizer(tokenizer.spec(), meta_tok.spec(), name or "the checkpoint", str(data))
+            tokenization.check_same_tokenizer(tokenizer.spec(), meta_tok.spec(), name or "the checkpoint", str(data))
         if meta_tok.vocab_size != model.config.vocab_size:
             raise ValueError(f"{data} holds {meta_tok.kind} tokens (vocab {meta_tok.vocab_size}) but the model's "
                              f"vocab is {model.config.vocab_size}; score a text file to compare tokenizers")

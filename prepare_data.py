@@ -22,7 +22,7 @@ meta.json, tokenizer.model): any other file in DIR is kept.
 Slices for several machines: `--num-shards K --shard-index i` tokenizes the i-th of K contiguous,
 disjoint parts of the corpus (split by data file for streamed datasets, by row otherwise) into
 files named {prefix}-s{i:03d}of{K:03d}_..., with meta-s{i:03d}of{K:03d}.json. Copy all slices into
-one directory; data.read_meta() merges them. The validation split is the start of the corpus, so
+one directory; token_shards.read_meta() merges them. The validation split is the start of the corpus, so
 slice 0 writes it and slices 1..K-1 write only train shards: slice 0's train tokens followed by
 slice 1's, ... are exactly the train tokens of a single run, and the val shard is identical.
 A sentencepiece model must be shared by all slices: make it once with --tokenizer-only and pass it
@@ -47,10 +47,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-import data
+import token_shards
+import tokenization
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-CHUNK_CHARS = 1 << 17      # long documents are cut into ~128K-character pieces (see data.split_text)
+CHUNK_CHARS = 1 << 17      # long documents are cut into ~128K-character pieces (see tokenization.split_text)
 BATCH_CHARS = 1 << 20      # characters per task sent to a worker process
 SCAN_BYTES = 1 << 20       # input files are checked for binary content and bad bytes in chunks of this size
 
@@ -137,8 +138,8 @@ class SplitWriter:
             self.fill = 0
 
     def _write(self, split: str, index: int, tokens: np.ndarray) -> None:
-        name = data.shard_name(self.prefix, split, index)
-        data.write_shard(self.out / name, tokens)
+        name = token_shards.shard_name(self.prefix, split, index)
+        token_shards.write_shard(self.out / name, tokens)
         self.shards.append({"file": name, "split": split, "tokens": int(len(tokens))})
 
     def num_tokens(self) -> dict:
@@ -176,7 +177,7 @@ _WORKER: dict = {}   # per worker process: the tokenizer, set once by _init_work
 
 
 def _init_worker(spec: dict, tiktoken_file: str | None) -> None:
-    _WORKER["tok"] = data.tokenizer_from_spec(spec, tiktoken_file)
+    _WORKER["tok"] = tokenization.tokenizer_from_spec(spec, tiktoken_file)
 
 
 def _worker_encode(boundary: str, items: list) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +189,7 @@ def make_tasks(docs: Iterable[str], splittable: bool) -> Iterator[list]:
     pieces (when the tokenizer allows it) so that one big text still uses every process."""
     items, size = [], 0
     for doc in docs:
-        pieces = data.split_text(doc, CHUNK_CHARS) if splittable else [doc]
+        pieces = tokenization.split_text(doc, CHUNK_CHARS) if splittable else [doc]
         for j, piece in enumerate(pieces):
             items.append((piece, j == 0, j == len(pieces) - 1))
             size += len(piece)
@@ -472,11 +473,11 @@ def dataset_corpus(args) -> Corpus:
 
 def make_tokenizer(args, corpus: Corpus | None):
     if args.tokenizer == "gpt2":
-        return data.gpt2_tokenizer(args.tiktoken_file)
+        return tokenization.gpt2_tokenizer(args.tiktoken_file)
     if args.sp_model:
-        return data.load_sentencepiece(args.sp_model)
+        return tokenization.load_sentencepiece(args.sp_model)
     t0 = time.time()
-    tok = data.train_sentencepiece(corpus.sample_docs, args.vocab_size, args.sp_model_type,
+    tok = tokenization.train_sentencepiece(corpus.sample_docs, args.vocab_size, args.sp_model_type,
                                    byte_fallback=args.byte_fallback, max_chars=args.sp_sample_chars,
                                    character_coverage=args.sp_character_coverage)
     print(f"trained sentencepiece {args.sp_model_type} model, vocab {tok.vocab_size} "
@@ -499,10 +500,10 @@ def owned_files(out: Path, args) -> list[Path]:
     tag = slice_tag(args)
     prefix = f"{args.prefix}-{tag}" if tag else args.prefix
     names = [rf"{re.escape(prefix)}_(?:train|val)_\d{{6}}\.bin",
-             re.escape(f"meta-{tag}.json" if tag else data.META_FILE),
-             re.escape(data.INCOMPLETE_MARKER + (f"-{tag}" if tag else ""))]
+             re.escape(f"meta-{tag}.json" if tag else token_shards.META_FILE),
+             re.escape(token_shards.INCOMPLETE_MARKER + (f"-{tag}" if tag else ""))]
     if not tag:  # slices share one model, made by --tokenizer-only
-        names.append(re.escape(data.SP_MODEL_FILE))
+        names.append(re.escape(tokenization.SP_MODEL_FILE))
     own = re.compile(rf"(?:{'|'.join(names)})|\.(?:{'|'.join(names)})\.tmp\d+")
     given = Path(args.sp_model).resolve() if args.sp_model else None  # an input, even when it lies in OUT
     return sorted(p for p in out.iterdir() if p.is_file() and own.fullmatch(p.name) and p.resolve() != given)
@@ -516,7 +517,7 @@ def check_out_dir(out: Path, args) -> None:
         return
     used = owned_files(out, args) if args.num_shards > 1 else sorted(out.iterdir())
     used = [p for p in used if p.name != "input.txt"]  # shakespeare download cache
-    marker = next((p for p in used if p.name.startswith(data.INCOMPLETE_MARKER)), None)
+    marker = next((p for p in used if p.name.startswith(token_shards.INCOMPLETE_MARKER)), None)
     if marker is not None:
         raise FileExistsError(f"{out} holds an unfinished preparation ({marker.name}: a run was killed); pass "
                               f"--overwrite to redo it")
@@ -624,9 +625,9 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.streaming = True if args.local else preset.streaming
     if args.vocab_size is None:
         args.vocab_size = 8192
-    if args.tokenizer == "sentencepiece" and not args.sp_model and args.vocab_size > data.MAX_VOCAB:
-        raise SystemExit(f"--vocab-size {args.vocab_size:,} is over the uint16 shard limit of {data.MAX_VOCAB:,} "
-                         f"ids; use at most {data.MAX_VOCAB:,}")
+    if args.tokenizer == "sentencepiece" and not args.sp_model and args.vocab_size > token_shards.MAX_VOCAB:
+        raise SystemExit(f"--vocab-size {args.vocab_size:,} is over the uint16 shard limit of {token_shards.MAX_VOCAB:,} "
+                         f"ids; use at most {token_shards.MAX_VOCAB:,}")
     if args.boundary is None:
         fits = preset.boundary == "none" or args.tokenizer == preset.tokenizer
         args.boundary = (preset.boundary if preset.boundary and fits else
@@ -664,7 +665,7 @@ def prepare(args: argparse.Namespace) -> dict:
     tok = None
     if args.tokenizer == "gpt2" or args.sp_model:
         tok = make_tokenizer(args, None)          # fail fast, before reading the corpus
-        data.check_vocab_fits(tok)
+        tokenization.check_vocab_fits(tok)
     created = prepare_out_dir(out, args)
     try:
         return write_prepared(args, out, tok, t0)
@@ -679,21 +680,21 @@ def write_prepared(args: argparse.Namespace, out: Path, tok, t0: float) -> dict:
         else dataset_corpus(args)
     if tok is None:
         tok = make_tokenizer(args, corpus)
-        data.check_vocab_fits(tok)
+        tokenization.check_vocab_fits(tok)
     if tok.kind == "sentencepiece":
-        tok.save(out / data.SP_MODEL_FILE)
+        tok.save(out / tokenization.SP_MODEL_FILE)
     if args.tokenizer_only:
-        print(f"wrote {out / data.SP_MODEL_FILE}" if tok.kind == "sentencepiece" else "gpt2 needs no model file")
+        print(f"wrote {out / tokenization.SP_MODEL_FILE}" if tok.kind == "sentencepiece" else "gpt2 needs no model file")
         return {"tokenizer": tok.spec()}
     check_boundary(tok, args.boundary)
     tag = slice_tag(args)
-    marker = out / (data.INCOMPLETE_MARKER + (f"-{tag}" if tag else ""))
+    marker = out / (token_shards.INCOMPLETE_MARKER + (f"-{tag}" if tag else ""))
     marker.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}))
     writer = SplitWriter(out, f"{args.prefix}-{tag}" if tag else args.prefix, args.shard_size)
     run_tokenization(corpus, tok, writer, args)
     meta = build_meta(args, tok, corpus, writer, time.time() - t0)
-    meta_name = f"meta-{tag}.json" if tag else data.META_FILE
-    data.atomic_write_bytes(out / meta_name, json.dumps(meta, indent=1).encode())
+    meta_name = f"meta-{tag}.json" if tag else token_shards.META_FILE
+    token_shards.atomic_write_bytes(out / meta_name, json.dumps(meta, indent=1).encode())
     marker.unlink()
     n = meta["num_tokens"]
     print(f"wrote {len(writer.shards)} shards to {out}: val {n['val']:,} tokens, train {n['train']:,} tokens "

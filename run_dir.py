@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import checkpoint
-import data as datalib
+import token_shards
+import tokenization
 import parallel
 import runtime
 from config import ConfigError, TrainConfig
@@ -42,7 +43,7 @@ def check_resumable(cfg: TrainConfig, ckpt: dict, path: Path, tokenizer) -> None
                           f"settings (--{diff[0].split('=')[0]}=...) or a new out_dir without --resume")
     if ckpt.get("tokenizer") and tokenizer is not None:
         try:
-            datalib.check_same_tokenizer(ckpt["tokenizer"], tokenizer.spec(), str(path), f"data_dir {cfg.data.data_dir}")
+            tokenization.check_same_tokenizer(ckpt["tokenizer"], tokenizer.spec(), str(path), f"data_dir {cfg.data.data_dir}")
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
@@ -101,7 +102,7 @@ class MetricsLog:
 
     def rewrite(self, rows: list[dict]) -> None:
         """On resume: the rows up to the checkpoint only (the steps after it run again), so one history."""
-        with datalib.atomic_path(self.path) as tmp:
+        with token_shards.atomic_path(self.path) as tmp:
             tmp.write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
 
     def write(self, row: dict) -> None:

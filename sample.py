@@ -26,9 +26,9 @@ from typing import Iterator, TextIO
 import torch
 
 import checkpoint
-import data
 import export_hf
 import runtime
+import tokenization
 from model import GPT, KVCache
 
 # -----------------------------------------------------------------------------
@@ -162,15 +162,15 @@ def load_model_and_tokenizer(ckpt: str | None = None, init_from: str | None = No
     directory's own tokenizer files (vocab.json or tokenizer.model), or GPT-2's (OpenAI weights by name, old
     checkpoints and exports without a tokenizer)."""
     model, spec = load_model(ckpt, init_from, trust)
-    exported = data.tokenizer_from_hf_dir(init_from) if init_from is not None and Path(init_from).is_dir() else None
+    exported = tokenization.tokenizer_from_hf_dir(init_from) if init_from is not None and Path(init_from).is_dir() else None
     if spec is not None:
-        tokenizer = data.tokenizer_from_spec(spec, tiktoken_file)
+        tokenizer = tokenization.tokenizer_from_spec(spec, tiktoken_file)
     elif exported is not None:
         tokenizer = exported
-    elif init_from is not None or model.config.vocab_size == data.GPT2_VOCAB:
+    elif init_from is not None or model.config.vocab_size == tokenization.GPT2_VOCAB:
         if ckpt is not None:
             print(f"note: {ckpt} has no tokenizer spec; using the GPT-2 tokenizer", file=sys.stderr)
-        tokenizer = data.gpt2_tokenizer(tiktoken_file)
+        tokenizer = tokenization.gpt2_tokenizer(tiktoken_file)
     else:
         raise RuntimeError(f"checkpoint {ckpt} has no tokenizer spec and vocab_size {model.config.vocab_size} "
                            f"is not GPT-2's")

@@ -36,6 +36,7 @@ import parallel
 import run_dir
 import runtime
 import sample
+import token_shards
 from config import (SECTIONS, ConfigError, TrainConfig, check_data, check_gpu_extras, check_optimizer_available,
                     grad_accum_steps, help_text, load_config)
 from model import GPT
@@ -56,10 +57,10 @@ def build_data(cfg: TrainConfig, info: DistInfo, tokenizer) -> tuple:
         loader = (datalib.DataLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, **where)
                   if d.loader == "random" else
                   datalib.BOSLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, buffer_size=d.pack_buffer,
-                                    bos_id=datalib.document_start_id(d.data_dir, tokenizer), **where))
+                                    bos_id=token_shards.document_start_id(d.data_dir, tokenizer), **where))
         val = (datalib.val_batches(d.data_dir, d.batch_size, cfg.model.block_size, cfg.run.eval_iters,
                                    rank=info.rank, world_size=info.world_size) if cfg.run.eval_iters else ([], 0))
-    except datalib.ShardFormatError as e:  # damaged, truncated or foreign file
+    except token_shards.ShardFormatError as e:  # damaged, truncated or foreign file
         raise ConfigError(f"{e}; re-run prepare_data.py for {d.data_dir} (or remove the file)") from None
     except ValueError as e:  # too little data for one batch
         raise ConfigError(f"{e}; lower batch_size or block_size, or prepare more data") from None
@@ -308,7 +309,7 @@ class RunLog:
 class RunInputs:
     """What start-up reads and checks before anything is written or built (check_inputs)."""
     grad_accums: list[int]   # micro-steps per step: the run's, then each batch-warmup stage's
-    tokenizer: object        # the shards' tokenizer (data.py), or None
+    tokenizer: object        # the shards' tokenizer (tokenization.py), or None
     tasks: list              # the downstream tasks' data (evaluate.py), read now
     resume_path: Path | None  # the checkpoint to resume from (and its dict), or None
     ckpt: dict | None

@@ -84,10 +84,10 @@ for part in $parts; do
     memory) python bench.py configs/llama_style_350m.py --memory --steps 10 --warmup 3 --batch_size=8 \
               --compile=False --json "$out/memory_350m.json" 2>&1 | tee "$out/memory.txt" ;;
     eval) python -c "
-import dataclasses, os, sys, torch, data
+import dataclasses, os, sys, torch, tokenization
 from model import GPT, GPTConfig
 cfg = GPTConfig(); os.makedirs(sys.argv[1], exist_ok=True)
-tok = data.gpt2_tokenizer(os.path.join(os.environ['SHARED_DATA'], 'gpt2.tiktoken'))
+tok = tokenization.gpt2_tokenizer(os.path.join(os.environ['SHARED_DATA'], 'gpt2.tiktoken'))
 torch.save({'format': 1, 'model_config': dataclasses.asdict(cfg), 'model': GPT(cfg).state_dict(),
             'tokenizer': tok.spec(), 'config': {}, 'step': 0}, os.path.join(sys.argv[1], 'ckpt_0000000.pt'))
 " "$out/random_124m" && HELLASWAG_FILE="$SHARED_DATA/hellaswag_val.jsonl" /usr/bin/time -v python evaluate.py \

@@ -10,7 +10,7 @@ sys.path.insert(0, str(REPO))
 
 SHARED_DATA = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
 if (SHARED_DATA / "gpt2.tiktoken").exists():
-    # data.gpt2_tokenizer() reads this, so every test tokenizes offline.
+    # tokenization.gpt2_tokenizer() reads this, so every test tokenizes offline.
     os.environ.setdefault("TIKTOKEN_GPT2_FILE", str(SHARED_DATA / "gpt2.tiktoken"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,11 +44,11 @@ def write_token_dataset(out: Path, tokenizer, val_ids, train_ids, prefix: str = 
 
     import numpy as np
 
-    import data
+    import token_shards
     out.mkdir(parents=True, exist_ok=True)
-    shards = [(data.shard_name(prefix, "val", 0), "val", val_ids), (data.shard_name(prefix, "train", 1), "train", train_ids)]
+    shards = [(token_shards.shard_name(prefix, "val", 0), "val", val_ids), (token_shards.shard_name(prefix, "train", 1), "train", train_ids)]
     for name, _, ids in shards:
-        data.write_shard(out / name, np.asarray(ids, dtype=np.uint16))
+        token_shards.write_shard(out / name, np.asarray(ids, dtype=np.uint16))
     meta = {"format": 1, "prefix": prefix, "tokenizer": tokenizer.spec(),
             "shards": [{"file": n, "split": s, "tokens": int(len(ids))} for n, s, ids in shards]}
     (out / "meta.json").write_text(json.dumps(meta))
@@ -60,9 +60,27 @@ def char_data(shared_data, tmp_path_factory) -> Path:
     """Tiny Shakespeare (first 300k characters) as char-level sentencepiece shards + meta.json."""
     import numpy as np
 
-    import data
+    import tokenization
     text = (shared_data / "tinyshakespeare.txt").read_text()[:300_000]
-    tok = data.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
+    tok = tokenization.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
     ids = np.asarray(tok.encode(text), dtype=np.uint16)
     n_val = len(ids) // 10
     return write_token_dataset(tmp_path_factory.mktemp("char_data"), tok, ids[-n_val:], ids[:-n_val], prefix="char")
+
+
+@pytest.fixture(scope="session")
+def shakespeare(shared_data) -> str:
+    return (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def gpt2(gpt2_tiktoken_file):
+    import tokenization
+    return tokenization.gpt2_tokenizer(gpt2_tiktoken_file)
+
+
+@pytest.fixture(scope="session")
+def sp_tok(shakespeare):
+    """A small sentencepiece model trained on the first 100k characters of Tiny Shakespeare."""
+    import tokenization
+    return tokenization.train_sentencepiece([shakespeare], vocab_size=512, model_type="unigram", max_chars=100_000)

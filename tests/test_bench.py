@@ -10,8 +10,8 @@ from conftest import write_token_dataset
 
 import bench
 import config
-import data as datalib
 import runtime
+import tokenization
 import train
 
 TINY = ["--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=32", "--batch_size=4", "--total_batch_size=0",
@@ -23,7 +23,7 @@ TINY = ["--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=32", "--batch_
 def shards(tmp_path_factory, shared_data) -> tuple[Path, int]:
     """50K characters of Tiny Shakespeare in a 320-piece sentencepiece vocabulary."""
     text = (shared_data / "tinyshakespeare.txt").read_text()[:50_000]
-    tok = datalib.train_sentencepiece([text], vocab_size=320, num_threads=1)
+    tok = tokenization.train_sentencepiece([text], vocab_size=320, num_threads=1)
     ids = np.asarray(tok.encode(text), dtype=np.uint16)
     n_val = len(ids) // 10
     out = write_token_dataset(tmp_path_factory.mktemp("sp320"), tok, ids[:n_val], ids[n_val:])

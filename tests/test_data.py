@@ -1,35 +1,17 @@
-"""Tests for data.py (tokenizers, shards, loader) and prepare_data.py (the CLI)."""
+"""Tests for data.py (the loaders, the validation batches) and prepare_data.py (the CLI)."""
 import json
-import os
 import re
-import struct
 
 import numpy as np
 import pytest
 import torch
 
-import config
 import data
 import prepare_data
+import token_shards
+import tokenization
 from scripts import offline_corpus
-
-TRICKY = "First Citizen:\n\n  Before   we proceed\tany further,\n hear me speak.  \n\n\nÄ ü ☃ done\n"
-
-
-@pytest.fixture(scope="module")
-def shakespeare(shared_data) -> str:
-    return (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def gpt2(gpt2_tiktoken_file):
-    return data.gpt2_tokenizer(gpt2_tiktoken_file)
-
-
-@pytest.fixture(scope="module")
-def sp_tok(shakespeare):
-    """A small sentencepiece model trained on the first 100k characters of Tiny Shakespeare."""
-    return data.train_sentencepiece([shakespeare], vocab_size=512, model_type="unigram", max_chars=100_000)
+from test_tokenization import TRICKY
 
 
 def write_jsonl(path, docs, field="text"):
@@ -44,111 +26,14 @@ def make_docs(n, seed=0):
 
 
 def read_split(out, split):
-    return np.concatenate([np.asarray(data.read_shard(p)) for p in data.list_shards(out, split)])
+    return np.concatenate([np.asarray(token_shards.read_shard(p)) for p in token_shards.list_shards(out, split)])
 
 
 def run_cli(*argv):
     return prepare_data.main([str(a) for a in argv] + ["--quiet"])
 
 
-# ---------------------------------------------------------------------------------------------- tokenizers
-
-def test_gpt2_known_ids_from_offline_ranks_file(gpt2_tiktoken_file):
-    tok = data.gpt2_tokenizer(gpt2_tiktoken_file)
-    assert tok.encode("Hello world") == [15496, 995]
-    assert tok.encode(" the") == [262]
-    assert tok.encode("<|endoftext|>") != [50256]          # special tokens never parsed from text
-    assert (tok.vocab_size, tok.eot_id, tok.eos_id, tok.bos_id) == (50257, 50256, 50256, None)
-    assert os.environ["TIKTOKEN_GPT2_FILE"]                # conftest: the env lookup path works too
-    assert data.gpt2_tokenizer().encode("Hello world") == [15496, 995]
-    assert tok.decode(tok.encode(TRICKY)) == TRICKY
-    assert tok.encode_batch(["Hello world", " the"]) == [[15496, 995], [262]]
-    assert list(tok.encode_np("Hello world")) == [15496, 995]
-
-
-def test_split_text_keeps_gpt2_tokens(gpt2, shakespeare):
-    text = shakespeare[:200_000]
-    pieces = data.split_text(text, 2_000)
-    assert len(pieces) > 20 and "".join(pieces) == text
-    assert sum((gpt2.encode(p) for p in pieces), []) == gpt2.encode(text)
-
-
-def test_sentencepiece_round_trip_exact(sp_tok, shakespeare, tmp_path):
-    assert sp_tok.decode(sp_tok.encode(TRICKY)) == TRICKY
-    assert sp_tok.decode(sp_tok.encode(shakespeare)) == shakespeare
-    nl = sp_tok.encode("\n")
-    assert len(nl) == 1 and sp_tok.decode(nl) == "\n"       # the model can write a newline
-    assert (sp_tok.bos_id, sp_tok.eos_id, sp_tok.eot_id) == (1, 2, 2) and sp_tok.vocab_size == 512
-    assert sp_tok.splittable
-    pieces = data.split_text(shakespeare[:100_000], 2_000)
-    assert sum((sp_tok.encode(p) for p in pieces), []) == sp_tok.encode(shakespeare[:100_000])
-    # spec() is self-contained; the .model file loads the same model
-    again = data.tokenizer_from_spec(json.loads(json.dumps(sp_tok.spec())))
-    assert again.encode(TRICKY) == sp_tok.encode(TRICKY)
-    sp_tok.save(tmp_path / "tokenizer.model")
-    assert data.load_sentencepiece(tmp_path / "tokenizer.model").encode(TRICKY) == sp_tok.encode(TRICKY)
-
-
-def test_sentencepiece_char_model(shakespeare):
-    tok = data.train_sentencepiece([shakespeare[:50_000]], vocab_size=400, model_type="char")
-    assert tok.vocab_size < 400                            # a char model only has the characters it saw
-    assert tok.decode(tok.encode(TRICKY)) == TRICKY        # byte fallback covers the tab, Ä, ☃
-    assert all(len(tok.decode([i])) == 1 for i in tok.encode("First Citizen:\n"))
-
-
-# ---------------------------------------------------------------------------------------------- shards
-
-def test_shard_header_bytes_exactly_llmc(tmp_path):
-    path = tmp_path / "x_train_000001.bin"
-    data.write_shard(path, np.array([0, 1, 50256, 65535]))
-    raw = path.read_bytes()
-    assert len(raw) == 1024 + 8
-    assert raw[:12] == struct.pack("<iii", 20240520, 1, 4) and raw[12:1024] == bytes(1012)
-    assert raw[1024:] == struct.pack("<4H", 0, 1, 50256, 65535)
-    assert data.read_shard(path).tolist() == [0, 1, 50256, 65535]
-    assert not list(tmp_path.glob("*.tmp"))
-
-
-def test_reader_accepts_npy_and_nanogpt_bin(tmp_path):
-    tokens = np.arange(1000, dtype=np.uint16)
-    np.save(tmp_path / "edufineweb_train_000001.npy", tokens)
-    tokens.tofile(tmp_path / "train.bin")
-    assert np.array_equal(data.read_shard(tmp_path / "edufineweb_train_000001.npy"), tokens)
-    assert np.array_equal(data.read_shard(tmp_path / "train.bin"), tokens)
-    assert data.list_shards(tmp_path, "train") == [tmp_path / "edufineweb_train_000001.npy"]
-    (tmp_path / "edufineweb_train_000001.npy").unlink()
-    assert data.list_shards(tmp_path, "train") == [tmp_path / "train.bin"]
-
-
-def test_bad_shards_name_file_and_sizes(tmp_path):
-    good = tmp_path / "a_train_000001.bin"
-    data.write_shard(good, np.arange(10))
-    raw = good.read_bytes()
-    (tmp_path / "trunc_train_000001.bin").write_bytes(raw[:-2])
-    with pytest.raises(data.ShardFormatError, match=r"trunc_train_000001\.bin.*expected size 1044 bytes, actual size 1042"):
-        data.read_shard(tmp_path / "trunc_train_000001.bin")
-    (tmp_path / "magic_train_000001.bin").write_bytes(struct.pack("<i", 123) + raw[4:])
-    with pytest.raises(data.ShardFormatError, match=r"magic_train_000001\.bin: bad magic 123 \(expected 20240520\)"):
-        data.read_shard(tmp_path / "magic_train_000001.bin")
-    (tmp_path / "ver_train_000001.bin").write_bytes(raw[:4] + struct.pack("<i", 7) + raw[8:])
-    with pytest.raises(data.ShardFormatError, match=r"ver_train_000001\.bin: unsupported shard version 7"):
-        data.read_shard(tmp_path / "ver_train_000001.bin")
-    (tmp_path / "tiny_val_000000.bin").write_bytes(b"abc")
-    with pytest.raises(data.ShardFormatError, match=r"tiny_val_000000\.bin.*at least 1024.*actual size 3"):
-        data.read_shard(tmp_path / "tiny_val_000000.bin")
-    (tmp_path / "val.bin").write_bytes(b"abc")
-    with pytest.raises(data.ShardFormatError, match=r"val\.bin.*actual size 3"):
-        data.read_shard(tmp_path / "val.bin")
-
-
-def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    def boom(*_):
-        raise OSError("disk full")
-    monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
-        data.write_shard(tmp_path / "a_train_000001.bin", np.arange(10))
-    assert not (tmp_path / "a_train_000001.bin").exists()
-
+# ---------------------------------------------------------------------------------------------- CLI
 
 def test_vocab_over_uint16_fails_before_tokenizing(tmp_path, monkeypatch):
     class Big:
@@ -157,29 +42,27 @@ def test_vocab_over_uint16_fails_before_tokenizing(tmp_path, monkeypatch):
         def encode(self, text):
             raise AssertionError("must not tokenize")
     with pytest.raises(ValueError, match=r"'cl100k'.*100,277.*65,536"):
-        data.check_vocab_fits(Big())
+        tokenization.check_vocab_fits(Big())
     monkeypatch.setattr(prepare_data, "make_tokenizer", lambda args, corpus: Big())
     with pytest.raises(SystemExit, match="uint16"):
         run_cli(write_jsonl(tmp_path / "c.jsonl", ["hi"]), "--out", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
-# ---------------------------------------------------------------------------------------------- CLI
-
 def test_cli_round_trip_text_to_shards_to_text(tmp_path):
     docs = make_docs(40) + [TRICKY]
     src = write_jsonl(tmp_path / "corpus.jsonl", docs)
     out = tmp_path / "out"
     meta = run_cli(src, "--out", out, "--val-tokens", "100", "--shard-size", "300", "--num-proc", "1")
-    tok = data.load_tokenizer_for(out)
+    tok = tokenization.load_tokenizer_for(out)
     val, train = read_split(out, "val"), read_split(out, "train")
     assert val[0] == tok.eot_id and train[0] == tok.eot_id      # val ends on a document boundary
     stream = np.concatenate([val, train])
     texts = tok.decode(stream.tolist()).split("<|endoftext|>")
     assert texts == [""] + docs
-    assert meta == data.read_meta(out) and meta["boundary"] == "eot" and meta["num_docs"]["val"] + meta["num_docs"]["train"] == len(docs)
+    assert meta == token_shards.read_meta(out) and meta["boundary"] == "eot" and meta["num_docs"]["val"] + meta["num_docs"]["train"] == len(docs)
     assert [s["file"] for s in meta["shards"]][:3] == ["data_val_000000.bin", "data_train_000001.bin", "data_train_000002.bin"]
-    assert all(s["tokens"] == len(data.read_shard(out / s["file"])) for s in meta["shards"])
+    assert all(s["tokens"] == len(token_shards.read_shard(out / s["file"])) for s in meta["shards"])
     assert all(s["tokens"] == 300 for s in meta["shards"][1:-1]) and len(val) >= 100
     assert not list(out.glob("*.tmp")) and not list(out.glob("_INCOMPLETE*"))
 
@@ -194,7 +77,7 @@ def test_cli_sentencepiece_bos_eos(tmp_path, sp_tok):
     assert meta["boundary"] == "bos_eos" and (out / "tokenizer.model").is_file()
     expected = sum(([1] + sp_tok.encode(d) + [2] for d in docs), [])
     assert read_split(out, "train").tolist() == expected
-    assert data.load_tokenizer_for(out).decode(expected[1:-1][:len(sp_tok.encode(docs[0]))]) == docs[0]
+    assert tokenization.load_tokenizer_for(out).decode(expected[1:-1][:len(sp_tok.encode(docs[0]))]) == docs[0]
 
 
 def test_shakespeare_preset_matches_nanogpt_split_and_num_proc(tmp_path, shared_data, shakespeare, gpt2, monkeypatch):
@@ -230,7 +113,7 @@ def test_slices_together_equal_one_full_run(tmp_path):
     assert not any(f.startswith("c-s001of002_val") for f in files) and "meta-s001of002.json" in files
     assert np.array_equal(read_split(sliced, "val"), read_split(tmp_path / "full", "val"))
     assert np.array_equal(read_split(sliced, "train"), read_split(tmp_path / "full", "train"))
-    merged = data.read_meta(sliced)
+    merged = token_shards.read_meta(sliced)
     assert merged["num_tokens"] == full["num_tokens"] and merged["num_docs"] == full["num_docs"]
     with pytest.raises(SystemExit, match="already holds"):       # a slice refuses to overwrite its own files
         run_cli(src, "--out", sliced, "--num-shards", 2, "--shard-index", 1, *common)
@@ -251,7 +134,7 @@ def test_cli_bad_inputs(tmp_path, shared_data):
     assert not (out / "shakespeare_train_000009.bin").exists()
     (out / "_INCOMPLETE").write_text("{}")      # what an interrupted run leaves behind
     with pytest.raises(RuntimeError, match="incomplete"):
-        data.list_shards(out, "train")
+        token_shards.list_shards(out, "train")
     with pytest.raises(SystemExit, match="unfinished preparation .*--overwrite to redo it"):
         run_cli(*args)
     with pytest.raises(SystemExit, match="no train tokens"):
@@ -319,7 +202,7 @@ def test_non_utf8_bytes_name_the_file_and_offset_and_encoding_or_errors_read_the
         for fix, text in ((["--encoding", "latin-1"], "caf\u00e9 au lait"), (["--errors", "replace"], "caf\ufffd au lait")):
             out = tmp_path / f"{name}{fix[1]}"
             run_cli(path, "--out", out, "--val-tokens", 0, "--num-proc", 1, *fix)
-            decoded = data.load_tokenizer_for(out).decode(read_split(out, "train").tolist())
+            decoded = tokenization.load_tokenizer_for(out).decode(read_split(out, "train").tolist())
             assert decoded.removeprefix("<|endoftext|>").strip() == text
 
 
@@ -365,12 +248,12 @@ def test_offline_without_gpt2_ranks_is_one_line_naming_the_fix(tmp_path, monkeyp
         raise ConnectionError("no network")
     monkeypatch.delenv("TIKTOKEN_GPT2_FILE", raising=False)
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
-    data._tiktoken_encoding.cache_clear()
+    tokenization._tiktoken_encoding.cache_clear()
     try:
         src = write_jsonl(tmp_path / "c.jsonl", ["some text"])
         message = stop_message(capsys, src, "--out", tmp_path / "out")
     finally:
-        data._tiktoken_encoding.cache_clear()
+        tokenization._tiktoken_encoding.cache_clear()
     assert "could not load the GPT-2 tokenizer" in message and "TIKTOKEN_GPT2_FILE=" in message
     assert "--tiktoken-file" in message and not (tmp_path / "out").exists()
 
@@ -383,7 +266,7 @@ def test_cli_sentencepiece_vocab_size_promise(tmp_path, shakespeare, capsys):
     common = ["--tokenizer", "sentencepiece", "--val-tokens", 0, "--num-proc", 1]
     meta = run_cli(src, "--out", tmp_path / "o1", "--vocab-size", 8000, *common)
     n = meta["tokenizer"]["vocab_size"]
-    assert n < 8000 and data.load_tokenizer_for(tmp_path / "o1").vocab_size == n
+    assert n < 8000 and tokenization.load_tokenizer_for(tmp_path / "o1").vocab_size == n
     err = capsys.readouterr().err
     assert f"only {n:,} sentencepiece pieces" in err and "--vocab-size 8,000" in err and f"--vocab_size={n} " in err
     with pytest.raises(SystemExit, match=r"--vocab-size 70,000 is over the uint16 shard limit of 65,536"):
@@ -391,14 +274,39 @@ def test_cli_sentencepiece_vocab_size_promise(tmp_path, shakespeare, capsys):
     assert not (tmp_path / "o2").exists()
 
 
+def test_cli_shakespeare_sentencepiece_trains_and_round_trips(tmp_path, shared_data, shakespeare):
+    out = tmp_path / "sp"
+    meta = run_cli("shakespeare", "--input", shared_data / "tinyshakespeare.txt", "--out", out, "--tokenizer",
+                   "sentencepiece", "--vocab-size", 400, "--sp-model-type", "bpe", "--sp-sample-chars", 50_000)
+    tok = tokenization.load_tokenizer_for(out)
+    assert (out / "tokenizer.model").read_bytes() == tok.proto and meta["tokenizer"]["vocab_size"] == 400
+    cut = int(len(shakespeare) * 0.9)
+    val, train = read_split(out, "val"), read_split(out, "train")
+    assert tok.decode(val.tolist()) == shakespeare[cut:] and tok.decode(train.tolist()) == shakespeare[:cut]
+    assert val.tolist() == tok.encode(shakespeare[cut:]) and tok.bos_id not in val   # boundary "none"
+
+
+def test_offline_corpus_has_a_document_per_paragraph_and_row_with_only_the_gold_ending(tmp_path):
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\nBefore we proceed.\n\nAll:\nSpeak, speak.\n")
+    hs = {"ind": 1, "ctx": "A man sits down.", "label": 1, "endings": ["He flies.", "He reads.", "He swims."]}
+    (tmp_path / "hellaswag_val.jsonl").write_text(json.dumps(hs) + "\n")
+    piqa = {"goal": "Open a jar", "sol1": "twist the lid\u2028firmly", "sol2": "x", "label": 0, "tags": ["a b", 3]}
+    (tmp_path / "evals" / "piqa_validation.jsonl").write_text(json.dumps(piqa, ensure_ascii=False) + "\n")
+    offline_corpus.main([str(tmp_path), str(tmp_path / "corpus.txt")])
+    docs = (tmp_path / "corpus.txt").read_text().strip().split("\n\n")
+    assert docs == ["First Citizen: Before we proceed.", "All: Speak, speak.", "A man sits down. He reads.",
+                    "Open a jar twist the lid firmly a b"]
+
+
 # ---------------------------------------------------------------------------------------------- loader
 
 @pytest.fixture
 def token_dir(tmp_path):
     """Two train shards whose tokens are all distinct, and a val shard."""
-    data.write_shard(tmp_path / "t_val_000000.bin", np.arange(50_000, 51_000))
-    data.write_shard(tmp_path / "t_train_000001.bin", np.arange(0, 3_000))
-    data.write_shard(tmp_path / "t_train_000002.bin", np.arange(10_000, 12_001))
+    token_shards.write_shard(tmp_path / "t_val_000000.bin", np.arange(50_000, 51_000))
+    token_shards.write_shard(tmp_path / "t_train_000001.bin", np.arange(0, 3_000))
+    token_shards.write_shard(tmp_path / "t_train_000002.bin", np.arange(10_000, 12_001))
     return tmp_path
 
 
@@ -494,18 +402,6 @@ def test_val_batches_of_the_ranks_together_are_the_one_rank_batches(token_dir, n
     assert sorted(map(key, counted)) == sorted(key(x) for x, _ in single)
 
 
-def test_cli_shakespeare_sentencepiece_trains_and_round_trips(tmp_path, shared_data, shakespeare):
-    out = tmp_path / "sp"
-    meta = run_cli("shakespeare", "--input", shared_data / "tinyshakespeare.txt", "--out", out, "--tokenizer",
-                   "sentencepiece", "--vocab-size", 400, "--sp-model-type", "bpe", "--sp-sample-chars", 50_000)
-    tok = data.load_tokenizer_for(out)
-    assert (out / "tokenizer.model").read_bytes() == tok.proto and meta["tokenizer"]["vocab_size"] == 400
-    cut = int(len(shakespeare) * 0.9)
-    val, train = read_split(out, "val"), read_split(out, "train")
-    assert tok.decode(val.tolist()) == shakespeare[cut:] and tok.decode(train.tolist()) == shakespeare[:cut]
-    assert val.tolist() == tok.encode(shakespeare[cut:]) and tok.bos_id not in val   # boundary "none"
-
-
 # ---------------------------------------------------------------------------------------------- BOS-aligned loader
 
 BOS = 0
@@ -526,7 +422,7 @@ def doc_dir(tmp_path):
     inside = [int(p) + 2 for p, q in zip(bos_at, bos_at[1:]) if 4 < q - p < 20]   # cuts inside short documents
     cuts = [0, inside[len(inside) // 3], inside[2 * len(inside) // 3], len(stream)]
     for i in range(3):
-        data.write_shard(tmp_path / f"d_train_{i + 1:06d}.bin", stream[cuts[i]:cuts[i + 1]])
+        token_shards.write_shard(tmp_path / f"d_train_{i + 1:06d}.bin", stream[cuts[i]:cuts[i + 1]])
     return tmp_path, stream, cuts
 
 
@@ -571,7 +467,9 @@ def test_bos_loader_matches_the_reference_packing(doc_dir):
     got = np.concatenate([full_rows(*loader.next_batch()) for _ in range(60)])      # crosses epochs
     ref, cropped = reference_rows(stream, cuts, T, buf, 3, len(got))
     assert loader.epoch >= 1 and loader.cropped == cropped > 0 and loader.used == len(got) * (T + 1)
-    assert loader.stats() == {"cropped_tokens": cropped, "cropped_frac": cropped / (cropped + len(got) * (T + 1))}
+    stats = loader.stats()
+    assert loader.epoch <= stats.pop("epoch") <= loader.epoch + 1                 # passes over the data so far
+    assert stats == {"cropped_tokens": cropped, "cropped_frac": cropped / (cropped + len(got) * (T + 1))}
     for row, segs in zip(got, ref):
         assert np.array_equal(row, np.concatenate([stream[a:a + n] for a, n, _, _ in segs]))
     # what the packing promises, checked on the reference rows (each a row the loader returned)
@@ -638,131 +536,37 @@ def test_bos_loader_deterministic_resumable_and_checked(doc_dir, tmp_path):
     with pytest.raises(ValueError, match="loader state is from loader=bos_aligned, this run uses loader=random"):
         data.DataLoader(path, "train", 4, 16, seed=1).load_state_dict(state)
     (tmp_path / "plain").mkdir()
-    data.write_shard(tmp_path / "plain" / "p_train_000001.bin", np.arange(8, 500))
+    token_shards.write_shard(tmp_path / "plain" / "p_train_000001.bin", np.arange(8, 500))
     with pytest.raises(ValueError, match="no document-start token 7"):
         data.BOSLoader(tmp_path / "plain", "train", 4, 16, bos_id=7)
 
 
-def test_document_start_id_follows_the_boundary(tmp_path, sp_tok, gpt2):
-    for boundary, tok, want in (("eot", gpt2, 50256), ("bos_eos", sp_tok, 1), ("none", gpt2, None)):
-        (tmp_path / "meta.json").write_text(json.dumps({"boundary": boundary}))
-        assert data.document_start_id(tmp_path, tok) == want
-    (tmp_path / "meta.json").unlink()
-    assert data.document_start_id(tmp_path, gpt2) == 50256             # llm.c's shards: <|endoftext|> first
-    data.write_shard(tmp_path / "x_train_000001.bin", np.arange(100))
-    with pytest.raises(config.ConfigError, match=r"^loader=bos_aligned needs documents marked .* no token 50256 is "
-                                                 r"in them; re-run prepare_data.py with --boundary eot"):
-        config.check_documents(tmp_path, gpt2)
-    (tmp_path / "meta.json").write_text(json.dumps({"boundary": "none"}))
-    with pytest.raises(config.ConfigError, match="meta.json says boundary=none"):
-        config.check_documents(tmp_path, gpt2)
+# ---------------------------------------------------------------------------------------------- the loaders' contract
+
+def one_of_each(path) -> list:
+    """A loader of each kind over the same shards and seed."""
+    return [data.DataLoader(path, "train", 4, 16, seed=1),
+            data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=32)]
 
 
-def test_offline_corpus_has_a_document_per_paragraph_and_row_with_only_the_gold_ending(tmp_path):
-    (tmp_path / "evals").mkdir()
-    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\nBefore we proceed.\n\nAll:\nSpeak, speak.\n")
-    hs = {"ind": 1, "ctx": "A man sits down.", "label": 1, "endings": ["He flies.", "He reads.", "He swims."]}
-    (tmp_path / "hellaswag_val.jsonl").write_text(json.dumps(hs) + "\n")
-    piqa = {"goal": "Open a jar", "sol1": "twist the lid\u2028firmly", "sol2": "x", "label": 0, "tags": ["a b", 3]}
-    (tmp_path / "evals" / "piqa_validation.jsonl").write_text(json.dumps(piqa, ensure_ascii=False) + "\n")
-    offline_corpus.main([str(tmp_path), str(tmp_path / "corpus.txt")])
-    docs = (tmp_path / "corpus.txt").read_text().strip().split("\n\n")
-    assert docs == ["First Citizen: Before we proceed.", "All: Speak, speak.", "A man sits down. He reads.",
-                    "Open a jar twist the lid firmly a b"]
-
-
-def test_shards_without_meta_json_are_gpt2_only_when_nothing_says_otherwise(char_data, tmp_path):
-    import shutil
-    d = tmp_path / "sp"
-    shutil.copytree(char_data, d)
-    spec = json.loads((d / "meta.json").read_text())["tokenizer"]
-    (d / "meta.json").unlink()
-    with pytest.warns(UserWarning, match="assuming the GPT-2"):  # nothing contradicts GPT-2: the old assumption
-        assert data.load_tokenizer_for(d).kind == "gpt2"
-    (d / "tokenizer.model").write_bytes(data.tokenizer_from_spec(spec).proto)
-    with pytest.raises(ValueError, match=r'no meta.json, and .*tokenizer.model beside the shards says they are not '
-                                         r'GPT-2 tokens; write .*meta.json containing \{"tokenizer"'):
-        data.load_tokenizer_for(d)
-    cfg = config.load_config(None, [f"--data_dir={d}", "--vocab_size=50257", "--device=cpu"])
-    with pytest.raises(config.ConfigError, match="tokenizer.model beside the shards"):
-        config.check_data(cfg)
-    advice = '{"tokenizer": {"kind": "sentencepiece", "model_file": "tokenizer.model"}}'
-    (d / "meta.json").write_text(advice)  # the advice, followed word for word, works
-    assert data.load_tokenizer_for(d).sha256 == spec["sha256"] and data.list_shards(d, "train")
-    (d / "meta.json").unlink()
-    (d / "tokenizer.model").unlink()
-    data.write_shard(d / "x_val_000000.bin", np.array([60000, 1], dtype=np.uint16))
-    for p in d.glob("char_val_*"):
-        p.unlink()
-    with pytest.raises(ValueError, match="token id 60000, past GPT-2's 50257"):
-        data.load_tokenizer_for(d)
-
-
-# ---------------------------------------------------------------------------------------------- untrusted meta.json
-
-def edit_meta(d, edit):
-    meta = json.loads((d / "meta.json").read_text())
-    edit(meta)
-    (d / "meta.json").write_text(json.dumps(meta))
-
-
-def test_meta_shard_paths_stay_inside_data_dir(tmp_path, sp_tok):
-    """meta.json names shards; a path outside its directory ('..', absolute) is refused before it is read."""
-    from conftest import write_token_dataset
-    d = write_token_dataset(tmp_path / "d", sp_tok, [1] * 2000, [2] * 20_000)
-    data.write_shard(tmp_path / "outside_train_000001.bin", np.arange(100))         # a valid shard, elsewhere
-    cfg = config.load_config(None, [f"--data_dir={d}", f"--vocab_size={sp_tok.vocab_size}"])
-    for name in ("../outside_train_000001.bin", str(tmp_path / "outside_train_000001.bin"), "/etc/passwd"):
-        edit_meta(d, lambda m: m["shards"][1].update(file=name))
-        with pytest.raises(data.MetaError, match=r"shards\[1\].file .* is not a file inside .*nothing was read"):
-            data.list_shards(d, "train")
-        with pytest.raises(config.ConfigError, match="re-run prepare_data.py") as e:
-            config.check_data(cfg)
-        assert "remove the file" not in str(e.value) and "\n" not in str(e.value)
-    edit_meta(d, lambda m: (m["shards"][1].update(file=data.shard_name("t", "train", 1)),
-                            m["tokenizer"].update(model_proto_b64=None, model_file="../tokenizer.model")))
-    (tmp_path / "tokenizer.model").write_bytes(sp_tok.proto)
-    with pytest.raises(data.MetaError, match="tokenizer model_file '../tokenizer.model' is not a file inside"):
-        data.load_tokenizer_for(d)
-
-
-def test_recorded_ranks_file_is_checked_before_it_is_parsed(tmp_path, gpt2, monkeypatch):
-    """A ranks_file recorded in meta.json or a checkpoint is read only if its bytes have the recorded sha256."""
-    import tiktoken.load
-    monkeypatch.delenv("TIKTOKEN_GPT2_FILE", raising=False)
-    parsed = []
-    real = tiktoken.load.load_tiktoken_bpe
-    monkeypatch.setattr(tiktoken.load, "load_tiktoken_bpe", lambda path, *a, **k: parsed.append(path) or real(path))
-    monkeypatch.setattr(data, "_tiktoken_encoding", data._tiktoken_encoding.__wrapped__)   # no cached result
-    secret = tmp_path / "secret.txt"
-    secret.write_text("password hunter2\n")
-    for spec in ({**gpt2.spec(), "ranks_file": str(secret)},                             # as meta.json records it
-                 {k: v for k, v in gpt2.spec().items() if k != "sha256"} | {"ranks_file": str(secret)}):  # older
-        with pytest.raises(ValueError, match=r"ranks file .*secret.txt named in the tokenizer spec has sha256 "
-                                             r"\w+, not the recorded sha256 306cd27f03c1, so it was not read") as e:
-            data.tokenizer_from_spec(spec)
-        assert "hunter2" not in str(e.value) and parsed == []
-    assert data.tokenizer_from_spec(gpt2.spec()).encode("Hello world") == [15496, 995]   # the real file: read
-
-
-@pytest.mark.parametrize("field, value, match", [
-    ("vocab_size", "65", r"tokenizer.vocab_size='65' must be an integer in \[1, 65,536\]"),
-    ("vocab_size", 10**9, r"tokenizer.vocab_size=1000000000 must be an integer in \[1, 65,536\]"),
-    ("eos_id", 70_000, r"tokenizer.eos_id=70000 must be a token id below vocab_size"),
-    ("num_tokens", {"train": -5}, r"num_tokens=\{'train': -5\} must map each split to an integer >= 0"),
-    ("tokens", 1.5, r"shards\[0\].tokens=1.5 must be an integer >= 0"),
-    ("split", "test", r"shards\[0\].split='test' must be 'train' or 'val'"),
-])
-def test_meta_counts_and_vocab_size_are_checked(tmp_path, sp_tok, field, value, match):
-    from conftest import write_token_dataset
-    d = write_token_dataset(tmp_path / "d", sp_tok, [1] * 2000, [2] * 20_000)
-    edit_meta(d, lambda m: (m["tokenizer"] if field in ("vocab_size", "eos_id") else
-                            m["shards"][0] if field in ("tokens", "split") else m).update({field: value}))
-    with pytest.raises(data.MetaError, match=match + r".*; re-run prepare_data.py --out"):
-        data.read_meta(d)
-
-
-def test_meta_that_is_not_json_names_the_file(tmp_path):
-    (tmp_path / "meta.json").write_text('{"shards": [')
-    with pytest.raises(data.MetaError, match=r"meta.json is not valid JSON \(Expecting value: line 1"):
-        data.list_shards(tmp_path, "train")
+def test_both_loaders_keep_the_one_contract(doc_dir):
+    """Each is a data.Loader: its state is plain JSON and resumes to the same next batches, a state of the other kind
+    is refused, and stats() counts the passes over the data."""
+    path = doc_dir[0]
+    for a, b, other in zip(one_of_each(path), one_of_each(path), one_of_each(path)[::-1]):
+        assert isinstance(a, data.Loader) and a.kind != other.kind
+        for _ in range(3):
+            a.next_batch()
+        state = json.loads(json.dumps(a.state_dict()))
+        expected = [a.next_batch(seq_len=t) for t in (16, 5, 16)]
+        b.load_state_dict(state)
+        assert all(torch.equal(x, u) and torch.equal(y, v)
+                   for (x, y), (u, v) in zip(expected, [b.next_batch(seq_len=t) for t in (16, 5, 16)]))
+        assert b.state_dict() == a.state_dict()
+        with pytest.raises(ValueError, match=f"state is from loader={a.kind}, this run uses loader={other.kind}"):
+            other.load_state_dict(state)
+        passes = [a.stats()["epoch"]]
+        while a.epoch == 0:
+            a.next_batch()
+            passes.append(a.stats()["epoch"])
+        assert 0 < passes[0] < 1 <= passes[-1] < 1.1 and passes == sorted(passes)

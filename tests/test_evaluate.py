@@ -417,9 +417,9 @@ def test_harness_style_decisions_equal_lm_evaluation_harness(shared_data, gpt2_t
     pytest.importorskip("accelerate")
     from lm_eval.tasks import TaskManager
 
-    import data
+    import tokenization
     import export_hf
-    tok = data.gpt2_tokenizer(str(gpt2_tiktoken_file))
+    tok = tokenization.gpt2_tokenizer(str(gpt2_tiktoken_file))
     model = tiny_gpt(vocab_size=tok.vocab_size, block_size=256, n_head=4)
     export_hf.export(model, tmp_path / "hf", tokenizer=tok, tiktoken_file=str(gpt2_tiktoken_file))
     n, installed = 40, Path(lm_eval.__file__).parent / "tasks"

@@ -156,8 +156,8 @@ def shakespeare(shared_data) -> str:
 @pytest.fixture(scope="module")
 def gpt2_export(tmp_path_factory, gpt2_tiktoken_file):
     """A tiny model with the GPT-2 tokenizer, exported once for the tokenizer and lm_eval tests."""
-    data = pytest.importorskip("data")
-    tok = data.gpt2_tokenizer(str(gpt2_tiktoken_file))
+    tokenization = pytest.importorskip("tokenization")
+    tok = tokenization.gpt2_tokenizer(str(gpt2_tiktoken_file))
     model = random_model(tiny_config(vocab_size=tok.vocab_size, block_size=256))
     out = tmp_path_factory.mktemp("gpt2_export") / "hf"
     E.export(model, out, tokenizer=tok, tiktoken_file=str(gpt2_tiktoken_file))
@@ -180,8 +180,8 @@ def test_gpt2_tokenizer_round_trip(gpt2_export, shakespeare, shared_data):
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
 def test_sentencepiece_tokenizer_round_trip(tmp_path, shakespeare, model_type):
     from transformers import AutoTokenizer
-    data = pytest.importorskip("data")
-    tok = data.train_sentencepiece([shakespeare[:100_000]], vocab_size=400, model_type=model_type)
+    tokenization = pytest.importorskip("tokenization")
+    tok = tokenization.train_sentencepiece([shakespeare[:100_000]], vocab_size=400, model_type=model_type)
     model = random_model(tiny_config(vocab_size=tok.vocab_size, pos_emb="rope", norm="rmsnorm", mlp="swiglu"))
     E.export(model, tmp_path / "hf", tokenizer=tok)
     hf_tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
@@ -299,8 +299,8 @@ def test_lm_eval_hflm_remote_code(tmp_path, shakespeare):
     pytest.importorskip("lm_eval")
     pytest.importorskip("accelerate")
     from lm_eval.models.huggingface import HFLM
-    data = pytest.importorskip("data")
-    tok = data.train_sentencepiece([shakespeare[:50_000]], vocab_size=400)
+    tokenization = pytest.importorskip("tokenization")
+    tok = tokenization.train_sentencepiece([shakespeare[:50_000]], vocab_size=400)
     model = random_model(tiny_config(vocab_size=tok.vocab_size, pos_emb="alibi", parallel_residual=True))
     E.export(model, tmp_path / "hf", tokenizer=tok)
     lm = HFLM(pretrained=str(tmp_path / "hf"), device="cpu", batch_size=2, dtype="float32",
@@ -402,8 +402,8 @@ def test_overwrite_refuses_a_run_directory_and_foreign_files(tmp_path, capsys):
 def test_cli_says_when_autotokenizer_needs_trust_remote_code(tmp_path, shakespeare, capsys):
     """A remote-code tokenizer (sentencepiece unigram) or model makes AutoTokenizer ask [y/N] interactively
     without trust_remote_code=True: the printed load lines say so."""
-    import data
-    tok = data.train_sentencepiece([shakespeare[:100_000]], vocab_size=400, model_type="unigram", num_threads=1)
+    import tokenization
+    tok = tokenization.train_sentencepiece([shakespeare[:100_000]], vocab_size=400, model_type="unigram", num_threads=1)
     for name, toggles, model_trust in (("native", dict(), False), ("remote", dict(pos_emb="alibi"), True)):
         write_checkpoint(tmp_path / f"{name}.pt", random_model(tiny_config(vocab_size=tok.vocab_size, **toggles)),
                          tok.spec())

@@ -41,7 +41,7 @@ def test_import_contracts_hold_and_name_every_module():
     ("model.py", "\n\ndef _load():\n    import sample  # noqa\n", "import no script"),   # even inside a function
     ("runtime.py", "\nimport sample  # noqa\n", "import no script"),
     ("hellaswag.py", "\nimport train  # noqa\n", "except bench.py"),
-    ("data.py", "\nimport checkpoint  # noqa\n", "no cycles"),                            # checkpoint -> data
+    ("token_shards.py", "\nimport checkpoint  # noqa\n", "no cycles"),                    # checkpoint -> token_shards
     ("sample.py", "\nimport perplexity  # noqa\n", "no cycles"),                          # perplexity -> sample
 ])
 def test_a_broken_import_breaks_its_contract(tmp_path, module, line, broken):
@@ -77,15 +77,15 @@ def test_no_repo_module_is_imported_inside_a_function():
 ONE_HOME = {  # what (a pattern in the code) -> the only files allowed to contain it
     "prefix stripping": (r"_orig_mod\.", {"checkpoint.py"}),
     "ckpt_N naming": (r'f"ckpt_\{|ckpt_\(\\d', {"checkpoint.py"}),
-    "temp file then rename": (r"os\.replace\(", {"data.py", "parallel.py", "export_hf.py"}),  # parallel: the multi-rank
-    # save; export_hf: an export is written and verified beside --out, then moved in without touching other files
+    "temp file then rename": (r"os\.replace\(", {"token_shards.py", "parallel.py", "export_hf.py"}),  # parallel: the
+    # multi-rank save; export_hf: an export is written and verified beside --out, then moved in without touching others
     "autocast": (r"torch\.autocast\((?!dev, enabled=False)", {"runtime.py"}),  # model.py: the fused loss turns it off
     "all-gather": (r"all_gather_object|all_reduce\(", {"runtime.py"}),
     "process group": (r"init_process_group|destroy_process_group|dist\.barrier|dist\.get_rank", {"runtime.py"}),
     "dtype rule": (r"is_bf16_supported", {"runtime.py"}),
     "device sync": (r"cuda\.synchronize|mps\.synchronize", {"runtime.py"}),
-    "GPT-2 ranks": (r"load_tiktoken_bpe|_mergeable_ranks", {"data.py"}),
-    "tokenizer spec kinds": (r'"r50k_base"|"spm"', {"data.py"}),
+    "GPT-2 ranks": (r"load_tiktoken_bpe|_mergeable_ranks", {"tokenization.py"}),
+    "tokenizer spec kinds": (r'"r50k_base"|"spm"', {"tokenization.py"}),
     "peak FLOPs": (r"989e12", {"runtime.py"}),
 }
 

@@ -323,8 +323,8 @@ def test_config_rejects_impossible_parallel_combinations():
 # ----------------------------------------------------------------------------- train.py wiring
 
 def train_args(data_dir: Path, out_dir: Path, **over) -> list[str]:
-    import data as datalib
-    args = dict(data_dir=data_dir, out_dir=out_dir, vocab_size=datalib.load_tokenizer_for(data_dir).vocab_size,
+    import tokenization
+    args = dict(data_dir=data_dir, out_dir=out_dir, vocab_size=tokenization.load_tokenizer_for(data_dir).vocab_size,
                 block_size=32, n_layer=2, n_head=2, n_embd=32, batch_size=2, total_batch_size=2 * 32 * 2 * 2,
                 max_iters=4, warmup_iters=1, learning_rate=3e-3, eval_interval=2, eval_iters=1, log_interval=1,
                 sample_tokens=4, device="cpu", keep_last=1, parallelism="fsdp", activation_checkpointing="block")

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import config
-import data as datalib
 import perplexity
 import sample
+import token_shards
+import tokenization
 import train
 from checkpoint import load_checkpoint
 from evaluate import Scoring
@@ -23,7 +24,7 @@ TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n
 
 @pytest.fixture(scope="module")
 def gpt2_tok(gpt2_tiktoken_file):
-    return datalib.gpt2_tokenizer(str(gpt2_tiktoken_file))
+    return tokenization.gpt2_tokenizer(str(gpt2_tiktoken_file))
 
 
 def tiny_model(**kw) -> GPT:
@@ -49,8 +50,8 @@ def test_window_plan_scores_every_target_once(n, ctx, stride):
 
 def write_dir(path, tokens_val, tokens_train, spec):
     path.mkdir(parents=True, exist_ok=True)
-    datalib.write_shard(path / "t_val_000000.bin", np.asarray(tokens_val, dtype=np.uint16))
-    datalib.write_shard(path / "t_train_000001.bin", np.asarray(tokens_train, dtype=np.uint16))
+    token_shards.write_shard(path / "t_val_000000.bin", np.asarray(tokens_val, dtype=np.uint16))
+    token_shards.write_shard(path / "t_train_000001.bin", np.asarray(tokens_train, dtype=np.uint16))
     meta = {"format": 1, "prefix": "t", "tokenizer": spec,
             "shards": [{"file": "t_val_000000.bin", "split": "val", "tokens": len(tokens_val)},
                        {"file": "t_train_000001.bin", "split": "train", "tokens": len(tokens_train)}]}
@@ -187,8 +188,8 @@ def test_cli_every_ctx_skipped_is_an_error(tmp_path, gpt2_tok, capsys):
 def test_tokenizer_identity_not_just_vocab_size_must_match(tmp_path, shared_data):
     """A unigram checkpoint scoring BPE shards of the same vocabulary size is an error, not a wrong number."""
     text = (shared_data / "tinyshakespeare.txt").read_text()[:60_000]
-    uni = datalib.train_sentencepiece([text], vocab_size=512, model_type="unigram")
-    bpe = datalib.train_sentencepiece([text], vocab_size=512, model_type="bpe")
+    uni = tokenization.train_sentencepiece([text], vocab_size=512, model_type="unigram")
+    bpe = tokenization.train_sentencepiece([text], vocab_size=512, model_type="bpe")
     assert uni.vocab_size == bpe.vocab_size
     ids = bpe.encode(text)
     shards = write_dir(tmp_path / "bpe", ids[:5000], ids[5000:], bpe.spec())

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import config
-import data as datalib
 import optim
+import token_shards
+import tokenization
 import train
 from model import GPT
 
@@ -126,13 +127,13 @@ def tiny_shards(tmp_path_factory, shared_data) -> tuple[Path, int]:
     """Tiny Shakespeare (first 200K characters) in a 512-piece sentencepiece vocabulary, one document per
     blank-line paragraph (BOS ... EOS, as prepare_data.py --boundary bos_eos writes): small and fast."""
     text = (shared_data / "tinyshakespeare.txt").read_text()[:200_000]
-    tok = datalib.train_sentencepiece([text], vocab_size=512, num_threads=1)
+    tok = tokenization.train_sentencepiece([text], vocab_size=512, num_threads=1)
     ids = [i for para in text.split("\n\n") for i in [tok.bos_id, *tok.encode(para), tok.eos_id]]
     ids = torch.as_tensor(ids).numpy().astype("uint16")
     n_val = len(ids) // 10
     out = tmp_path_factory.mktemp("tiny_sp512")
-    datalib.write_shard(out / "tiny_val_000000.bin", ids[:n_val])
-    datalib.write_shard(out / "tiny_train_000001.bin", ids[n_val:])
+    token_shards.write_shard(out / "tiny_val_000000.bin", ids[:n_val])
+    token_shards.write_shard(out / "tiny_train_000001.bin", ids[n_val:])
     meta = {"format": 1, "prefix": "tiny", "tokenizer": tok.spec(), "boundary": "bos_eos",
             "shards": [{"file": "tiny_val_000000.bin", "split": "val", "tokens": int(n_val)},
                        {"file": "tiny_train_000001.bin", "split": "train", "tokens": int(len(ids) - n_val)}]}

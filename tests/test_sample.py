@@ -31,9 +31,9 @@ def tiny_gpt(vocab_size, block_size=32, seed=0):
 @pytest.fixture(scope="module")
 def sp_tokenizer(shared_data):
     """A 512-piece sentencepiece BPE (byte fallback) trained on the first 100 kB of tinyshakespeare."""
-    import data
+    import tokenization
     text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")[:100_000]
-    return data.train_sentencepiece([text], vocab_size=512, model_type="bpe", num_threads=1)
+    return tokenization.train_sentencepiece([text], vocab_size=512, model_type="bpe", num_threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def sp_run(sp_tokenizer, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gpt2_run(gpt2_tiktoken_file, tmp_path_factory):
-    import data
-    tok = data.gpt2_tokenizer(str(gpt2_tiktoken_file))
+    import tokenization
+    tok = tokenization.gpt2_tokenizer(str(gpt2_tiktoken_file))
     out = tmp_path_factory.mktemp("run_gpt2")
     save_ckpt(out, tiny_gpt(tok.vocab_size, block_size=64), tok.spec())
     return out
@@ -128,8 +128,8 @@ def test_sentencepiece_checkpoint_decodes_to_text(sp_run, sp_tokenizer):
 
 
 def test_stream_decoder_holds_back_partial_utf8(gpt2_tiktoken_file):
-    import data
-    tok = data.gpt2_tokenizer(str(gpt2_tiktoken_file))
+    import tokenization
+    tok = tokenization.gpt2_tokenizer(str(gpt2_tiktoken_file))
     text = "naïve café 😀 über 日本"
     ids = tok.encode(text)
     assert any("\ufffd" in tok.decode(ids[:i]) for i in range(1, len(ids)))  # some cut splits a char
@@ -164,8 +164,8 @@ class ScriptedModel(torch.nn.Module):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_stop_at_eot(gpt2_tiktoken_file, stream):
-    import data
-    tok = data.gpt2_tokenizer(str(gpt2_tiktoken_file))
+    import tokenization
+    tok = tokenization.gpt2_tokenizer(str(gpt2_tiktoken_file))
     hello, world = tok.encode("Hello")[0], tok.encode(" world")[0]
     model = ScriptedModel([hello, world, tok.eot_id, hello])
     out = io.StringIO()
@@ -261,9 +261,9 @@ def test_cpu_decodes_in_bf16_where_the_cpu_has_it(sp_run, capsys, monkeypatch, n
 @pytest.fixture
 def offline_no_ranks(monkeypatch):
     """No GPT-2 ranks anywhere: no TIKTOKEN_GPT2_FILE, no cached encoding, no download."""
-    import data
+    import tokenization
     monkeypatch.delenv("TIKTOKEN_GPT2_FILE", raising=False)
-    monkeypatch.setattr(data, "_tiktoken_encoding", data._tiktoken_encoding.__wrapped__)
+    monkeypatch.setattr(tokenization, "_tiktoken_encoding", tokenization._tiktoken_encoding.__wrapped__)
     monkeypatch.setattr("tiktoken.get_encoding", lambda name: (_ for _ in ()).throw(ConnectionError("offline")))
 
 
@@ -271,11 +271,11 @@ def test_init_from_an_export_uses_its_own_tokenizer_files(gpt2_tiktoken_file, sp
                                                           capsys, offline_no_ranks):
     """sample.py / evaluate.py --init-from DIR read the export's vocab.json or tokenizer.model: the same ids as
     the tokenizer it was exported with, offline and without a tiktoken ranks file."""
-    import data
+    import tokenization
     import evaluate
     import export_hf
     text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000] + " caf\u00e9 \u2603\n\n\t 1234"
-    gpt2 = data.GPT2Tokenizer(data._tiktoken_encoding(str(gpt2_tiktoken_file)), str(gpt2_tiktoken_file))
+    gpt2 = tokenization.GPT2Tokenizer(tokenization._tiktoken_encoding(str(gpt2_tiktoken_file)), str(gpt2_tiktoken_file))
     for name, tok in (("gpt2", gpt2), ("sp", sp_tokenizer)):
         export_hf.export(tiny_gpt(tok.vocab_size, block_size=64), tmp_path / name, tokenizer=tok,
                          tiktoken_file=str(gpt2_tiktoken_file))

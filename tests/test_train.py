@@ -28,6 +28,8 @@ import data as datalib
 import evaluate
 import optim
 import runtime
+import token_shards
+import tokenization
 import train
 from checkpoint import load_checkpoint, resolve_checkpoint
 from model import GPT, GPTConfig
@@ -37,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def tiny_args(data_dir, out_dir, **over) -> list[str]:
-    vocab = datalib.load_tokenizer_for(data_dir).vocab_size
+    vocab = tokenization.load_tokenizer_for(data_dir).vocab_size
     args = dict(data_dir=data_dir, out_dir=out_dir, vocab_size=vocab, block_size=32, n_layer=1, n_head=2,
                 n_embd=32, batch_size=4, total_batch_size=0, max_iters=6, warmup_iters=2, learning_rate=3e-3,
                 eval_interval=3, eval_iters=2, log_interval=1, sample_tokens=0, device="cpu", keep_last=2)
@@ -237,8 +239,8 @@ def test_resume_is_bit_identical(char_data, tmp_path):
 @pytest.fixture(scope="module")
 def doc_data(char_data, tmp_path_factory) -> Path:
     """The char data as documents: each paragraph of the text is BOS + its characters."""
-    tok = datalib.load_tokenizer_for(char_data)
-    ids = np.concatenate([datalib.read_shard(p) for p in datalib.list_shards(char_data, "train")])
+    tok = tokenization.load_tokenizer_for(char_data)
+    ids = np.concatenate([token_shards.read_shard(p) for p in token_shards.list_shards(char_data, "train")])
     text = tok.decode(ids.tolist())
     docs = [[tok.bos_id] + tok.encode(par) for par in text.split("\n\n")]
     train_ids = [i for doc in docs for i in doc]
@@ -832,16 +834,16 @@ def test_tokenizer_mismatch_and_missing_ranks_are_one_line_errors(char_data, sha
     whose ranks cannot be found offline, with one short paragraph instead of a network traceback."""
     train.run(tiny(char_data, tmp_path / "run", max_iters=3, eval_interval=3))
     text = (shared_data / "tinyshakespeare.txt").read_text()[-300_000:]   # the same 65 characters, other ids
-    other = datalib.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
-    assert other.vocab_size == 65 and other.sha256 != datalib.load_tokenizer_for(char_data).sha256
+    other = tokenization.train_sentencepiece([text], vocab_size=128, model_type="char", byte_fallback=False)
+    assert other.vocab_size == 65 and other.sha256 != tokenization.load_tokenizer_for(char_data).sha256
     ids = other.encode(text)
     reversed_dir = write_token_dataset(tmp_path / "other", other, ids[:30_000], ids[30_000:], prefix="char")
     with pytest.raises(config.ConfigError, match="token ids mean different things"):
         train.run(tiny(reversed_dir, tmp_path / "run", max_iters=6, resume="latest"))
-    spec = {k: v for k, v in datalib.gpt2_tokenizer().spec().items() if k not in ("ranks_file", "sha256")}  # as of old
+    spec = {k: v for k, v in tokenization.gpt2_tokenizer().spec().items() if k not in ("ranks_file", "sha256")}  # as of old
     gpt2_dir = write_token_dataset(tmp_path / "gpt2", SimpleNamespace(spec=lambda: spec), [1] * 5000, [1] * 50_000)
     monkeypatch.delenv("TIKTOKEN_GPT2_FILE")
-    monkeypatch.setattr(datalib, "_tiktoken_encoding", datalib._tiktoken_encoding.__wrapped__)   # no cached result
+    monkeypatch.setattr(tokenization, "_tiktoken_encoding", tokenization._tiktoken_encoding.__wrapped__)   # no cached result
     monkeypatch.setattr("tiktoken.get_encoding", lambda name: (_ for _ in ()).throw(ConnectionError("offline")))
     with pytest.raises(config.ConfigError) as e:
         train.run(config.load_config(None, tiny_args(char_data, tmp_path / "g", vocab_size=50257) +
@@ -958,7 +960,7 @@ def test_resume_with_overwrite_is_a_conflict_not_silently_ignored(char_data, tmp
 
 
 def test_too_short_shards_name_block_size_not_seq_len(char_data, tmp_path):
-    tok = datalib.load_tokenizer_for(char_data)
+    tok = tokenization.load_tokenizer_for(char_data)
     short = write_token_dataset(tmp_path / "short", tok, [1] * 200, [2] * 20, prefix="char")
     with pytest.raises(config.ConfigError, match=r"sequences of 32 tokens \(block_size\) need windows of 33 tokens "
                                                  r"but the longest train shard .* has 20 tokens, so block_size can be "
@@ -971,7 +973,7 @@ def test_resume_onto_data_of_another_vocabulary_does_not_advise_a_new_vocab_size
     """The checkpoint fixes vocab_size, so --vocab_size=N (the fresh-run advice) would only fail next."""
     train.run(tiny(char_data, tmp_path / "run", max_iters=2, eval_interval=2))
     text = (shared_data / "tinyshakespeare.txt").read_text()[:300_000]
-    other = datalib.train_sentencepiece([text], vocab_size=100, model_type="bpe", byte_fallback=False, num_threads=1)
+    other = tokenization.train_sentencepiece([text], vocab_size=100, model_type="bpe", byte_fallback=False, num_threads=1)
     ids = other.encode(text)
     other_dir = write_token_dataset(tmp_path / "other", other, ids[:20_000], ids[20_000:], prefix="bpe")
     with pytest.raises(config.ConfigError, match=r"vocab_size=100 \(meta.json\) but the model has vocab_size=65; a "

@@ -1,0 +1,103 @@
+"""Tests for tokenization.py: GPT-2 and sentencepiece tokenizers, their specs, the tokenizer of a shard directory."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import config
+import token_shards
+import tokenization
+
+TRICKY = "First Citizen:\n\n  Before   we proceed\tany further,\n hear me speak.  \n\n\nÄ ü ☃ done\n"
+
+
+def test_gpt2_known_ids_from_offline_ranks_file(gpt2_tiktoken_file):
+    tok = tokenization.gpt2_tokenizer(gpt2_tiktoken_file)
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.encode(" the") == [262]
+    assert tok.encode("<|endoftext|>") != [50256]          # special tokens never parsed from text
+    assert (tok.vocab_size, tok.eot_id, tok.eos_id, tok.bos_id) == (50257, 50256, 50256, None)
+    assert os.environ["TIKTOKEN_GPT2_FILE"]                # conftest: the env lookup path works too
+    assert tokenization.gpt2_tokenizer().encode("Hello world") == [15496, 995]
+    assert tok.decode(tok.encode(TRICKY)) == TRICKY
+    assert tok.encode_batch(["Hello world", " the"]) == [[15496, 995], [262]]
+    assert list(tok.encode_np("Hello world")) == [15496, 995]
+
+
+def test_split_text_keeps_gpt2_tokens(gpt2, shakespeare):
+    text = shakespeare[:200_000]
+    pieces = tokenization.split_text(text, 2_000)
+    assert len(pieces) > 20 and "".join(pieces) == text
+    assert sum((gpt2.encode(p) for p in pieces), []) == gpt2.encode(text)
+
+
+def test_sentencepiece_round_trip_exact(sp_tok, shakespeare, tmp_path):
+    assert sp_tok.decode(sp_tok.encode(TRICKY)) == TRICKY
+    assert sp_tok.decode(sp_tok.encode(shakespeare)) == shakespeare
+    nl = sp_tok.encode("\n")
+    assert len(nl) == 1 and sp_tok.decode(nl) == "\n"       # the model can write a newline
+    assert (sp_tok.bos_id, sp_tok.eos_id, sp_tok.eot_id) == (1, 2, 2) and sp_tok.vocab_size == 512
+    assert sp_tok.splittable
+    pieces = tokenization.split_text(shakespeare[:100_000], 2_000)
+    assert sum((sp_tok.encode(p) for p in pieces), []) == sp_tok.encode(shakespeare[:100_000])
+    # spec() is self-contained; the .model file loads the same model
+    again = tokenization.tokenizer_from_spec(json.loads(json.dumps(sp_tok.spec())))
+    assert again.encode(TRICKY) == sp_tok.encode(TRICKY)
+    sp_tok.save(tmp_path / "tokenizer.model")
+    assert tokenization.load_sentencepiece(tmp_path / "tokenizer.model").encode(TRICKY) == sp_tok.encode(TRICKY)
+
+
+def test_sentencepiece_char_model(shakespeare):
+    tok = tokenization.train_sentencepiece([shakespeare[:50_000]], vocab_size=400, model_type="char")
+    assert tok.vocab_size < 400                            # a char model only has the characters it saw
+    assert tok.decode(tok.encode(TRICKY)) == TRICKY        # byte fallback covers the tab, Ä, ☃
+    assert all(len(tok.decode([i])) == 1 for i in tok.encode("First Citizen:\n"))
+
+
+# ---------------------------------------------------------------------------------------------- the tokenizer of a shard directory
+
+def test_shards_without_meta_json_are_gpt2_only_when_nothing_says_otherwise(char_data, tmp_path):
+    import shutil
+    d = tmp_path / "sp"
+    shutil.copytree(char_data, d)
+    spec = json.loads((d / "meta.json").read_text())["tokenizer"]
+    (d / "meta.json").unlink()
+    with pytest.warns(UserWarning, match="assuming the GPT-2"):  # nothing contradicts GPT-2: the old assumption
+        assert tokenization.load_tokenizer_for(d).kind == "gpt2"
+    (d / "tokenizer.model").write_bytes(tokenization.tokenizer_from_spec(spec).proto)
+    with pytest.raises(ValueError, match=r'no meta.json, and .*tokenizer.model beside the shards says they are not '
+                                         r'GPT-2 tokens; write .*meta.json containing \{"tokenizer"'):
+        tokenization.load_tokenizer_for(d)
+    cfg = config.load_config(None, [f"--data_dir={d}", "--vocab_size=50257", "--device=cpu"])
+    with pytest.raises(config.ConfigError, match="tokenizer.model beside the shards"):
+        config.check_data(cfg)
+    advice = '{"tokenizer": {"kind": "sentencepiece", "model_file": "tokenizer.model"}}'
+    (d / "meta.json").write_text(advice)  # the advice, followed word for word, works
+    assert tokenization.load_tokenizer_for(d).sha256 == spec["sha256"] and token_shards.list_shards(d, "train")
+    (d / "meta.json").unlink()
+    (d / "tokenizer.model").unlink()
+    token_shards.write_shard(d / "x_val_000000.bin", np.array([60000, 1], dtype=np.uint16))
+    for p in d.glob("char_val_*"):
+        p.unlink()
+    with pytest.raises(ValueError, match="token id 60000, past GPT-2's 50257"):
+        tokenization.load_tokenizer_for(d)
+
+
+def test_recorded_ranks_file_is_checked_before_it_is_parsed(tmp_path, gpt2, monkeypatch):
+    """A ranks_file recorded in meta.json or a checkpoint is read only if its bytes have the recorded sha256."""
+    import tiktoken.load
+    monkeypatch.delenv("TIKTOKEN_GPT2_FILE", raising=False)
+    parsed = []
+    real = tiktoken.load.load_tiktoken_bpe
+    monkeypatch.setattr(tiktoken.load, "load_tiktoken_bpe", lambda path, *a, **k: parsed.append(path) or real(path))
+    monkeypatch.setattr(tokenization, "_tiktoken_encoding", tokenization._tiktoken_encoding.__wrapped__)   # no cached result
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password hunter2\n")
+    for spec in ({**gpt2.spec(), "ranks_file": str(secret)},                             # as meta.json records it
+                 {k: v for k, v in gpt2.spec().items() if k != "sha256"} | {"ranks_file": str(secret)}):  # older
+        with pytest.raises(ValueError, match=r"ranks file .*secret.txt named in the tokenizer spec has sha256 "
+                                             r"\w+, not the recorded sha256 306cd27f03c1, so it was not read") as e:
+            tokenization.tokenizer_from_spec(spec)
+        assert "hunter2" not in str(e.value) and parsed == []
+    assert tokenization.tokenizer_from_spec(gpt2.spec()).encode("Hello world") == [15496, 995]   # the real file: read
