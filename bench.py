@@ -12,7 +12,7 @@ Speed: builds the model and optimizer with train.py's own Stepper (any `--key=va
 works), feeds a synthetic batch (random token ids) or with `--data` a real one from data_dir, warms
 up (compilation happens there), then times `--steps` optimizer steps of one micro-batch each with
 the device synchronised. MFU uses runtime.py's peak table (the dense bf16 tensor-core peak on GPUs, a
-rough fp32 estimate on CPUs) and model.flops_per_token (6N + attention, PaLM appendix B). Memory is
+rough fp32 estimate on CPUs) and runtime.flops_per_token (6N + attention, PaLM appendix B). Memory is
 the CUDA peak allocation, or the process's peak RSS on CPU. Sampling speed is measured for one
 sequence with and without the KV cache.
 
@@ -172,7 +172,7 @@ def bench_speed(cfg: config.TrainConfig, steps: int = 10, warmup: int = 3, real_
     no_cache = sampling_speed(runner.model, cfg, device, sample_tokens, False, runner.autocast())
     return SpeedResult(device, runner.dtype, cfg.run.compile, runner.model.num_params(non_embedding=False),
                        f"{cfg.data.batch_size} x {cfg.model.block_size}", ms, tok_s,
-                       runtime.mfu(runner.model.flops_per_token(), tok_s, peak), peak, source, mem, mem_kind, cache, no_cache)
+                       runtime.mfu(runtime.flops_per_token(runner.model.config), tok_s, peak), peak, source, mem, mem_kind, cache, no_cache)
 
 
 def format_speed(r: SpeedResult) -> str:

@@ -36,7 +36,6 @@ weights), LayerNorm, tied input/output embeddings, init std 0.02 with residual p
                     multiplied by a learned per-channel vector, init eps; 0 = off.
 - doc_mask_token:   document masking: a packed row splits into documents, each starting at this token id
                     (BOS / EOT); no query attends across a document boundary (as in Llama 3, arXiv:2407.21783).
-- flops_per_token:  PaLM appendix B (Chowdhery et al. 2022, arXiv:2204.02311).
 
 Attention runs through F.scaled_dot_product_attention. Windows and documents add a boolean mask built
 once per forward (per distinct window, not per layer; combined with the ALiBi bias); in a torch.compile'd
@@ -121,9 +120,6 @@ class GPTConfig:
                 raise ValueError(f"GPTConfig.{name}={getattr(self, name)} must be >= 0 (0 = off)")
         if self.rope_theta <= 0 or self.norm_eps <= 0:
             raise ValueError("GPTConfig.rope_theta and GPTConfig.norm_eps must be positive")
-        self._check_speedrun_toggles()
-
-    def _check_speedrun_toggles(self) -> None:
         if not 0 <= 2 * self.value_embeds <= self.n_layer:
             raise ValueError(f"GPTConfig.value_embeds={self.value_embeds} needs 0 <= 2 * value_embeds <= n_layer="
                              f"{self.n_layer} (tables feed the first and the last value_embeds layers); lower it")
@@ -294,7 +290,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, rope: tuple | None, attend: SDPAMask | FlexMask,
-                cache: KVCache | None = None, ve: torch.Tensor | None = None) -> torch.Tensor:
+                cache=None, ve: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         hd = self.head_dim
         q, k, v = self.c_attn(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=-1)
@@ -388,48 +384,6 @@ class ParallelBlock(nn.Module):
     def forward(self, x, rope, attend, cache=None, ve=None):
         h = self.ln_1(x)
         return x + self.attn_scale(self.attn(h, rope, attend, cache, ve)) + self.mlp_scale(self.mlp(h))
-
-
-class KVCache:
-    """Keys/values for every layer, preallocated on first use in the dtype attention produces
-    (bf16 under autocast); `pos` tokens are filled."""
-
-    def __init__(self, config: GPTConfig, batch: int, max_len: int):
-        self.shape = (config.n_layer, batch, config.kv_heads, max_len, config.head_dim)
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-        self.docs: torch.Tensor | None = None  # document id of every cached token (doc_mask_token)
-        self.pos = 0     # tokens cached
-        self.start = 0   # index (in the full sequence) of the first cached token
-
-    @property
-    def max_len(self) -> int:
-        return self.shape[3]
-
-    def _end(self, new: int) -> int:
-        end = self.pos + new
-        if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} tokens, {end} needed; allocate a larger cache")
-        return end
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, Hkv, T, hd) at positions pos..pos+T; return all cached keys/values so far."""
-        end = self._end(k.size(2))
-        if self.k is None:
-            self.k = k.new_zeros(self.shape)
-            self.v = v.new_zeros(self.shape)
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def doc_ids(self, new: torch.Tensor) -> torch.Tensor:
-        """Document ids (B, pos + T) of the cached tokens and of new ones (B, T, numbered from 0 here)."""
-        end = self._end(new.size(1))
-        if self.docs is None:
-            self.docs = new.new_zeros(self.shape[1], self.max_len)
-        last = self.docs[:, self.pos - 1:self.pos] if self.pos else 0
-        self.docs[:, self.pos:end] = new + last
-        return self.docs[:, :end]
 
 
 # ----------------------------------------------------------------------------- residual-stream toggles
@@ -567,7 +521,7 @@ class WindowDocMasks:
                      for w, a in allowed.items()}
         return [masks[w] for w in self.windows]
 
-    def _doc_ids(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor | None:
+    def _doc_ids(self, idx: torch.Tensor, cache) -> torch.Tensor | None:
         """(B, end): tokens with equal ids are in one document; a document starts at doc_token."""
         if self.doc_token is None:
             return None
@@ -703,9 +657,6 @@ class SoftCap(nn.Module):
 
 # ----------------------------------------------------------------------------- the model
 
-LOSSES = ("chunked", "full")
-
-
 class GPT(nn.Module):
     """forward(idx) -> logits; forward(idx, targets) -> the mean loss, by the method `loss` picks once here:
     "chunked" (linear_cross_entropy: output layer and loss fused, a chunk of rows at a time; lean, the CPU
@@ -736,8 +687,8 @@ class GPT(nn.Module):
         self.attn_masks = (WindowDocMasks if masked else CausalMasks)(config, self.alibi)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
-        if isinstance(loss, str) and loss not in LOSSES:
-            raise ValueError(f"GPT(loss={loss!r}) is unknown; choose one of {', '.join(LOSSES)} or pass a function")
+        if isinstance(loss, str) and loss not in ("chunked", "full"):
+            raise ValueError(f"GPT(loss={loss!r}) is unknown; choose one of chunked, full or pass a function")
         self.loss = self.full_logits_loss if loss == "full" else self.fused_loss
         self.fused_loss_fn = loss if callable(loss) else linear_cross_entropy
         self.apply(self._init_weights)
@@ -774,7 +725,7 @@ class GPT(nn.Module):
         return rope, bias
 
     def _blocks(self, x: torch.Tensor, idx: torch.Tensor, rope: tuple | None, masks: list,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache=None) -> torch.Tensor:
         """The blocks in turn. U-net skips and x0 mixing are Passthrough when off, value embeddings None."""
         x0, outputs = x, []
         for i, (block, mask, ve) in enumerate(zip(self.transformer.h, masks, self.value_embeds(idx))):
@@ -824,8 +775,9 @@ class GPT(nn.Module):
         return F.cross_entropy(scored.reshape(-1, scored.size(-1)), targets.reshape(-1), ignore_index=-1,
                                label_smoothing=label_smoothing)
 
-    def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Feed idx (B, T) after the cache.pos tokens already cached; return next-token logits (B, vocab)."""
+    def forward_cached(self, idx: torch.Tensor, cache) -> torch.Tensor:
+        """Feed idx (B, T) after the cache.pos tokens already cached (a sample.KVCache: generation's); return the
+        next-token logits (B, vocab)."""
         start = cache.pos
         x = self._embed(idx, start)
         rope, bias = self._positions(x, start, idx.size(1))
@@ -846,19 +798,3 @@ class GPT(nn.Module):
             if not self.config.tie_embeddings:
                 n -= self.transformer.wte.weight.numel()
         return n
-
-    def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token (forward + backward) = 6 * matmul weights + 12 * L * H * hd * T (PaLM).
-
-        Counts what the toggles compute: the fused q,k,v width under GQA/MQA, three SwiGLU matrices,
-        the padded lm_head; the attention term uses the full (unmasked) T as PaLM does, min(T, window) in
-        a windowed layer. Lookups (value embeddings), scalar mixes and document masks count nothing.
-        """
-        c = self.config
-        T = seq_len or c.block_size
-        attn = c.n_embd * (c.n_head + 2 * c.kv_heads) * c.head_dim + c.n_embd * c.n_embd
-        mlp = (3 if c.mlp == "swiglu" else 2) * c.n_embd * c.hidden_dim
-        matmul = c.n_layer * (attn + mlp) + c.n_embd * c.padded_vocab_size
-        keys = sum(T if w is None else min(T, w) for w in c.layer_windows)     # keys per query, all layers
-        return 6 * matmul + 12 * c.n_head * c.head_dim * keys
-

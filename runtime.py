@@ -360,6 +360,22 @@ def peak_flops(device_type: str, dtype: str = "bfloat16") -> tuple[float, str]:
     return measured_cpu_flops(kind, threads), f"CPU x{threads} threads, measured {kind} 1024^3 matmul rate"
 
 
+def flops_per_token(c, seq_len: int | None = None) -> int:
+    """Training FLOPs per token (forward + backward) of a GPTConfig c = 6 * matmul weights + 12 * L * H * hd * T
+    (PaLM, Chowdhery et al. 2022, arXiv:2204.02311, appendix B).
+
+    Counts what the toggles compute: the fused q,k,v width under GQA/MQA, three SwiGLU matrices,
+    the padded lm_head; the attention term uses the full (unmasked) T as PaLM does, min(T, window) in
+    a windowed layer. Lookups (value embeddings), scalar mixes and document masks count nothing.
+    """
+    T = seq_len or c.block_size
+    attn = c.n_embd * (c.n_head + 2 * c.kv_heads) * c.head_dim + c.n_embd * c.n_embd
+    mlp = (3 if c.mlp == "swiglu" else 2) * c.n_embd * c.hidden_dim
+    matmul = c.n_layer * (attn + mlp) + c.n_embd * c.padded_vocab_size
+    keys = sum(T if w is None else min(T, w) for w in c.layer_windows)     # keys per query, all layers
+    return 6 * matmul + 12 * c.n_head * c.head_dim * keys
+
+
 def mfu(flops_per_token: float, tokens_per_s: float, peak: float) -> float:
     """Model FLOPs utilisation: achieved training FLOP/s of one device over its peak."""
     return flops_per_token * tokens_per_s / peak

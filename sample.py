@@ -29,10 +29,52 @@ import checkpoint
 import export_hf
 import runtime
 import tokenization
-from model import GPT, KVCache
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 # generation: a model's next-token logits, with a KV cache, and the token picked from them
+
+
+class KVCache:
+    """Keys/values for every layer, preallocated on first use in the dtype attention produces
+    (bf16 under autocast); `pos` tokens are filled."""
+
+    def __init__(self, config: GPTConfig, batch: int, max_len: int):
+        self.shape = (config.n_layer, batch, config.kv_heads, max_len, config.head_dim)
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.docs: torch.Tensor | None = None  # document id of every cached token (doc_mask_token)
+        self.pos = 0     # tokens cached
+        self.start = 0   # index (in the full sequence) of the first cached token
+
+    @property
+    def max_len(self) -> int:
+        return self.shape[3]
+
+    def _end(self, new: int) -> int:
+        end = self.pos + new
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} tokens, {end} needed; allocate a larger cache")
+        return end
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, Hkv, T, hd) at positions pos..pos+T; return all cached keys/values so far."""
+        end = self._end(k.size(2))
+        if self.k is None:
+            self.k = k.new_zeros(self.shape)
+            self.v = v.new_zeros(self.shape)
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def doc_ids(self, new: torch.Tensor) -> torch.Tensor:
+        """Document ids (B, pos + T) of the cached tokens and of new ones (B, T, numbered from 0 here)."""
+        end = self._end(new.size(1))
+        if self.docs is None:
+            self.docs = new.new_zeros(self.shape[1], self.max_len)
+        last = self.docs[:, self.pos - 1:self.pos] if self.pos else 0
+        self.docs[:, self.pos:end] = new + last
+        return self.docs[:, :end]
 
 
 def new_cache(model: GPT, batch: int, max_len: int) -> KVCache:

@@ -522,8 +522,8 @@ class Trainer(Stepper):
                         raise NonFiniteLoss(nonfinite_message(self.out_dir, self.step, nonfinite))
                     if self.step > start + 1:  # the first step (compilation, allocator warmup) is not typical
                         ema_s = result.seconds if ema_s is None else 0.9 * ema_s + 0.1 * result.seconds
-                    self.log.step_done(self.step, result, ema_s, self.model.flops_per_token(result.seq_len),
-                                       self.dtype)
+                    flops = runtime.flops_per_token(self.model.config, result.seq_len)
+                    self.log.step_done(self.step, result, ema_s, flops, self.dtype)
                     if result.stop:
                         reason = self.stop_on_signal(stop, f"at step {self.step}")
                         break

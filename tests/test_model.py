@@ -403,12 +403,12 @@ def test_flops_per_token_counts_toggles():
     C, L, T, hd = 64, 2, 16, 8
     attn_term = 12 * L * 8 * hd * T
     mha = 6 * (L * (C * 3 * C + C * C + 2 * C * 4 * C) + C * VOCAB) + attn_term
-    assert GPT(cfg).flops_per_token(T) == mha
+    assert runtime.flops_per_token(GPT(cfg).config, T) == mha
     gqa = GPT(dataclasses.replace(cfg, n_kv_head=2))
-    assert gqa.flops_per_token(T) == mha - 6 * L * C * 2 * (8 - 2) * hd
+    assert runtime.flops_per_token(gqa.config, T) == mha - 6 * L * C * 2 * (8 - 2) * hd
     sw = GPT(dataclasses.replace(cfg, mlp="swiglu"))  # hidden 2/3*256 -> 192, three matrices
-    assert sw.flops_per_token(T) == mha - 6 * L * 2 * C * 4 * C + 6 * L * 3 * C * 192
-    assert runtime.mfu(GPT(cfg).flops_per_token(T), 1000.0, peak=1e12) == pytest.approx(mha * 1000.0 / 1e12)
+    assert runtime.flops_per_token(sw.config, T) == mha - 6 * L * 2 * C * 4 * C + 6 * L * 3 * C * 192
+    assert runtime.mfu(runtime.flops_per_token(cfg, T), 1000.0, peak=1e12) == pytest.approx(mha * 1000.0 / 1e12)
 
 
 # ----------------------------------------------------------------------------- fused output layer + loss
@@ -797,11 +797,12 @@ def test_num_params_and_flops_with_speedrun_toggles():
     scalars = 2 * 4 + 2 * 4 + 2                                     # ValueMix x 4 layers, x0 lambdas, skips
     assert ve.num_params(non_embedding=False) == plain.num_params(non_embedding=False) + 2 * VOCAB * 64 + scalars
     assert ve.num_params() == plain.num_params() + scalars          # the tables are lookups
-    assert ve.flops_per_token(16) == plain.flops_per_token(16)      # lookups and scalar mixes: no matmuls
+    assert runtime.flops_per_token(ve.config, 16) == runtime.flops_per_token(plain.config, 16)  # lookups, mixes: none
     windowed = GPT(dataclasses.replace(cfg, window_pattern="SSL", window_short=4, window_long=10))
     per_key = 12 * 8 * 8                                            # 12 * H * hd per key per layer
-    assert windowed.flops_per_token(16) == plain.flops_per_token(16) - per_key * ((16 - 4) * 3 + (16 - 10))
-    assert windowed.flops_per_token(2) == plain.flops_per_token(2)   # windows longer than T change nothing
+    fewer_keys = per_key * ((16 - 4) * 3 + (16 - 10))
+    assert runtime.flops_per_token(windowed.config, 16) == runtime.flops_per_token(plain.config, 16) - fewer_keys
+    assert runtime.flops_per_token(windowed.config, 2) == runtime.flops_per_token(plain.config, 2)  # windows > T: same
 
 
 def test_label_smoothing_in_both_loss_paths_equals_torch_over_the_real_vocabulary():
