@@ -274,14 +274,14 @@ class BOSLoader(Loader):
 
     kind, unit = "bos_aligned", "rows"
 
-    def __init__(self, data_dir, split: str, batch_size: int, seq_len: int, bos_id: int, rank: int = 0,
-                 world_size: int = 1, seed: int = 1337, buffer_size: int = 1000):
-        super().__init__(data_dir, split, batch_size, seq_len, rank, world_size, seed, buffer_size=buffer_size)
+    def __init__(self, data_dir, batch_size: int, seq_len: int, bos_id: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 1337, buffer_size: int = 1000):  # the train split (validation: val_batches' windows)
+        super().__init__(data_dir, "train", batch_size, seq_len, rank, world_size, seed, buffer_size=buffer_size)
         self.bos, self.buffer_size = int(bos_id), buffer_size
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])   # global position of each shard's start
         self._first = [first_token_at(s, self.bos) for s in self.shards]
         if all(f is None for f in self._first):
-            raise ValueError(f"the {split} shards in {self.data_dir} hold no document-start token {self.bos}; "
+            raise ValueError(f"the train shards in {self.data_dir} hold no document-start token {self.bos}; "
                              f"prepare them with document boundaries or use loader=random")
         self._doc_pos = 0
         self._buffer: list[tuple[int, int]] = []    # (length, global start), sorted

@@ -56,7 +56,7 @@ def build_data(cfg: TrainConfig, info: DistInfo, tokenizer) -> tuple:
     try:
         loader = (datalib.DataLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, **where)
                   if d.loader == "random" else
-                  datalib.BOSLoader(d.data_dir, "train", d.batch_size, cfg.model.block_size, buffer_size=d.pack_buffer,
+                  datalib.BOSLoader(d.data_dir, d.batch_size, cfg.model.block_size, buffer_size=d.pack_buffer,
                                     bos_id=token_shards.document_start_id(d.data_dir, tokenizer), **where))
         val = (datalib.val_batches(d.data_dir, d.batch_size, cfg.model.block_size, cfg.run.eval_iters,
                                    rank=info.rank, world_size=info.world_size) if cfg.run.eval_iters else ([], 0))

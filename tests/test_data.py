@@ -463,7 +463,7 @@ def full_rows(x, y):
 def test_bos_loader_matches_the_reference_packing(doc_dir):
     path, stream, cuts = doc_dir
     B, T, buf = 4, 32, 16
-    loader = data.BOSLoader(path, "train", B, T, bos_id=BOS, seed=3, buffer_size=buf)
+    loader = data.BOSLoader(path, B, T, bos_id=BOS, seed=3, buffer_size=buf)
     got = np.concatenate([full_rows(*loader.next_batch()) for _ in range(60)])      # crosses epochs
     ref, cropped = reference_rows(stream, cuts, T, buf, 3, len(got))
     assert loader.epoch >= 1 and loader.cropped == cropped > 0 and loader.used == len(got) * (T + 1)
@@ -486,8 +486,8 @@ def test_bos_loader_matches_the_reference_packing(doc_dir):
 def test_bos_loader_rows_start_at_documents_on_every_rank(doc_dir):
     path, stream, _ = doc_dir
     index = {int(v): i for i, v in enumerate(stream) if v != BOS}
-    loaders = [data.BOSLoader(path, "train", 3, 24, BOS, rank=r, world_size=2, seed=5, buffer_size=8) for r in (0, 1)]
-    single = data.BOSLoader(path, "train", 6, 24, BOS, seed=5, buffer_size=8)
+    loaders = [data.BOSLoader(path, 3, 24, BOS, rank=r, world_size=2, seed=5, buffer_size=8) for r in (0, 1)]
+    single = data.BOSLoader(path, 6, 24, BOS, seed=5, buffer_size=8)
     starts = [set(), set()]
     while loaders[0].epoch == 0:
         batches = [full_rows(*ld.next_batch()) for ld in loaders]
@@ -515,30 +515,30 @@ def test_bos_loader_deterministic_resumable_and_checked(doc_dir, tmp_path):
 
     def batches(loader, n, **kw):
         return [full_rows(*loader.next_batch(**kw)) for _ in range(n)]
-    a = data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=32)
+    a = data.BOSLoader(path, 4, 16, BOS, seed=1, buffer_size=32)
     first = batches(a, 5)
-    assert all(np.array_equal(u, v) for u, v in zip(first, batches(data.BOSLoader(path, "train", 4, 16, BOS, seed=1,
+    assert all(np.array_equal(u, v) for u, v in zip(first, batches(data.BOSLoader(path, 4, 16, BOS, seed=1,
                                                                                    buffer_size=32), 5)))
-    assert not np.array_equal(first[0], batches(data.BOSLoader(path, "train", 4, 16, BOS, seed=2), 1)[0])
+    assert not np.array_equal(first[0], batches(data.BOSLoader(path, 4, 16, BOS, seed=2), 1)[0])
     for skip in (7, 150):                                              # mid-epoch, and past an epoch boundary
-        a = data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=32)
+        a = data.BOSLoader(path, 4, 16, BOS, seed=1, buffer_size=32)
         batches(a, skip)
         state = json.loads(json.dumps(a.state_dict()))
         expected = batches(a, 20)
-        r = data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=32)
+        r = data.BOSLoader(path, 4, 16, BOS, seed=1, buffer_size=32)
         r.load_state_dict(state)
         assert all(np.array_equal(u, v) for u, v in zip(expected, batches(r, 20)))
         assert (r.epoch, r.cropped, r.used) == (a.epoch, a.cropped, a.used)
     r.load_state_dict(state)                                           # sequence-length warmup: row prefixes
     assert all(np.array_equal(s, e[:, :6]) for s, e in zip(batches(r, 20, seq_len=5), expected))
     with pytest.raises(ValueError, match="buffer_size was 32, now 8"):
-        data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=8).load_state_dict(state)
+        data.BOSLoader(path, 4, 16, BOS, seed=1, buffer_size=8).load_state_dict(state)
     with pytest.raises(ValueError, match="loader state is from loader=bos_aligned, this run uses loader=random"):
         data.DataLoader(path, "train", 4, 16, seed=1).load_state_dict(state)
     (tmp_path / "plain").mkdir()
     token_shards.write_shard(tmp_path / "plain" / "p_train_000001.bin", np.arange(8, 500))
     with pytest.raises(ValueError, match="no document-start token 7"):
-        data.BOSLoader(tmp_path / "plain", "train", 4, 16, bos_id=7)
+        data.BOSLoader(tmp_path / "plain", 4, 16, bos_id=7)
 
 
 # ---------------------------------------------------------------------------------------------- the loaders' contract
@@ -546,7 +546,7 @@ def test_bos_loader_deterministic_resumable_and_checked(doc_dir, tmp_path):
 def one_of_each(path) -> list:
     """A loader of each kind over the same shards and seed."""
     return [data.DataLoader(path, "train", 4, 16, seed=1),
-            data.BOSLoader(path, "train", 4, 16, BOS, seed=1, buffer_size=32)]
+            data.BOSLoader(path, 4, 16, BOS, seed=1, buffer_size=32)]
 
 
 def test_both_loaders_keep_the_one_contract(doc_dir):
