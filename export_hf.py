@@ -1,4 +1,4 @@
-"""Export a checkpoint to a Hugging Face transformers directory, and import one back.
+"""Export a checkpoint to a Hugging Face transformers directory (load.py reads one back).
 
     python export_hf.py --ckpt out/run/best.pt --out hf/run [--overwrite]
 
@@ -21,7 +21,7 @@ bias is unscaled) and rounds slope * position to bfloat16, so its logits differ 
 export as remote code, which runs a copy of model.py and so matches exactly.
 
 Padded vocabulary: only the real `vocab_size` rows of wte/lm_head are exported (HF vocab_size = the
-tokenizer's), so the padded rows can never be predicted; import_hf() pads them back with zeros.
+tokenizer's), so the padded rows can never be predicted; load.load_model pads them back with zeros.
 Absent biases (bias=False exported to a class that always has them) are written as zeros.
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ import torch
 
 import checkpoint
 import data
-from hf_mapping import REMOTE_FAMILY, from_hf_state_dict, to_hf_state_dict
+from hf_mapping import REMOTE_FAMILY, to_hf_state_dict
+from load import load_model
 from model import GPT, GPTConfig
 
 PROBE_TEXT = ("Hello world! The quick brown fox, 1234567890.\n\n  Two  spaces\tand a tab; "
@@ -445,17 +446,7 @@ def save_tokenizer(out: Path, spec: dict, tiktoken_file=None, model_max_length: 
     return save_sentencepiece_tokenizer(out, tok.proto, model_max_length)
 
 
-# ----------------------------------------------------------------------------- export / import
-
-def load_for_export(ckpt_path, fill_defaults: bool = False, trust: bool = False) -> tuple[GPT, dict | None]:
-    """(model in eval mode, tokenizer spec or None) from a checkpoint file or run directory."""
-    ckpt = checkpoint.load_checkpoint(ckpt_path, trust=trust)
-    try:
-        model = checkpoint.model_from_checkpoint(ckpt, fill_defaults)
-    except ValueError as e:
-        raise ValueError(f"{ckpt_path}: {e}") from None
-    return model, ckpt.get("tokenizer")
-
+# ----------------------------------------------------------------------------- export
 
 def _spec_of(tokenizer) -> dict | None:
     if tokenizer is None or tokenizer is False:
@@ -469,20 +460,19 @@ def _spec_of(tokenizer) -> dict | None:
 
 def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False, dtype: torch.dtype | None = None,
            tiktoken_file=None, fill_defaults: bool = False, verify: bool = False) -> str:
-    """Write a transformers directory for a checkpoint (path) or a GPT; returns the family exported to.
+    """Write a transformers directory for a GPT, or for any source load.load_model reads (a checkpoint, a run
+    or export directory, a hub name); returns the family exported to.
 
-    tokenizer: spec dict or data.py Tokenizer (default: the checkpoint's); False writes no tokenizer.
+    tokenizer: spec dict or data.py Tokenizer (default: the source's own); False writes no tokenizer.
     """
     out = Path(out_dir)
     replaced = previous_export_files(out, overwrite)
     if isinstance(ckpt_path_or_model, GPT):
-        model, spec = ckpt_path_or_model.eval(), None
+        model, own = ckpt_path_or_model.eval(), None
     else:
-        model, spec = load_for_export(ckpt_path_or_model, fill_defaults)
-    if tokenizer is False:
-        spec = None
-    elif tokenizer is not None:
-        spec = _spec_of(tokenizer)
+        model, own = load_model(ckpt_path_or_model, fill_defaults=fill_defaults, tiktoken_file=tiktoken_file,
+                                tokenizer="recorded" if tokenizer is None else "skip")
+    spec = _spec_of(own if tokenizer is None else tokenizer)
     dtype = dtype or model.transformer.wte.weight.dtype
     family = family_of(model.config)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -548,98 +538,6 @@ def install_export(tmp: Path, out: Path, replaced: list[Path]) -> None:
         os.replace(new, out / new.name)
 
 
-def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of model.safetensors (or its shards)."""
-    from safetensors.torch import load_file
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (path / "model.safetensors").exists():
-        files = ["model.safetensors"]
-    else:
-        raise FileNotFoundError(f"no model.safetensors in {path}; is it a transformers export?")
-    sd = {}
-    for f in files:
-        sd.update(load_file(str(path / f)))
-    return sd
-
-
-def _config_from_hf(hc: dict, source: str) -> GPTConfig:
-    """GPTConfig for a foreign (not exported by us) GPT-2 or Llama checkpoint, checked like a checkpoint's."""
-    mt = hc.get("model_type")
-    if mt == "gpt2":
-        act = hc.get("activation_function", "gelu_new")
-        if act not in ("gelu_new", "gelu_pytorch_tanh", "relu2"):
-            raise ValueError(f"GPT-2 activation {act!r} has no GPTConfig equivalent")
-        d = dict(block_size=hc.get("n_positions"), vocab_size=hc.get("vocab_size"), n_layer=hc.get("n_layer"),
-                 n_head=hc.get("n_head"), n_embd=hc.get("n_embd"), mlp_hidden=hc.get("n_inner"),
-                 mlp="relu2" if act == "relu2" else "gelu", norm_eps=hc.get("layer_norm_epsilon", 1e-5),
-                 tie_embeddings=hc.get("tie_word_embeddings", True), bias=True)
-        return checkpoint.model_config(d, fill_defaults=True, source=source)
-    if mt == "llama":
-        rope = hc.get("rope_parameters") or {}
-        if rope.get("rope_type", "default") != "default" or hc.get("rope_scaling"):
-            raise ValueError("Llama rope scaling has no GPTConfig equivalent")
-        n_head, width = hc.get("num_attention_heads"), hc.get("hidden_size")
-        sizes_ok = isinstance(n_head, int) and isinstance(width, int) and n_head > 0  # else model_config says so
-        if sizes_ok and hc.get("head_dim") not in (None, width // n_head):
-            raise ValueError("Llama head_dim != hidden_size / num_attention_heads has no GPTConfig equivalent")
-        if hc.get("attention_bias", False) != hc.get("mlp_bias", False):
-            raise ValueError("Llama with attention_bias != mlp_bias has no GPTConfig equivalent")
-        d = dict(block_size=hc.get("max_position_embeddings"), vocab_size=hc.get("vocab_size"),
-                 n_layer=hc.get("num_hidden_layers"), n_head=n_head, n_kv_head=hc.get("num_key_value_heads") or n_head,
-                 n_embd=width, pos_emb="rope", rope_theta=rope.get("rope_theta", hc.get("rope_theta", 10000.0)),
-                 mlp="swiglu", mlp_hidden=hc.get("intermediate_size"), norm="rmsnorm", norm_eps=hc.get("rms_norm_eps"),
-                 tie_embeddings=hc.get("tie_word_embeddings", False), bias=hc.get("attention_bias", False))
-        return checkpoint.model_config(d, fill_defaults=True, source=source)
-    raise ValueError(f"cannot import model_type {mt!r} without the 'nanogpt_config' that export_hf.py writes; "
-                     f"supported foreign types: gpt2, llama")
-
-
-def load_pretrained(name_or_dir: str, pad_vocab_multiple: int = 64) -> GPT:
-    """init_from / --init-from: a local transformers directory (export_hf.py's, or a plain GPT-2 / Llama one)
-    through import_hf, else OpenAI GPT-2 weights by hub name (gpt2, gpt2-medium, ...; needs transformers)."""
-    if Path(name_or_dir).is_dir():
-        return import_hf(name_or_dir, pad_vocab_multiple)
-    from transformers import AutoModelForCausalLM  # optional dependency, downloads on first use
-    hf = AutoModelForCausalLM.from_pretrained(name_or_dir)
-    return model_from_hf(hf.config.to_dict(), hf.state_dict(), pad_vocab_multiple, source=name_or_dir)
-
-
-def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
-    """GPT from a directory written by export() (any family) or a plain GPT-2 / Llama transformers dir."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path / 'config.json'} not found; pass a directory written by export_hf.py")
-    hc = json.loads((path / "config.json").read_text())
-    if not isinstance(hc, dict):
-        raise ValueError(f"{path / 'config.json'} is not a transformers config (a JSON object)")
-    return model_from_hf(hc, load_hf_state_dict(path), pad_vocab_multiple, source=str(path / "config.json"))
-
-
-def model_from_hf(hc: dict, hf: dict[str, torch.Tensor], pad_vocab_multiple: int | None, source: str) -> GPT:
-    """GPT from a transformers config dict and state dict: our own export (any family), or plain GPT-2 / Llama."""
-    if "nanogpt_config" in hc:  # older exports lack newer toggles: their defaults
-        c = checkpoint.model_config(hc["nanogpt_config"], fill_defaults=True, source=f"{source} nanogpt_config")
-    else:
-        c = _config_from_hf(hc, source=source)
-    if pad_vocab_multiple is not None:
-        c = dataclasses.replace(c, pad_vocab_multiple=pad_vocab_multiple)
-    hf = {k: v for k, v in hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}  # old GPT-2 buffers
-    model = GPT(c)
-    if hc.get("model_type") == REMOTE_FAMILY:
-        sd = {k.removeprefix("gpt."): v for k, v in hf.items()}
-        if c.tie_embeddings:
-            sd["lm_head.weight"] = sd["transformer.wte.weight"]
-    else:
-        family = family_of(c) if "nanogpt_config" in hc else hc["model_type"]
-        if c.tie_embeddings and "lm_head.weight" in hf and family != "gpt2":
-            hf.pop("lm_head.weight")
-        sd = from_hf_state_dict(hf, family, c)
-    model.load_state_dict({k: v.float() for k, v in sd.items()})
-    return model.eval()
-
-
 # ----------------------------------------------------------------------------- verification
 
 @torch.no_grad()
@@ -676,7 +574,8 @@ def verify_export(model: GPT, out: Path, family: str, dtype: torch.dtype | None 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint file or training out_dir (newest ckpt_*.pt)")
+    p.add_argument("--ckpt", required=True, help="checkpoint file, training out_dir (newest ckpt_*.pt), "
+                                                 "transformers directory or hub name (see load.py)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
@@ -695,11 +594,12 @@ def main(argv=None) -> None:
     dtype = getattr(torch, args.dtype) if args.dtype else None
     try:
         previous_export_files(Path(args.out), args.overwrite)  # a bad --out stops before any work
-        model, spec = load_for_export(args.ckpt, args.fill_defaults, args.trust_checkpoint)
-        if spec is None:
-            print("warning: checkpoint has no tokenizer spec; exporting weights and config only", file=sys.stderr)
-        family = export(model, args.out, tokenizer=spec if spec else False, overwrite=args.overwrite,
-                        dtype=dtype, tiktoken_file=args.tiktoken_file,
+        model, tokenizer = load_model(args.ckpt, trust=args.trust_checkpoint, fill_defaults=args.fill_defaults,
+                                      tiktoken_file=args.tiktoken_file)
+        if tokenizer is None:
+            print(f"warning: {args.ckpt} records no tokenizer; exporting weights and config only", file=sys.stderr)
+        family = export(model, args.out, tokenizer=False if tokenizer is None else tokenizer,
+                        overwrite=args.overwrite, dtype=dtype, tiktoken_file=args.tiktoken_file,
                         verify=not args.no_verify)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:  # RuntimeError: verification
         sys.exit(f"export_hf.py: error: {e}")
@@ -708,7 +608,7 @@ def main(argv=None) -> None:
     code = sorted(p.name for p in Path(args.out).glob("*_nanogpt.py"))  # remote model and/or tokenizer
     print(f"exported {args.ckpt} -> {args.out} as {HF_CLASS[family]}{note}")
     print(f"load: AutoModelForCausalLM.from_pretrained({str(args.out)!r}{remote})")
-    if spec:  # AutoTokenizer reads config.json too: a remote model's auto_map asks as well
+    if tokenizer is not None:  # AutoTokenizer reads config.json too: a remote model's auto_map asks as well
         print(f"      AutoTokenizer.from_pretrained({str(args.out)!r}{', trust_remote_code=True' if code else ''})")
     if code:
         print(f"note: this export runs its own code ({', '.join(code)}); without trust_remote_code=True, "

@@ -51,7 +51,7 @@ import torch
 
 import evaluate as ev
 import runtime
-from sample import add_model_args, load_model_and_tokenizer
+from load import add_model_args, load_model
 
 DATA_ENV = ev.HELLASWAG_ENV
 NUM_VAL_EXAMPLES = 10042
@@ -148,8 +148,8 @@ def main(argv=None) -> None:
         info = runtime.setup_distributed(args.device)  # torchrun: one process group per rank
         rank, world_size, device = info.rank, info.world_size, info.device
         examples = load_examples(args.data, args.limit)
-        model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
-                                                    tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)
+        model, tokenizer = load_model(args.source, device, args.trust_checkpoint, tiktoken_file=args.tiktoken_file,
+                                      tokenizer="required")
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"hellaswag.py: error: {e}")
     if args.compile:

@@ -2,7 +2,7 @@
 
 `rules_for(family, config)` lists every tensor of the transformers model and where it comes from in our state dict
 (renamed, split from fused q,k,v, transposed for GPT-2's Conv1D, real vocabulary rows only). export_hf.py writes
-with `to_hf_state_dict` and reads exports and plain GPT-2 / Llama directories back with `from_hf_state_dict`.
+with `to_hf_state_dict`; load.py reads exports and plain GPT-2 / Llama directories back with `from_hf_state_dict`.
 The remote-code family (REMOTE_FAMILY) needs no table: it stores our own names under "gpt.".
 """
 from __future__ import annotations

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 import data as datalib
 import runtime
-import sample
+from load import load_model
 from model import GPT
 
 
@@ -148,10 +148,10 @@ def shard_tokens(data_dir: Path, split: str, max_tokens: int | None) -> torch.Te
     return torch.from_numpy(np.concatenate(parts))
 
 
-def checkpoint_tokenizer(spec: dict | None, data: Path, tiktoken_file: str | None = None):
-    """The checkpoint's tokenizer (its spec); else the shard directory's (meta.json); else None."""
-    if spec:
-        return datalib.tokenizer_from_spec(spec, tiktoken_file)
+def checkpoint_tokenizer(own: datalib.Tokenizer | None, data: Path, tiktoken_file: str | None = None):
+    """The checkpoint's own tokenizer (load_model's); else the shard directory's (meta.json); else None."""
+    if own is not None:
+        return own
     if data.is_dir():
         return datalib.load_tokenizer_for(data, tiktoken_file)
     return None
@@ -208,7 +208,8 @@ def format_table(results: list[Result]) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoints", nargs="+", help="checkpoint files or training out_dirs (newest ckpt)")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files or training out_dirs (newest ckpt); also "
+                                                       "export_hf.py directories and hub names (see load.py)")
     p.add_argument("--data", required=True, help="a text file, or a prepare_data.py shard directory")
     p.add_argument("--split", default="val", choices=["val", "train"], help="shard directory split")
     p.add_argument("--ctx", default=None, help="comma-separated context lengths, e.g. 256,512,1024 "
@@ -240,12 +241,12 @@ def main(argv=None) -> list[Result]:
         raise SystemExit(f"perplexity.py: error: {e}") from None
     for path in args.checkpoints:
         try:
-            model, spec = sample.load_model(path, trust=args.trust_checkpoint)
+            model, own = load_model(path, trust=args.trust_checkpoint, tiktoken_file=args.tiktoken_file)
         except (OSError, ValueError, RuntimeError) as e:
             raise SystemExit(f"perplexity.py: error: {e}") from None
         block_sizes.append(model.config.block_size)
         try:
-            tokenizer = checkpoint_tokenizer(spec, data, args.tiktoken_file)
+            tokenizer = checkpoint_tokenizer(own, data, args.tiktoken_file)
             results += evaluate(model.to(device), tokenizer, data, ctxs or [model.config.block_size], args.stride,
                                 args.stride_frac, args.split, args.max_tokens, args.batch_tokens, device,
                                 runtime.autocast_dtype(device, args.dtype), str(path), args.tiktoken_file,

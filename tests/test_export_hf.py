@@ -12,6 +12,7 @@ pytest.importorskip("safetensors")
 
 import export_hf as E  # noqa: E402
 import sample  # noqa: E402
+from load import load_model  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 ATOL = 1e-4
@@ -86,10 +87,10 @@ def test_export_logits_generate_and_import(tmp_path, case, toggles, hf_class):
         got = hf.generate(prompt, max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0)
         assert torch.equal(got, want)
 
-        back = E.import_hf(tmp_path / "hf")
+        back, _ = load_model(tmp_path / "hf")
         assert back.config == model.config
         assert (back(idx) - ours).abs().max().item() < ATOL
-        via_init_from = E.load_pretrained(str(tmp_path / "hf"), model.config.pad_vocab_multiple)  # --init_from=DIR
+        via_init_from, _ = load_model(str(tmp_path / "hf"), pad_vocab_multiple=model.config.pad_vocab_multiple)
         assert (via_init_from(idx) - ours).abs().max().item() < ATOL
 
 
@@ -126,7 +127,7 @@ def test_remote_export_of_documents_and_windows_matches_on_rows_with_documents(t
 
 
 def test_import_plain_transformers_gpt2_and_llama(tmp_path):
-    """import_hf also reads GPT-2 / Llama directories that export_hf.py did not write."""
+    """load_model also reads GPT-2 / Llama directories that export_hf.py did not write."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
     torch.manual_seed(0)
     models = {
@@ -138,7 +139,7 @@ def test_import_plain_transformers_gpt2_and_llama(tmp_path):
     idx = torch.randint(0, 100, (2, 20))
     for name, hf in models.items():
         hf.eval().save_pretrained(tmp_path / name)
-        ours = E.import_hf(tmp_path / name)
+        ours, _ = load_model(tmp_path / name)
         with torch.no_grad():
             assert (ours(idx) - hf(idx).logits).abs().max().item() < ATOL, name
 
@@ -218,7 +219,7 @@ def test_cli_from_checkpoint_and_bad_inputs(tmp_path, capsys):
     E.main(["--ckpt", str(old), "--out", str(tmp_path / "old_hf"), "--fill-defaults"])
     with torch.no_grad():
         idx = torch.randint(0, 100, (1, 16))
-        assert (E.import_hf(tmp_path / "old_hf")(idx) - model(idx)).abs().max() < ATOL
+        assert (load_model(tmp_path / "old_hf")[0](idx) - model(idx)).abs().max() < ATOL
 
     with pytest.raises(SystemExit, match="does not exist"):
         E.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
@@ -278,8 +279,8 @@ def test_missing_tokenizer_files(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="sentencepiece"):
         E.export(model, tmp_path / "b", tokenizer={"kind": "sentencepiece", "model_file": str(tmp_path / "t.model")})
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-written
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        E.import_hf(tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "a")
 
 
 # ----------------------------------------------------------------------------- lm-evaluation-harness
@@ -380,5 +381,5 @@ def test_hub_gpt2_imports_through_the_export_mapping(monkeypatch):
     x = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         for pad in (1, 64):
-            got = E.load_pretrained("gpt2", pad_vocab_multiple=pad)(x)
+            got = load_model("gpt2", pad_vocab_multiple=pad)[0](x)
             torch.testing.assert_close(got, hf(x).logits, atol=1e-5, rtol=0)
