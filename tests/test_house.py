@@ -88,6 +88,7 @@ ONE_HOME = {  # what (a pattern in the code) -> the only files allowed to contai
     "GPT-2 ranks": (r"load_tiktoken_bpe|_mergeable_ranks", {"data.py"}),
     "tokenizer spec kinds": (r'"r50k_base"|"spm"', {"data.py"}),
     "peak FLOPs": (r"989e12", {"runtime.py"}),
+    "a GPT from a file": (r"model_parts\(|from_hf_state_dict\(", {"checkpoint.py", "hf_mapping.py", "load.py"}),
 }
 
 
