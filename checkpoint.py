@@ -23,7 +23,7 @@ from typing import IO
 
 import torch
 
-from model import GPT, GPTConfig
+from model import GPTConfig
 from token_shards import atomic_path
 
 try:
@@ -383,18 +383,12 @@ def check_fits_memory(c: GPTConfig, source: str = "model config") -> None:
                          f"machine's {have / 2**30:,.1f} GiB of memory; the file is damaged or needs a larger machine")
 
 
-def model_from_checkpoint(ckpt: dict, fill_defaults: bool = True) -> GPT:
-    """The GPT of a loaded checkpoint dict (its "model_config" and "model"), in eval mode on the CPU.
+def model_parts(ckpt: dict, fill_defaults: bool = True) -> tuple[GPTConfig, dict[str, torch.Tensor], dict | None]:
+    """What a loaded checkpoint dict holds of its model: the checked config ("model_config"; "model_args" in the
+    oldest files), the weights ("model", wrapper prefixes stripped) and the tokenizer spec (None if it has none).
     Fields an older checkpoint lacks take GPTConfig's defaults (new toggles default to off) unless
-    fill_defaults=False (export_hf.py asks first)."""
+    fill_defaults=False (export_hf.py asks first). load.load_model builds the GPT from them."""
     cfg_dict = ckpt.get("model_config") or ckpt.get("model_args")
     if cfg_dict is None or "model" not in ckpt:
         raise ValueError(f"not a train.py checkpoint (needs 'model_config' and 'model'; has {sorted(ckpt)})")
-    model = GPT(model_config(cfg_dict, fill_defaults))
-    model.load_state_dict(strip_prefix(ckpt["model"]))
-    return model.eval()
-
-
-def load_model(path: str | Path, device: str = "cpu", trust: bool = False) -> GPT:
-    """The GPT of a checkpoint file or run directory (its newest ckpt_*.pt), in eval mode on `device`."""
-    return model_from_checkpoint(load_checkpoint(path, trust=trust)).to(device)
+    return model_config(cfg_dict, fill_defaults), strip_prefix(ckpt["model"]), ckpt.get("tokenizer")

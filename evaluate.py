@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import runtime
-from sample import add_model_args, load_model_and_tokenizer
+from load import add_model_args, load_model
 from token_shards import atomic_path
 
 STYLES = ("harness", "completion")
@@ -787,8 +787,8 @@ def main(argv=None) -> None:
         check_out_file(args.out)
         info = runtime.setup_distributed(args.device)
         datas = load_tasks(args.tasks, args.data_dir, args.shots)  # before the model
-        model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=info.device,
-                                                    tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)
+        model, tokenizer = load_model(args.source, info.device, args.trust_checkpoint, tiktoken_file=args.tiktoken_file,
+                                      tokenizer="required")
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"evaluate.py: error: {e}")
     if args.compile:

@@ -1,4 +1,4 @@
-"""Export a checkpoint to a Hugging Face transformers directory, and import one back.
+"""Export a checkpoint to a Hugging Face transformers directory (load.py reads one back).
 
     python export_hf.py --ckpt out/run/best.pt --out hf/run [--overwrite]
 
@@ -21,7 +21,7 @@ bias is unscaled) and rounds slope * position to bfloat16, so its logits differ 
 export as remote code, which runs a copy of model.py and so matches exactly.
 
 Padded vocabulary: only the real `vocab_size` rows of wte/lm_head are exported (HF vocab_size = the
-tokenizer's), so the padded rows can never be predicted; import_hf() pads them back with zeros.
+tokenizer's), so the padded rows can never be predicted; load.load_model pads them back with zeros.
 Absent biases (bias=False exported to a class that always has them) are written as zeros.
 """
 from __future__ import annotations
@@ -35,16 +35,16 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import checkpoint
 import tokenization
+from hf_mapping import REMOTE_FAMILY, to_hf_state_dict
+from load import load_model
 from model import GPT, GPTConfig
 
-REMOTE_FAMILY = "nanogpt"
 PROBE_TEXT = ("Hello world! The quick brown fox, 1234567890.\n\n  Two  spaces\tand a tab; "
               "unicode: caf\u00e9, na\u00efve, \u00fcber, \u2603.\nFirst Citizen:\nBefore we proceed any further.")
 
@@ -105,140 +105,6 @@ def why_remote(c: GPTConfig) -> str:
 HF_CLASS = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM",
             "starcoder2": "Starcoder2ForCausalLM", "phi": "PhiForCausalLM",
             REMOTE_FAMILY: "NanoGPTForCausalLM"}
-
-
-# ----------------------------------------------------------------------------- weight mapping rules
-
-@dataclass
-class Rule:
-    """One of our tensors <-> one or more HF tensors.
-
-    ours=None: the HF tensor has no counterpart (a bias we lack) and is exported as zeros of `shape`.
-    split: sizes along dim 0 that cut ours into the hf tensors (fused q,k,v).
-    transpose: HF stores the transpose (GPT-2's Conv1D). vocab: rows beyond vocab_size are dropped.
-    """
-    ours: str | None
-    hf: tuple[str, ...]
-    split: tuple[int, ...] | None = None
-    transpose: bool = False
-    vocab: bool = False
-    shape: tuple[int, ...] | None = None
-
-
-def _norm_rules(ours: str, hf: str, c: GPTConfig, hf_has_bias: bool) -> list[Rule]:
-    rules = [Rule(f"{ours}.weight", (f"{hf}.weight",))]
-    if c.norm == "layernorm" and c.bias:
-        rules.append(Rule(f"{ours}.bias", (f"{hf}.bias",)))
-    elif hf_has_bias:
-        rules.append(Rule(None, (f"{hf}.bias",), shape=(c.n_embd,)))
-    return rules
-
-
-def _linear_rules(ours: str, hf: tuple[str, ...], c: GPTConfig, out: int, hf_has_bias: bool,
-                  split: tuple[int, ...] | None = None, transpose: bool = False) -> list[Rule]:
-    rules = [Rule(f"{ours}.weight", tuple(f"{h}.weight" for h in hf), split, transpose)]
-    if c.bias:
-        rules.append(Rule(f"{ours}.bias", tuple(f"{h}.bias" for h in hf), split))
-    elif hf_has_bias:
-        sizes = split or (out,)
-        rules += [Rule(None, (f"{h}.bias",), shape=(n,)) for h, n in zip(hf, sizes)]
-    return rules
-
-
-def rules_for(family: str, c: GPTConfig) -> list[Rule]:
-    """Every tensor of the HF model of `family`, and where it comes from in our state dict."""
-    qkv = (c.n_head * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim)
-    H, D = c.hidden_dim, c.n_embd
-    if family == "gpt2":
-        rules = [Rule("transformer.wte.weight", ("transformer.wte.weight",), vocab=True),
-                 Rule("transformer.wpe.weight", ("transformer.wpe.weight",))]
-        for i in range(c.n_layer):
-            p = f"transformer.h.{i}"
-            rules += _norm_rules(f"{p}.ln_1", f"{p}.ln_1", c, True)
-            rules += _linear_rules(f"{p}.attn.c_attn", (f"{p}.attn.c_attn",), c, sum(qkv), True, transpose=True)
-            rules += _linear_rules(f"{p}.attn.c_proj", (f"{p}.attn.c_proj",), c, D, True, transpose=True)
-            rules += _norm_rules(f"{p}.ln_2", f"{p}.ln_2", c, True)
-            rules += _linear_rules(f"{p}.mlp.c_fc", (f"{p}.mlp.c_fc",), c, H, True, transpose=True)
-            rules += _linear_rules(f"{p}.mlp.c_proj", (f"{p}.mlp.c_proj",), c, D, True, transpose=True)
-        rules += _norm_rules("transformer.ln_f", "transformer.ln_f", c, True)
-        if not c.tie_embeddings:
-            rules.append(Rule("lm_head.weight", ("lm_head.weight",), vocab=True))
-        return rules
-
-    # the Llama-like families share the "model.layers.{i}" naming
-    always_bias = family == "phi"
-    norm_bias = family in ("starcoder2", "phi")
-    rules = [Rule("transformer.wte.weight", ("model.embed_tokens.weight",), vocab=True)]
-    for i in range(c.n_layer):
-        o, h = f"transformer.h.{i}", f"model.layers.{i}"
-        rules += _norm_rules(f"{o}.ln_1", f"{h}.input_layernorm", c, norm_bias)
-        attn = tuple(f"{h}.self_attn.{n}_proj" for n in "qkv")
-        rules += _linear_rules(f"{o}.attn.c_attn", attn, c, sum(qkv), always_bias, split=qkv)
-        out_name = "dense" if family == "phi" else "o_proj"
-        rules += _linear_rules(f"{o}.attn.c_proj", (f"{h}.self_attn.{out_name}",), c, D, always_bias)
-        if family == "qwen3":
-            rules += [Rule(f"{o}.attn.q_norm.weight", (f"{h}.self_attn.q_norm.weight",)),
-                      Rule(f"{o}.attn.k_norm.weight", (f"{h}.self_attn.k_norm.weight",))]
-        if family != "phi":
-            rules += _norm_rules(f"{o}.ln_2", f"{h}.post_attention_layernorm", c, norm_bias)
-        if family in ("llama", "qwen3"):
-            rules += _linear_rules(f"{o}.mlp.c_gate", (f"{h}.mlp.gate_proj",), c, H, False)
-            rules += _linear_rules(f"{o}.mlp.c_fc", (f"{h}.mlp.up_proj",), c, H, False)
-            rules += _linear_rules(f"{o}.mlp.c_proj", (f"{h}.mlp.down_proj",), c, D, False)
-        else:
-            fc, proj = ("fc1", "fc2") if family == "phi" else ("c_fc", "c_proj")
-            rules += _linear_rules(f"{o}.mlp.c_fc", (f"{h}.mlp.{fc}",), c, H, always_bias)
-            rules += _linear_rules(f"{o}.mlp.c_proj", (f"{h}.mlp.{proj}",), c, D, always_bias)
-    final = "model.final_layernorm" if family == "phi" else "model.norm"
-    rules += _norm_rules("transformer.ln_f", final, c, norm_bias)
-    if not c.tie_embeddings:
-        rules.append(Rule("lm_head.weight", ("lm_head.weight",), vocab=True))
-    if family == "phi":
-        rules.append(Rule(None, ("lm_head.bias",), shape=(c.vocab_size,)))
-    return rules
-
-
-def to_hf_state_dict(model: GPT, family: str) -> dict[str, torch.Tensor]:
-    """Our state dict renamed/split/transposed into the HF family's (real vocab rows only)."""
-    c, sd = model.config, model.state_dict()
-    dtype = model.transformer.wte.weight.dtype
-    out = {}
-    for r in rules_for(family, c):
-        if r.ours is None:
-            out[r.hf[0]] = torch.zeros(r.shape, dtype=dtype)
-            continue
-        t = sd[r.ours].detach().cpu()
-        if r.vocab:
-            t = t[:c.vocab_size]
-        if r.transpose:
-            t = t.t()
-        parts = t.split(list(r.split), dim=0) if r.split else (t,)
-        for name, part in zip(r.hf, parts):
-            out[name] = part.contiguous().clone()
-    return out
-
-
-def from_hf_state_dict(hf: dict[str, torch.Tensor], family: str, c: GPTConfig) -> dict[str, torch.Tensor]:
-    """Inverse of to_hf_state_dict: our state dict (padded vocab rows are zeros)."""
-    out = {}
-    for r in rules_for(family, c):
-        missing = [k for k in r.hf if k not in hf]
-        if missing:
-            raise KeyError(f"HF checkpoint lacks {missing[0]!r} needed for family {family!r}")
-        if r.ours is None:
-            if hf[r.hf[0]].abs().max() > 0:
-                raise ValueError(f"{r.hf[0]} is nonzero but GPTConfig(bias={c.bias}, norm={c.norm!r}) has no "
-                                 f"such parameter; this model cannot be represented exactly")
-            continue
-        t = torch.cat([hf[k] for k in r.hf], dim=0) if r.split else hf[r.hf[0]]
-        if r.transpose:
-            t = t.t()
-        if r.vocab:
-            t = torch.cat([t, t.new_zeros(c.padded_vocab_size - t.size(0), *t.shape[1:])])
-        out[r.ours] = t.contiguous()
-    if c.tie_embeddings:
-        out["lm_head.weight"] = out["transformer.wte.weight"]
-    return out
 
 
 # ----------------------------------------------------------------------------- HF configs
@@ -444,17 +310,7 @@ def save_tokenizer(out: Path, spec: dict, tiktoken_file=None, model_max_length: 
     return save_sentencepiece_tokenizer(out, tok.proto, model_max_length)
 
 
-# ----------------------------------------------------------------------------- export / import
-
-def load_for_export(ckpt_path, fill_defaults: bool = False, trust: bool = False) -> tuple[GPT, dict | None]:
-    """(model in eval mode, tokenizer spec or None) from a checkpoint file or run directory."""
-    ckpt = checkpoint.load_checkpoint(ckpt_path, trust=trust)
-    try:
-        model = checkpoint.model_from_checkpoint(ckpt, fill_defaults)
-    except ValueError as e:
-        raise ValueError(f"{ckpt_path}: {e}") from None
-    return model, ckpt.get("tokenizer")
-
+# ----------------------------------------------------------------------------- export
 
 def _spec_of(tokenizer) -> dict | None:
     if tokenizer is None or tokenizer is False:
@@ -468,20 +324,19 @@ def _spec_of(tokenizer) -> dict | None:
 
 def export(ckpt_path_or_model, out_dir, tokenizer=None, overwrite: bool = False, dtype: torch.dtype | None = None,
            tiktoken_file=None, fill_defaults: bool = False, verify: bool = False) -> str:
-    """Write a transformers directory for a checkpoint (path) or a GPT; returns the family exported to.
+    """Write a transformers directory for a GPT, or for any source load.load_model reads (a checkpoint, a run
+    or export directory, a hub name); returns the family exported to.
 
-    tokenizer: spec dict or tokenization.py Tokenizer (default: the checkpoint's); False writes no tokenizer.
+    tokenizer: spec dict or tokenization.py Tokenizer (default: the source's own); False writes no tokenizer.
     """
     out = Path(out_dir)
     replaced = previous_export_files(out, overwrite)
     if isinstance(ckpt_path_or_model, GPT):
-        model, spec = ckpt_path_or_model.eval(), None
+        model, own = ckpt_path_or_model.eval(), None
     else:
-        model, spec = load_for_export(ckpt_path_or_model, fill_defaults)
-    if tokenizer is False:
-        spec = None
-    elif tokenizer is not None:
-        spec = _spec_of(tokenizer)
+        model, own = load_model(ckpt_path_or_model, fill_defaults=fill_defaults, tiktoken_file=tiktoken_file,
+                                tokenizer="recorded" if tokenizer is None else "skip")
+    spec = _spec_of(own if tokenizer is None else tokenizer)
     dtype = dtype or model.transformer.wte.weight.dtype
     family = family_of(model.config)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -547,103 +402,6 @@ def install_export(tmp: Path, out: Path, replaced: list[Path]) -> None:
         os.replace(new, out / new.name)
 
 
-def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of model.safetensors (or its shards)."""
-    from safetensors.torch import load_file
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (path / "model.safetensors").exists():
-        files = ["model.safetensors"]
-    else:
-        raise FileNotFoundError(f"no model.safetensors in {path}; is it a transformers export?")
-    sd = {}
-    for f in files:
-        sd.update(load_file(str(path / f)))
-    return sd
-
-
-def _config_from_hf(hc: dict, source: str) -> GPTConfig:
-    """GPTConfig for a foreign (not exported by us) GPT-2 or Llama checkpoint, checked like a checkpoint's."""
-    mt = hc.get("model_type")
-    if mt == "gpt2":
-        act = hc.get("activation_function", "gelu_new")
-        if act not in ("gelu_new", "gelu_pytorch_tanh", "relu2"):
-            raise ValueError(f"GPT-2 activation {act!r} has no GPTConfig equivalent")
-        d = dict(block_size=hc.get("n_positions"), vocab_size=hc.get("vocab_size"), n_layer=hc.get("n_layer"),
-                 n_head=hc.get("n_head"), n_embd=hc.get("n_embd"), mlp_hidden=hc.get("n_inner"),
-                 mlp="relu2" if act == "relu2" else "gelu", norm_eps=hc.get("layer_norm_epsilon", 1e-5),
-                 tie_embeddings=hc.get("tie_word_embeddings", True), bias=True)
-        return checkpoint.model_config(d, fill_defaults=True, source=source)
-    if mt == "llama":
-        rope = hc.get("rope_parameters") or {}
-        if rope.get("rope_type", "default") != "default" or hc.get("rope_scaling"):
-            raise ValueError("Llama rope scaling has no GPTConfig equivalent")
-        n_head, width = hc.get("num_attention_heads"), hc.get("hidden_size")
-        sizes_ok = isinstance(n_head, int) and isinstance(width, int) and n_head > 0  # else model_config says so
-        if sizes_ok and hc.get("head_dim") not in (None, width // n_head):
-            raise ValueError("Llama head_dim != hidden_size / num_attention_heads has no GPTConfig equivalent")
-        if hc.get("attention_bias", False) != hc.get("mlp_bias", False):
-            raise ValueError("Llama with attention_bias != mlp_bias has no GPTConfig equivalent")
-        d = dict(block_size=hc.get("max_position_embeddings"), vocab_size=hc.get("vocab_size"),
-                 n_layer=hc.get("num_hidden_layers"), n_head=n_head, n_kv_head=hc.get("num_key_value_heads") or n_head,
-                 n_embd=width, pos_emb="rope", rope_theta=rope.get("rope_theta", hc.get("rope_theta", 10000.0)),
-                 mlp="swiglu", mlp_hidden=hc.get("intermediate_size"), norm="rmsnorm", norm_eps=hc.get("rms_norm_eps"),
-                 tie_embeddings=hc.get("tie_word_embeddings", False), bias=hc.get("attention_bias", False))
-        return checkpoint.model_config(d, fill_defaults=True, source=source)
-    raise ValueError(f"cannot import model_type {mt!r} without the 'nanogpt_config' that export_hf.py writes; "
-                     f"supported foreign types: gpt2, llama")
-
-
-def load_pretrained(name_or_dir: str, pad_vocab_multiple: int = 64) -> GPT:
-    """init_from / --init-from: a local transformers directory (export_hf.py's, or a plain GPT-2 / Llama one)
-    through import_hf, else OpenAI GPT-2 weights by hub name (gpt2, gpt2-medium, ...; needs transformers)."""
-    if Path(name_or_dir).is_dir():
-        return import_hf(name_or_dir, pad_vocab_multiple)
-    from transformers import AutoModelForCausalLM  # optional dependency, downloads on first use
-    hf = AutoModelForCausalLM.from_pretrained(name_or_dir)
-    hc = hf.config.to_dict()
-    return model_from_hf(hf_model_config(hc, pad_vocab_multiple, name_or_dir), hc, hf.state_dict())
-
-
-def import_hf(path, pad_vocab_multiple: int | None = None) -> GPT:
-    """GPT from a directory written by export() (any family) or a plain GPT-2 / Llama transformers dir."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path / 'config.json'} not found; pass a directory written by export_hf.py")
-    hc = json.loads((path / "config.json").read_text())
-    if not isinstance(hc, dict):
-        raise ValueError(f"{path / 'config.json'} is not a transformers config (a JSON object)")
-    c = hf_model_config(hc, pad_vocab_multiple, str(path / "config.json"))  # checked before any weight is read
-    return model_from_hf(c, hc, load_hf_state_dict(path))
-
-
-def hf_model_config(hc: dict, pad_vocab_multiple: int | None, source: str) -> GPTConfig:
-    """The GPTConfig of a transformers config dict (our export's nanogpt_config, or plain GPT-2 / Llama), checked."""
-    if "nanogpt_config" in hc:  # older exports lack newer toggles: their defaults
-        c = checkpoint.model_config(hc["nanogpt_config"], fill_defaults=True, source=f"{source} nanogpt_config")
-    else:
-        c = _config_from_hf(hc, source=source)
-    return c if pad_vocab_multiple is None else dataclasses.replace(c, pad_vocab_multiple=pad_vocab_multiple)
-
-
-def model_from_hf(c: GPTConfig, hc: dict, hf: dict[str, torch.Tensor]) -> GPT:
-    """GPT c with the weights of a transformers state dict: our own export (any family), or plain GPT-2 / Llama."""
-    hf = {k: v for k, v in hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}  # old GPT-2 buffers
-    model = GPT(c)
-    if hc.get("model_type") == REMOTE_FAMILY:
-        sd = {k.removeprefix("gpt."): v for k, v in hf.items()}
-        if c.tie_embeddings:
-            sd["lm_head.weight"] = sd["transformer.wte.weight"]
-    else:
-        family = family_of(c) if "nanogpt_config" in hc else hc["model_type"]
-        if c.tie_embeddings and "lm_head.weight" in hf and family != "gpt2":
-            hf.pop("lm_head.weight")
-        sd = from_hf_state_dict(hf, family, c)
-    model.load_state_dict({k: v.float() for k, v in sd.items()})
-    return model.eval()
-
-
 # ----------------------------------------------------------------------------- verification
 
 @torch.no_grad()
@@ -680,7 +438,8 @@ def verify_export(model: GPT, out: Path, family: str, dtype: torch.dtype | None 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint file or training out_dir (newest ckpt_*.pt)")
+    p.add_argument("--ckpt", required=True, help="checkpoint file, training out_dir (newest ckpt_*.pt), "
+                                                 "transformers directory or hub name (see load.py)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
@@ -699,11 +458,12 @@ def main(argv=None) -> None:
     dtype = getattr(torch, args.dtype) if args.dtype else None
     try:
         previous_export_files(Path(args.out), args.overwrite)  # a bad --out stops before any work
-        model, spec = load_for_export(args.ckpt, args.fill_defaults, args.trust_checkpoint)
-        if spec is None:
-            print("warning: checkpoint has no tokenizer spec; exporting weights and config only", file=sys.stderr)
-        family = export(model, args.out, tokenizer=spec if spec else False, overwrite=args.overwrite,
-                        dtype=dtype, tiktoken_file=args.tiktoken_file,
+        model, tokenizer = load_model(args.ckpt, trust=args.trust_checkpoint, fill_defaults=args.fill_defaults,
+                                      tiktoken_file=args.tiktoken_file)
+        if tokenizer is None:
+            print(f"warning: {args.ckpt} records no tokenizer; exporting weights and config only", file=sys.stderr)
+        family = export(model, args.out, tokenizer=False if tokenizer is None else tokenizer,
+                        overwrite=args.overwrite, dtype=dtype, tiktoken_file=args.tiktoken_file,
                         verify=not args.no_verify)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:  # RuntimeError: verification
         sys.exit(f"export_hf.py: error: {e}")
@@ -712,7 +472,7 @@ def main(argv=None) -> None:
     code = sorted(p.name for p in Path(args.out).glob("*.py") if is_export_file(p))  # remote model and/or tokenizer
     print(f"exported {args.ckpt} -> {args.out} as {HF_CLASS[family]}{note}")
     print(f"load: AutoModelForCausalLM.from_pretrained({str(args.out)!r}{remote})")
-    if spec:  # AutoTokenizer reads config.json too: a remote model's auto_map asks as well
+    if tokenizer is not None:  # AutoTokenizer reads config.json too: a remote model's auto_map asks as well
         print(f"      AutoTokenizer.from_pretrained({str(args.out)!r}{', trust_remote_code=True' if code else ''})")
     if code:
         print(f"note: this export runs its own code ({', '.join(code)}); without trust_remote_code=True, "

@@ -51,7 +51,7 @@ import torch
 
 import evaluate as ev
 import runtime
-from sample import add_model_args, load_model_and_tokenizer
+from load import add_model_args, load_model
 
 DATA_ENV = ev.HELLASWAG_ENV
 NUM_VAL_EXAMPLES = 10042
@@ -145,8 +145,9 @@ def main(argv=None) -> None:
         ev.check_out_file(args.out)
         info = runtime.setup_distributed(args.device)  # torchrun: one process group per rank
         examples = load_examples(args.data, args.limit)
-        model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=info.device,
-                                                    tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)
+        model, tokenizer = load_model(args.source, info.device, args.trust_checkpoint,
+                                      tiktoken_file=args.tiktoken_file,
+                                      tokenizer="required")
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"hellaswag.py: error: {e}")
     if args.compile:

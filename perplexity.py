@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import runtime
-import sample
 import token_shards
 import tokenization
 from evaluate import Scoring
+from load import load_model
 from model import GPT
 
 BATCH_TOKENS = 4096  # tokens per forward unless --batch-tokens says otherwise
@@ -167,10 +167,10 @@ def shard_tokens(data_dir: Path, split: str, max_tokens: int | None) -> torch.Te
     return torch.from_numpy(np.concatenate(parts))
 
 
-def checkpoint_tokenizer(spec: dict | None, data: Path, tiktoken_file: str | None = None):
-    """The checkpoint's tokenizer (its spec); else the shard directory's (meta.json); else None."""
-    if spec:
-        return tokenization.tokenizer_from_spec(spec, tiktoken_file)
+def checkpoint_tokenizer(own: tokenization.Tokenizer | None, data: Path, tiktoken_file: str | None = None):
+    """The checkpoint's own tokenizer (load_model's); else the shard directory's (meta.json); else None."""
+    if own is not None:
+        return own
     if data.is_dir():
         return tokenization.load_tokenizer_for(data, tiktoken_file)
     return None
@@ -231,7 +231,8 @@ def format_table(results: list[Result]) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoints", nargs="+", help="checkpoint files or training out_dirs (newest ckpt)")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files or training out_dirs (newest ckpt); also "
+                                                       "export_hf.py directories and hub names (see load.py)")
     p.add_argument("--data", required=True, help="a text file, or a prepare_data.py shard directory")
     p.add_argument("--split", default="val", choices=["val", "train"], help="shard directory split")
     p.add_argument("--ctx", default=None, help="comma-separated context lengths, e.g. 256,512,1024 "
@@ -266,14 +267,14 @@ def main(argv=None) -> list[Result]:
                       token_budget=args.batch_tokens, progress=not args.quiet)
     for path in args.checkpoints:
         try:
-            model, spec = sample.load_model(path, trust=args.trust_checkpoint)
+            model, own = load_model(path, trust=args.trust_checkpoint, tiktoken_file=args.tiktoken_file)
         except (OSError, ValueError, RuntimeError) as e:
             raise SystemExit(f"perplexity.py: error: {e}") from None
         block_sizes.append(model.config.block_size)
         try:
-            tokenizer = checkpoint_tokenizer(spec, data, args.tiktoken_file)
-            own = sweep if ctxs else replace(sweep, ctxs=(model.config.block_size,))
-            results += measure(model.to(device), tokenizer, data, own, scoring, name=str(path),
+            tokenizer = checkpoint_tokenizer(own, data, args.tiktoken_file)
+            swept = sweep if ctxs else replace(sweep, ctxs=(model.config.block_size,))
+            results += measure(model.to(device), tokenizer, data, swept, scoring, name=str(path),
                                tiktoken_file=args.tiktoken_file)
         except (OSError, ValueError, RuntimeError) as e:  # tokenizer mismatch or missing, bad data
             raise SystemExit(f"perplexity.py: error: {e}") from None

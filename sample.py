@@ -25,10 +25,8 @@ from typing import Iterator, TextIO
 
 import torch
 
-import checkpoint
-import export_hf
 import runtime
-import tokenization
+from load import add_model_args, load_model
 from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -175,50 +173,6 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, decoding: Decod
     """idx (B, T) -> (B, T + new) with new <= max_new_tokens; the tokens of generate_stream."""
     new = generate_stream(model, idx, max_new_tokens, decoding, stop_token=stop_token, generator=generator)
     return torch.cat([idx, *new], dim=1)
-
-
-# -----------------------------------------------------------------------------
-# loading (shared by sample.py, hellaswag.py and perplexity.py)
-
-
-def load_model(ckpt: str | None = None, init_from: str | None = None, trust: bool = False) -> tuple[GPT, dict | None]:
-    """(model in eval mode on the CPU, tokenizer spec or None) from a checkpoint file or run directory
-    (`ckpt`, loaded with weights_only unless trust), or from `init_from`: an export_hf.py directory or
-    OpenAI GPT-2 weights by name."""
-    if (ckpt is None) == (init_from is None):
-        raise ValueError("give exactly one of --ckpt or --init-from")
-    if init_from is not None:
-        return export_hf.load_pretrained(init_from).eval(), None
-    path = checkpoint.resolve_checkpoint(ckpt)  # FileNotFoundError naming the path and the fix
-    loaded = checkpoint.load_checkpoint(path, trust=trust)  # read once: weights and tokenizer spec
-    try:
-        model = checkpoint.model_from_checkpoint(loaded)
-    except Exception as e:  # wrong keys or shapes: one clear message
-        raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
-    return model, loaded.get("tokenizer")
-
-
-def load_model_and_tokenizer(ckpt: str | None = None, init_from: str | None = None, device="cpu",
-                             tiktoken_file: str | None = None, trust: bool = False):
-    """(model in eval mode on `device`, tokenizer): load_model, then the checkpoint's own tokenizer, an export
-    directory's own tokenizer files (vocab.json or tokenizer.model), or GPT-2's (OpenAI weights by name, old
-    checkpoints and exports without a tokenizer)."""
-    model, spec = load_model(ckpt, init_from, trust)
-    exported = tokenization.tokenizer_from_hf_dir(init_from) if init_from is not None and Path(init_from).is_dir() else None
-    if spec is not None:
-        tokenizer = tokenization.tokenizer_from_spec(spec, tiktoken_file)
-    elif exported is not None:
-        tokenizer = exported
-    elif init_from is not None or model.config.vocab_size == tokenization.GPT2_VOCAB:
-        if ckpt is not None:
-            print(f"note: {ckpt} has no tokenizer spec; using the GPT-2 tokenizer", file=sys.stderr)
-        tokenizer = tokenization.gpt2_tokenizer(tiktoken_file)
-    else:
-        raise RuntimeError(f"checkpoint {ckpt} has no tokenizer spec and vocab_size {model.config.vocab_size} "
-                           f"is not GPT-2's")
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise RuntimeError(f"tokenizer vocab {tokenizer.vocab_size} > model vocab {model.config.vocab_size}")
-    return model.to(device).eval(), tokenizer
 
 
 # -----------------------------------------------------------------------------
@@ -409,24 +363,6 @@ def _non_negative_float(value: str) -> float:
     return x
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """Where the model comes from and how it runs; shared by sample.py and hellaswag.py."""
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ckpt", help="checkpoint file, or run directory (newest ckpt_*.pt)")
-    src.add_argument("--init-from", help="an export_hf.py directory (with its own tokenizer files), or OpenAI GPT-2 "
-                                         "weights: gpt2, gpt2-medium, ...")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda, else mps, else cpu)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="compute dtype (default: bfloat16 on CUDA when supported, for sample.py also on CPUs "
-                        "with native bf16 (AVX512_BF16/AMX); else float32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--tiktoken-file", default=None,
-                   help="local GPT-2 ranks file (default: env TIKTOKEN_GPT2_FILE, else tiktoken's download)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="load a checkpoint that needs full unpickling (older versions; can run code: only files "
-                        "you trust). Without it checkpoints load with weights_only=True")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -463,8 +399,8 @@ def main(argv=None, out: TextIO | None = None) -> list[Generation]:
     cfg = config_from_args(args)
     try:
         device = runtime.pick_device(args.device)
-        model, tokenizer = load_model_and_tokenizer(args.ckpt, args.init_from, device=device,
-                                                    tiktoken_file=args.tiktoken_file, trust=args.trust_checkpoint)
+        model, tokenizer = load_model(args.source, device, args.trust_checkpoint, tiktoken_file=args.tiktoken_file,
+                                      tokenizer="required")
         prompt, dropped = encode_prompt(tokenizer, read_prompt(args.prompt, args.prompt_file), max_prompt_len(model))
         dtype = runtime.decode_dtype(device, args.dtype)
     except (OSError, ValueError, RuntimeError) as e:

@@ -30,7 +30,6 @@ from tqdm import tqdm
 import checkpoint
 import data as datalib
 import evaluate
-import export_hf
 import optim
 import parallel
 import run_dir
@@ -39,6 +38,7 @@ import sample
 import token_shards
 from config import (SECTIONS, ConfigError, TrainConfig, check_data, check_gpu_extras, check_optimizer_available,
                     grad_accum_steps, help_text, load_config)
+from load import load_model
 from model import GPT
 from runtime import DistInfo
 
@@ -71,7 +71,8 @@ def build_model(cfg: TrainConfig, loss="chunked") -> GPT:
     """The run's GPT (its loss chosen here, see GPT): new, or with init_from's weights."""
     if cfg.run.init_from in ("scratch", "resume"):
         return GPT(cfg.model, loss)
-    pretrained = export_hf.load_pretrained(cfg.run.init_from, cfg.model.pad_vocab_multiple)
+    pretrained, _ = load_model(cfg.run.init_from, trust=cfg.run.trust_checkpoint, tokenizer="skip",
+                               pad_vocab_multiple=cfg.model.pad_vocab_multiple)
     cfg.model = pretrained.config
     model = GPT(cfg.model, loss)
     model.load_state_dict(pretrained.state_dict())

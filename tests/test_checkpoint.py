@@ -12,6 +12,7 @@ import config
 import evaluate
 import export_hf
 import hellaswag
+import load
 import parallel
 import perplexity
 import sample
@@ -55,7 +56,7 @@ def test_malicious_pickle_runs_nowhere(evil, char_data, shared_data, tmp_path):
     with pytest.raises(checkpoint.UntrustedCheckpoint, match="posix.system.*--trust-checkpoint"):
         checkpoint.load_checkpoint(run)
     with pytest.raises(checkpoint.UntrustedCheckpoint):
-        checkpoint.load_model(run / "ckpt_0000009.pt")
+        load.load_model(run / "ckpt_0000009.pt")
     with pytest.raises(SystemExit, match="--trust-checkpoint"):
         sample.main(["--ckpt", str(run), "--prompt", "x"])
     with pytest.raises(SystemExit, match="--trust-checkpoint"):
@@ -138,7 +139,7 @@ def test_model_config_from_a_file_is_checked_before_anything_is_allocated(tmp_pa
     full = torch.load(run / "ckpt_0000001.pt")["model_config"]
     (hf / "config.json").write_text(json.dumps({"model_type": "gpt2", "nanogpt_config": full}, allow_nan=True))
     with pytest.raises(ValueError, match=f"config.json nanogpt_config: .*{match}"):
-        export_hf.import_hf(hf)
+        load.load_model(hf)
     assert time.perf_counter() - t0 < 10
 
 
@@ -148,7 +149,7 @@ def test_foreign_export_and_sharded_configs_take_the_same_checks(tmp_path):
     (hf / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_positions": 16, "vocab_size": 50,
                                                 "n_layer": "2", "n_head": 2, "n_embd": 16}))
     with pytest.raises(ValueError, match=r"config.json: n_layer='2' must be of type int, not str"):
-        export_hf.import_hf(hf)
+        load.load_model(hf)
     sharded = tmp_path / "run" / "ckpt_0000001"             # parallel.consolidate builds its model from meta.pt
     sharded.mkdir(parents=True)
     torch.save({"model_config": TINY | {"n_embd": "16"}, "step": 1}, sharded / parallel.META)

@@ -363,7 +363,7 @@ def test_missing_hellaswag_file_names_hellaswag_file(evals, tmp_path, monkeypatc
 
 
 def test_unwritable_out_stops_before_anything_is_scored(tmp_path, monkeypatch):
-    monkeypatch.setattr(ev, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("must not load the model"))
+    monkeypatch.setattr(ev, "load_model", lambda *a, **k: pytest.fail("must not load the model"))
     (tmp_path / "a_file").write_text("")
     argv = ["--ckpt", str(tmp_path / "unused"), "--tasks", "piqa", "--out"]
     with pytest.raises(SystemExit, match=r"^evaluate\.py: error: --out \S+ is a directory; give a file name, e\.g\. "

@@ -15,6 +15,7 @@ import sample  # noqa: E402
 from hf_remote_code.configuration_nanogpt import NanoGPTConfig  # noqa: E402
 from hf_remote_code.modeling_nanogpt import NanoGPTForCausalLM  # noqa: E402
 from hf_remote_code.tokenization_nanogpt import NanoGPTSentencePieceTokenizer  # noqa: E402
+from load import load_model  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 ATOL = 1e-4
@@ -89,10 +90,10 @@ def test_export_logits_generate_and_import(tmp_path, case, toggles, hf_class):
         got = hf.generate(prompt, max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0)
         assert torch.equal(got, want)
 
-        back = E.import_hf(tmp_path / "hf")
+        back, _ = load_model(tmp_path / "hf")
         assert back.config == model.config
         assert (back(idx) - ours).abs().max().item() < ATOL
-        via_init_from = E.load_pretrained(str(tmp_path / "hf"), model.config.pad_vocab_multiple)  # --init_from=DIR
+        via_init_from, _ = load_model(str(tmp_path / "hf"), pad_vocab_multiple=model.config.pad_vocab_multiple)
         assert (via_init_from(idx) - ours).abs().max().item() < ATOL
 
 
@@ -129,7 +130,7 @@ def test_remote_export_of_documents_and_windows_matches_on_rows_with_documents(t
 
 
 def test_import_plain_transformers_gpt2_and_llama(tmp_path):
-    """import_hf also reads GPT-2 / Llama directories that export_hf.py did not write."""
+    """load_model also reads GPT-2 / Llama directories that export_hf.py did not write."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
     torch.manual_seed(0)
     models = {
@@ -141,7 +142,7 @@ def test_import_plain_transformers_gpt2_and_llama(tmp_path):
     idx = torch.randint(0, 100, (2, 20))
     for name, hf in models.items():
         hf.eval().save_pretrained(tmp_path / name)
-        ours = E.import_hf(tmp_path / name)
+        ours, _ = load_model(tmp_path / name)
         with torch.no_grad():
             assert (ours(idx) - hf(idx).logits).abs().max().item() < ATOL, name
 
@@ -226,7 +227,7 @@ def test_cli_from_checkpoint_and_bad_inputs(tmp_path, capsys):
     E.main(["--ckpt", str(old), "--out", str(tmp_path / "old_hf"), "--fill-defaults"])
     with torch.no_grad():
         idx = torch.randint(0, 100, (1, 16))
-        assert (E.import_hf(tmp_path / "old_hf")(idx) - model(idx)).abs().max() < ATOL
+        assert (load_model(tmp_path / "old_hf")[0](idx) - model(idx)).abs().max() < ATOL
 
     with pytest.raises(SystemExit, match="does not exist"):
         E.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
@@ -286,8 +287,8 @@ def test_missing_tokenizer_files(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="sentencepiece"):
         E.export(model, tmp_path / "b", tokenizer={"kind": "sentencepiece", "model_file": str(tmp_path / "t.model")})
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-written
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        E.import_hf(tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "a")
 
 
 # ----------------------------------------------------------------------------- lm-evaluation-harness
@@ -354,9 +355,9 @@ def test_remote_export_ships_the_repo_files_and_needs_nothing_else(tmp_path):
     assert packages - set(sys.stdlib_module_names) == {"torch", "transformers"}
 
 
-def test_import_hf_runs_none_of_the_exports_code(tmp_path):
+def test_loading_an_export_runs_none_of_its_code(tmp_path):
     """Exports written before hf_remote_code/ hold another modeling_nanogpt.py (model.py pasted into it):
-    import_hf reads config.json and the weights only, so whatever the .py files say, they load."""
+    load_model reads config.json and the weights only, so whatever the .py files say, they load."""
     model = random_model(tiny_config(pos_emb="alibi", value_embeds=1))
     E.export(model, tmp_path / "hf", tokenizer=False)
     for file in (tmp_path / "hf").glob("*.py"):
@@ -364,7 +365,7 @@ def test_import_hf_runs_none_of_the_exports_code(tmp_path):
     (tmp_path / "hf" / "model.py").unlink()  # the older exports had none
     idx = torch.randint(0, model.config.vocab_size, (1, 16))
     with torch.no_grad():
-        assert torch.equal(E.import_hf(tmp_path / "hf")(idx), model(idx))
+        assert torch.equal(load_model(tmp_path / "hf")[0](idx), model(idx))
 
 
 def test_overwrite_replaces_only_the_exports_own_files(tmp_path):
@@ -426,7 +427,7 @@ def test_hub_gpt2_imports_through_the_export_mapping(monkeypatch):
     x = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         for pad in (1, 64):
-            got = E.load_pretrained("gpt2", pad_vocab_multiple=pad)(x)
+            got = load_model("gpt2", pad_vocab_multiple=pad)[0](x)
             torch.testing.assert_close(got, hf(x).logits, atol=1e-5, rtol=0)
 
 
@@ -439,7 +440,7 @@ def test_a_new_toggle_exports_as_remote_code_with_no_export_change(tmp_path):
             blk.attn_scale.gamma.uniform_(0.1, 2.0)   # trained gains, not the init
     assert E.family_of(model.config) == E.REMOTE_FAMILY and "layer_scale=0.5" in E.why_remote(model.config)
     assert E.export(model, tmp_path / "hf", tokenizer=False, verify=True) == E.REMOTE_FAMILY
-    back = E.import_hf(tmp_path / "hf")
+    back = load_model(tmp_path / "hf")[0]
     idx = torch.randint(0, 100, (2, 16))
     with torch.no_grad():
         torch.testing.assert_close(back(idx), model(idx), atol=ATOL, rtol=0)

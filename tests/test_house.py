@@ -15,6 +15,7 @@ import checkpoint
 import config
 import sample
 import train
+from load import load_model
 
 REPO = Path(__file__).resolve().parent.parent
 MODULES = sorted(p.stem for p in REPO.glob("*.py"))
@@ -87,6 +88,7 @@ ONE_HOME = {  # what (a pattern in the code) -> the only files allowed to contai
     "GPT-2 ranks": (r"load_tiktoken_bpe|_mergeable_ranks", {"tokenization.py"}),
     "tokenizer spec kinds": (r'"r50k_base"|"spm"', {"tokenization.py"}),
     "peak FLOPs": (r"989e12", {"runtime.py"}),
+    "a GPT from a file": (r"model_parts\(|from_hf_state_dict\(", {"checkpoint.py", "hf_mapping.py", "load.py"}),
 }
 
 
@@ -217,7 +219,7 @@ def test_legacy_checkpoint_needs_the_trust_opt_in(legacy, char_data, tmp_path):
 
 def test_legacy_checkpoint_loads_and_samples_as_before(legacy):
     path, want = legacy
-    model, tok = sample.load_model_and_tokenizer(str(path), trust=True)
+    model, tok = load_model(path, trust=True, tokenizer="required")
     x = torch.tensor([tok.encode(want["prompt"])])
     with torch.no_grad():
         logits = model(x)[0, -1]
@@ -225,7 +227,7 @@ def test_legacy_checkpoint_loads_and_samples_as_before(legacy):
     out = sample.generate_samples(model, tok, sample.Prompt(tok.encode(want["prompt"])),
                                   sample.SampleConfig(max_new_tokens=20, decoding=sample.GREEDY))
     assert out[0].text == want["greedy_20"]
-    assert checkpoint.load_model(path, trust=True).config == model.config
+    assert load_model(path, trust=True, tokenizer="skip")[0].config == model.config
 
 
 def test_legacy_checkpoint_resumes_to_the_same_losses(legacy, char_data, tmp_path):

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import checkpoint
 import sample
 import model as model_mod
 import runtime
 from checkpoint import load_checkpoint, resolve_checkpoint
+from load import load_model
 from model import GPT, GPTConfig, apply_rope, alibi_slopes
 
 VOCAB = 100
@@ -559,11 +559,11 @@ def test_from_checkpoint_round_trip(tmp_path):
                     "tokenizer": {"kind": "gpt2"}, "step": step}, tmp_path / f"ckpt_{step}.pt")
     assert resolve_checkpoint(tmp_path).name == "ckpt_10.pt"
     assert load_checkpoint(tmp_path)["step"] == 10
-    loaded = checkpoint.load_model(tmp_path)
+    loaded, _ = load_model(tmp_path, tokenizer="skip")
     assert loaded.config == m.config and not loaded.training
     x = tokens()
     torch.testing.assert_close(loaded(x), m(x), rtol=0, atol=0)
-    assert checkpoint.load_model(tmp_path / "ckpt_9.pt").config == old.config
+    assert load_model(tmp_path / "ckpt_9.pt", tokenizer="skip")[0].config == old.config
 
 
 def test_resolve_checkpoint_errors(tmp_path):

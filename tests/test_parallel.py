@@ -23,6 +23,7 @@ import checkpoint
 import sample
 import config
 import parallel
+from load import load_model
 from model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -253,7 +254,7 @@ def test_consolidated_checkpoint_gives_same_logits(sharded_run, tmp_path):
     assert r.returncode == 0, r.stderr
     ckpt = torch.load(out, weights_only=False)
     assert ckpt["step"] == 2 and ckpt["optimizer"] is None and ckpt["model_config"] == CFG
-    model = checkpoint.load_model(out)
+    model, _ = load_model(out, tokenizer="skip")
     ref = make_model()
     ref.load_state_dict(res["at_save"])
     x = global_batches(1, 1)[0, 0, :, :-1]
@@ -297,7 +298,7 @@ def test_kill_during_sharded_save_leaves_previous_checkpoint(tmp_path):
     assert parallel.resolve_sharded(tmp_path).name == "ckpt_0000003"  # ...and ignored by readers
     model = make_model()
     assert parallel.load_sharded(tmp_path, model, [torch.optim.AdamW(model.parameters())])["step"] == 3
-    assert checkpoint.load_model(parallel.consolidate(tmp_path, tmp_path / "c.pt")) is not None
+    assert load_model(parallel.consolidate(tmp_path, tmp_path / "c.pt"), tokenizer="skip")[0]
     opt = torch.optim.AdamW(model.parameters())
     parallel.save_sharded(tmp_path, 5, model, [opt], {"model_config": CFG, "step": 5}, 2)  # clears debris
     assert not list(tmp_path.glob(".tmp_*"))
@@ -343,7 +344,7 @@ def test_train_fsdp_two_ranks_then_resume_on_one(char_data, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "sample:" in r.stdout
     assert [p.name for p in parallel.sharded_dirs(out)] == ["ckpt_0000004"]  # keep_last=1 dropped step 2
-    model = checkpoint.load_model(out)  # the consolidated ckpt_0000004.pt
+    model, _ = load_model(out, tokenizer="skip")  # the consolidated ckpt_0000004.pt
     assert model.config.n_layer == 2 and torch.load(out / "ckpt_0000004.pt", weights_only=False)["step"] == 4
     r = subprocess.run([sys.executable, "train.py"] + train_args(char_data, out, max_iters=6, total_batch_size=0)
                        + ["--resume"], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 import config
 import perplexity
-import sample
 import token_shards
 import tokenization
 import train
 from checkpoint import load_checkpoint
 from evaluate import Scoring
+from load import load_model
 from model import GPT, GPTConfig
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -71,7 +71,7 @@ def test_equals_training_loop_val_loss(tmp_path, shared_data, gpt2_tok):
                                    "--warmup_iters=1", "--learning_rate=1e-3", "--eval_interval=3",
                                    f"--eval_iters={eval_iters}", "--sample_tokens=0", "--log_interval=1"])
     train.run(cfg)
-    model, _ = sample.load_model(tmp_path / "run")
+    model, _ = load_model(tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run")
     (res,) = perplexity.measure(model, gpt2_tok, data_dir, perplexity.Sweep((T,), stride=T))
     assert res.tokens == n_val - 1

@@ -8,6 +8,7 @@ import torch
 
 import runtime
 import sample as smp
+from load import load_model
 from model import GPT, GPTConfig
 
 PROMPT = "ROMEO:"
@@ -77,7 +78,7 @@ def test_greedy_deterministic_and_equals_stepwise_argmax(sp_run):
     args = ["--ckpt", sp_run, "--prompt", PROMPT, "--greedy", "--max-new-tokens", 40, "--num-samples", 2]
     samples, text = run(args)
     nocache, _ = run(args + ["--no-cache"])
-    model, tok = smp.load_model_and_tokenizer(str(sp_run))
+    model, tok = load_model(sp_run, tokenizer="required")
     want = manual_greedy(model, samples[0].prompt_ids, 40)  # 40 > block_size 32: the window slides
     assert samples[0].prompt_ids + samples[0].new_ids == want
     assert samples[1].new_ids == samples[0].new_ids == nocache[0].new_ids
@@ -279,7 +280,7 @@ def test_init_from_an_export_uses_its_own_tokenizer_files(gpt2_tiktoken_file, sp
     for name, tok in (("gpt2", gpt2), ("sp", sp_tokenizer)):
         export_hf.export(tiny_gpt(tok.vocab_size, block_size=64), tmp_path / name, tokenizer=tok,
                          tiktoken_file=str(gpt2_tiktoken_file))
-        model, loaded = smp.load_model_and_tokenizer(init_from=str(tmp_path / name))
+        model, loaded = load_model(tmp_path / name, tokenizer="required")
         assert loaded.kind == tok.kind and loaded.sha256 == tok.sha256
         assert loaded.encode(text) == tok.encode(text) and loaded.decode(tok.encode(text)) == text
         samples, _ = run(["--init-from", tmp_path / name, "--prompt", PROMPT, "--greedy", "--max-new-tokens", 4])
