@@ -186,6 +186,7 @@ class RunState:
     rng: list                     # every rank's RNG states
     val_loss: float | None
     best_val_loss: float
+    elapsed_s: float = 0.0        # the run's wall time so far (train.py's evals report it)
 
 
 def training_checkpoint(state: RunState, model: torch.nn.Module | None = None, optimizers: list | None = None) -> dict:

@@ -462,10 +462,22 @@ def grad_accum_steps(total_batch_size: int, batch_size: int, block_size: int, wo
     return total_batch_size // per_micro
 
 
+def data_vocab_size(data_dir) -> int:
+    """The vocabulary of the tokenizer recorded in data_dir's meta.json; GPT-2's when there is none to read
+    (a missing or bad meta.json is check_data's to report, at start-up)."""
+    try:
+        spec = token_shards.read_meta(data_dir).get("tokenizer") or {}
+    except (OSError, ValueError):
+        spec = {}
+    return spec.get("vocab_size") or GPTConfig.vocab_size
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> TrainConfig:
     """Config file (optional) + `--key=value` overrides -> validated TrainConfig."""
     values = read_config_file(path) if path else {}
     values.update(parse_overrides(overrides or []))
+    if "vocab_size" not in values:  # as nanoGPT reads meta.pkl: the data's vocabulary unless the config says
+        values["vocab_size"] = data_vocab_size(values.get("data_dir", DataConfig.data_dir))
     cfg = build_config(values)
     if cfg.run.init_from == "resume" and not cfg.run.resume:
         cfg.run.resume = "latest"  # nanoGPT spelling

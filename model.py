@@ -66,7 +66,7 @@ NORMS = ("layernorm", "rmsnorm")
 class GPTConfig:
     """Architecture of a GPT. Defaults are GPT-2 small (124M) with the vocabulary padded to 50304."""
     block_size: int = 1024            # context length (tokens)
-    vocab_size: int = 50257           # the tokenizer's real vocabulary: must equal meta.json's tokenizer
+    vocab_size: int = 50257           # the tokenizer's real vocabulary; unset: data_dir's meta.json's
     pad_vocab_multiple: int = 64      # embedding/lm_head rows rounded up to this (1 = no padding)
     n_layer: int = 12
     n_head: int = 12

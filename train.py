@@ -258,6 +258,18 @@ class RunLog:
     def __init__(self, cfg: TrainConfig, info: DistInfo):
         self.cfg, self.info = cfg, info
         self.bar, self.metrics = None, None
+        self.t0, self.elapsed_before = time.perf_counter(), 0.0  # a resumed run continues its checkpoint's clock
+
+    def elapsed(self) -> float:
+        """Seconds of the run as the user waits them (evaluations included) since it started, across resumes."""
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    def loader_stats(self, step: int, stats: dict) -> dict:
+        """The loader's stats for the eval row; bos_aligned's cropping said on the console too."""
+        if stats.get("cropped_tokens") is not None:
+            self.print(f"step {step}: loader cropped {stats['cropped_tokens']:,} tokens so far "
+                       f"({stats['cropped_frac']:.1%} of the documents' tokens taken)")
+        return stats
 
     def open(self, out_dir: Path, history: list[dict] | None, step: int) -> None:
         self.metrics = run_dir.MetricsLog(self.cfg, out_dir, self.info.is_master, history)
@@ -358,7 +370,7 @@ class Trainer(Stepper):
         """Model, optimizer, scaler, step, data position and RNG from a checkpoint."""
         self.load_states(ckpt, self.resume_path)
         self.step, self.last_val = ckpt["step"], ckpt.get("val_loss")
-        self.best_val = ckpt.get("best_val_loss", float("inf"))
+        self.best_val, self.log.elapsed_before = ckpt.get("best_val_loss", float("inf")), ckpt.get("elapsed_s", 0.0)
         run_dir.restore_loader(self.loader, ckpt, self.resume_path)
         if len(ckpt["rng"]) == self.info.world_size:
             runtime.set_rng_state(ckpt["rng"][self.info.rank])
@@ -424,11 +436,8 @@ class Trainer(Stepper):
         if self.val_data:
             row["val_loss"] = self.last_val = self.val_loss()
             self.val_step = self.step
-            self.log.print(f"step {self.step}: val loss {self.last_val:.4f}")
-        row.update(self.loader.stats())  # bos_aligned: tokens dropped by cropping so far
-        if row.get("cropped_tokens") is not None:
-            self.log.print(f"step {self.step}: loader cropped {row['cropped_tokens']:,} tokens so far "
-                       f"({row['cropped_frac']:.1%} of the documents' tokens taken)")
+            self.log.print(f"step {self.step}: val loss {self.last_val:.4f} | {self.log.elapsed():.1f} s")
+        row.update(self.log.loader_stats(self.step, self.loader.stats()), elapsed_s=round(self.log.elapsed(), 3))
         row.update(self.score_tasks())
         self.log.metrics.write(row)
         self.print_sample()
@@ -461,7 +470,7 @@ class Trainer(Stepper):
         state = checkpoint.RunState(self.step, self.cfg.flat(), asdict(self.cfg.model),
                                     self.tokenizer.spec() if self.tokenizer is not None else None,
                                     self.info.world_size, self.scaler.state_dict(), loaders, rngs, self.last_val,
-                                    self.best_val)
+                                    self.best_val, self.log.elapsed())
         if self.cfg.run.parallelism == "fsdp":  # the sharded format, also in a single process
             return self.save_sharded(checkpoint.training_checkpoint(state))
         if not self.info.is_master:

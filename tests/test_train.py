@@ -1038,3 +1038,29 @@ def test_setup_falls_back_to_the_default_index_within_seconds_when_the_torch_ind
     assert time.time() - t0 < 30 and "127.0.0.1:9/whl/cpu cannot be reached" in proc.stderr
     install = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("-m pip install")]
     assert install[0] == "-m pip install --quiet torch>=2.5"        # pip's default index, no --index-url
+
+
+def test_vocab_size_comes_from_the_data_unless_the_config_sets_it(char_data, tmp_path):
+    """As nanoGPT reads meta.pkl: a char or sentencepiece run need not repeat its vocabulary by hand."""
+    args = [f"--data_dir={char_data}", f"--out_dir={tmp_path}", "--device=cpu"]
+    assert config.load_config(None, args).model.vocab_size == datalib_vocab(char_data) == 65
+    assert config.load_config(None, args + ["--vocab_size=128"]).model.vocab_size == 128   # the config wins
+    with pytest.raises(config.ConfigError, match="vocab_size=65 \\(meta.json\\) but the model has vocab_size=128"):
+        config.check_data(config.load_config(None, args + ["--vocab_size=128"]))
+    assert config.load_config(None, [f"--data_dir={tmp_path / 'none'}"]).model.vocab_size == 50257  # GPT-2's
+    train.run(config.load_config(None, [a for a in tiny_args(char_data, tmp_path / "run") if "vocab" not in a]))
+
+
+def datalib_vocab(data_dir) -> int:
+    return tokenization.load_tokenizer_for(data_dir).vocab_size
+
+
+def test_every_eval_row_says_the_wall_time_so_far_and_a_resume_continues_it(char_data, tmp_path, capsys):
+    train.run(tiny(char_data, tmp_path, max_iters=4, eval_interval=2))
+    evals = rows(tmp_path, "eval")
+    assert [r["step"] for r in evals] == [0, 2, 4]
+    assert 0 < evals[0]["elapsed_s"] < evals[1]["elapsed_s"] < evals[2]["elapsed_s"]
+    assert re.search(r"step 4: val loss [\d.]+ \| [\d.]+ s", capsys.readouterr().out)
+    train.run(tiny(char_data, tmp_path, max_iters=6, eval_interval=2, resume="latest"))
+    resumed = rows(tmp_path, "eval")
+    assert resumed[-1]["step"] == 6 and resumed[-1]["elapsed_s"] > evals[-1]["elapsed_s"]   # the clock goes on
