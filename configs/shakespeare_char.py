@@ -1,0 +1,29 @@
+"""The modern recipe on nanoGPT's character-level Tiny Shakespeare: to beat nanoGPT's baby GPT
+(configs/shakespeare_char_nanogpt.py, its README's "I only have a macbook" run) on the same CPU, in wall time.
+
+    python prepare_data.py shakespeare_char --input ../shared/data/tinyshakespeare.txt --out data/shakespeare_char
+    python train.py configs/shakespeare_char.py
+
+Tuned on this repo's 2-core development machine; the measurements and the ablations are in docs/benchmarks.md
+("Time to quality: nanoGPT's shakespeare_char").
+"""
+from configs.shakespeare_char_nanogpt import *  # noqa: F401,F403
+
+out_dir = "out/shakespeare_char"
+
+# model: the same 4 x 128, with the modern toggles
+pos_emb = "rope"
+mlp = "relu2"
+norm = "rmsnorm"
+qk_norm = True
+tie_embeddings = False
+zero_init_proj = True
+
+# optimisation: Muon for the hidden matrices, AdamW for the rest, warmup-stable-decay
+optimizer = "muon"
+muon_lr = 0.02
+learning_rate = 2e-3
+min_lr = 0.0
+lr_schedule = "wsd"
+cooldown_frac = 0.4
+warmup_iters = 50
