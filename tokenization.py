@@ -329,6 +329,10 @@ def _sample_lines(texts: Iterable[str], max_chars: int) -> list[str]:
     return lines
 
 
+class UnknownCharacterError(ValueError):
+    """A text holds a character that a char tokenizer has no id for (nanoGPT raises a KeyError there)."""
+
+
 class CharTokenizer:
     """nanoGPT's character tokenizer (data/shakespeare_char/prepare.py): id i is the i-th character of `chars`, the
     sorted set of a corpus's characters. No special tokens; a text of known characters round-trips exactly."""
@@ -349,9 +353,9 @@ class CharTokenizer:
             return [self.stoi[c] for c in text]
         except KeyError as e:
             c = e.args[0]
-            raise ValueError(f"character {c!r} (U+{ord(c):04X}, at offset {text.index(c):,}) is not one of the "
-                             f"char tokenizer's {self.vocab_size} characters (those of the corpus it was made "
-                             f"from); remove or replace it") from None
+            where = f"{c!r} (U+{ord(c):04X}, at offset {text.index(c):,})"
+            raise UnknownCharacterError(f"character {where} is not one of the char tokenizer's {self.vocab_size} "
+                                        f"characters (those of the corpus it was made from)") from None
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
