@@ -17,8 +17,9 @@ Output (--out DIR): {prefix}_val_000000.bin, {prefix}_train_000001.bin, ... (llm
 and tokenizer.model for sentencepiece. The validation split is the first --val-tokens tokens of the
 corpus in whole documents (the shakespeare presets instead use nanoGPT's split: the last 10% of
 the characters). `--tokenizer char` (the shakespeare_char preset's) is nanoGPT's character tokenizer: one id per
-distinct character of the whole corpus, sorted, no special tokens (so --boundary none), recorded in meta.json. While the script runs, DIR/_INCOMPLETE exists, and loaders refuse the directory; a run
-that fails removes what it wrote. `--overwrite` replaces only these files (shards with this --prefix,
+distinct character of the whole corpus, sorted, no special tokens (so --boundary none), recorded in meta.json.
+While the script runs, DIR/_INCOMPLETE exists, and loaders refuse the directory; a run that fails removes what
+it wrote. `--overwrite` replaces only these files (shards with this --prefix,
 meta.json, tokenizer.model): any other file in DIR is kept.
 
 Slices for several machines: `--num-shards K --shard-index i` tokenizes the i-th of K contiguous,

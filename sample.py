@@ -9,9 +9,9 @@ Sample text from a trained checkpoint (or OpenAI's GPT-2 weights).
 The prompt comes from --prompt, --prompt-file, or stdin (when piped); with none, generation starts
 from the tokenizer's BOS (sentencepiece) or <|endoftext|> (GPT-2) token, or, for a tokenizer without special
 tokens (char), from a newline as nanoGPT's sample.py does. Text is decoded with the checkpoint's own tokenizer
-(its spec is stored in the checkpoint; an export directory's: its vocab.json, tokenizer.model or tokenizer.json). Generation uses the model's KV
-cache unless --no-cache. --temperature 0 or --greedy decodes greedily; --top-k / --top-p filter the
-distribution before sampling (top-p keeps the smallest set of tokens whose probability reaches p).
+(its spec is stored in the checkpoint; an export directory's: its vocab.json, tokenizer.model or tokenizer.json).
+Generation uses the model's KV cache unless --no-cache. --temperature 0 or --greedy decodes greedily; --top-k /
+--top-p filter the distribution before sampling (top-p keeps the smallest set of tokens whose probability reaches p).
 A prompt longer than the model's context is truncated from the left (models with learned positions).
 """
 from __future__ import annotations

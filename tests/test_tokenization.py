@@ -1,4 +1,5 @@
-"""Tests for tokenization.py: GPT-2, sentencepiece and char tokenizers, their specs, the tokenizer of a shard directory."""
+"""Tests for tokenization.py: GPT-2, sentencepiece and char tokenizers, their specs, the tokenizer of a shard
+directory."""
 import json
 import os
 
