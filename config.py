@@ -407,8 +407,10 @@ def check_documents(d: Path, tokenizer) -> None:
         raise ConfigError(f"{e}; re-run prepare_data.py for {d} (or remove the file)") from None
     if not found:
         what = "meta.json says boundary=none" if bos is None else f"no token {bos} is in them"
-        raise ConfigError(f"loader=bos_aligned needs documents marked in the train shards of {d}, but {what}; "
-                          f"re-run prepare_data.py with --boundary eot (gpt2) or bos_eos, or use --loader=random")
+        fix = ("the char tokenizer has no token to mark them (like nanoGPT's char data): use --loader=random"
+               if tokenizer.kind == "char" else
+               "re-run prepare_data.py with --boundary eot (gpt2) or bos_eos, or use --loader=random")
+        raise ConfigError(f"loader=bos_aligned needs documents marked in the train shards of {d}, but {what}; {fix}")
 
 
 def check_optimizer_available(cfg: TrainConfig) -> None:

@@ -56,6 +56,7 @@ from tqdm import tqdm
 import runtime
 from load import add_model_args, load_model
 from token_shards import atomic_path
+from tokenization import UnknownCharacterError
 
 STYLES = ("harness", "completion")
 EVALS_ENV = "EVALS_DIR"
@@ -794,7 +795,10 @@ def main(argv=None) -> None:
     if args.compile:
         compile_for_scoring(model)
     setup = TaskSetup(style=args.style, shots=args.shots, limit=args.limit or default_limit(args.tasks))
-    res = evaluate_suite(model, tokenizer, datas, setup, scoring_from_args(args, info))
+    try:
+        res = evaluate_suite(model, tokenizer, datas, setup, scoring_from_args(args, info))
+    except UnknownCharacterError as e:  # a char model: the tasks are not written in its corpus's characters
+        sys.exit(f"evaluate.py: error: {e}; a char model scores only tasks written in its corpus's characters")
     if info.rank == 0:
         report(format_table(res), sum(t["truncated_requests"] for t in res["tasks"].values()), res, args.out)
     runtime.cleanup_distributed()

@@ -4,7 +4,8 @@
 
 The directory loads with `AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`
 (add `trust_remote_code=True` to both for the "nanogpt" family, and to AutoTokenizer for sentencepiece unigram
-tokenizers: without it transformers stops at an interactive [y/N] prompt). The GPTConfig toggles pick the class:
+tokenizers: without it transformers stops at an interactive [y/N] prompt; a char tokenizer is a plain
+tokenizer.json). The GPTConfig toggles pick the class:
 
     toggles                                                           -> transformers class
     learned pos, gelu|relu2, layernorm, sequential, MHA, no qk_norm   -> GPT2LMHeadModel
@@ -302,11 +303,27 @@ def save_sentencepiece_tokenizer(out: Path, raw: bytes, model_max_length: int = 
     return bos_id, eos_id
 
 
+def save_char_tokenizer(out: Path, chars: list[str], model_max_length: int = 1024) -> tuple[None, None]:
+    """tokenizer.json (+ tokenizer_config.json): a `tokenizers` WordLevel model over the characters (id i = chars[i]),
+    each character its own piece, decoded by plain concatenation, so spaces and newlines round-trip exactly. No
+    special tokens, so (None, None); a character outside chars is an error in transformers too."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(chars)}))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")   # every character alone
+    tok.decoder = decoders.Fuse()
+    PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
+                            clean_up_tokenization_spaces=False).save_pretrained(out)  # keeps " ," and " ."
+    return None, None
+
+
 def save_tokenizer(out: Path, spec: dict, tiktoken_file=None, model_max_length: int = 1024):
     """Tokenizer files for a tokenization.py tokenizer spec; returns (bos_id, eos_id) for the model config."""
     tok = tokenization.tokenizer_from_spec(spec, tiktoken_file)
     if tok.kind == "gpt2":
         return save_gpt2_tokenizer(out, tok.ranks, model_max_length)
+    if tok.kind == "char":
+        return save_char_tokenizer(out, tok.chars, model_max_length)
     return save_sentencepiece_tokenizer(out, tok.proto, model_max_length)
 
 

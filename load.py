@@ -6,8 +6,9 @@
     model, tokenizer = load_model("gpt2")              # OpenAI's GPT-2 weights by hub name (needs transformers)
 
 The model comes back in eval mode; the tokenizer is the one the source records (a checkpoint's spec, an export's
-tokenizer.model or vocab.json), or None. sample.py, evaluate.py, hellaswag.py, perplexity.py, export_hf.py and
-train.py's init_from all load through here, and `add_model_args` gives their command lines the same options.
+tokenizer.model, vocab.json or character tokenizer.json), or None. sample.py, evaluate.py, hellaswag.py,
+perplexity.py, export_hf.py and train.py's init_from all load through here, and `add_model_args` gives their
+command lines the same options.
 Checkpoints load with weights_only=True unless trust=True (--trust-checkpoint); every model config read from a
 file is checked (checkpoint.model_config) before anything is allocated.
 """

@@ -13,9 +13,9 @@ is scored at its own block_size.
 
 Bits per byte (bpb) = summed loss in nats / ln 2 / UTF-8 bytes of the scored text, so models with
 different tokenizers compare. A text file is scored entirely: it is encoded by each checkpoint's
-own tokenizer with a BOS token (or <|endoftext|>) in front. A shard directory (prepare_data.py
-output) is scored from its second token on (the first is only context); its bytes are the decoded
-scored tokens, special tokens counting zero bytes.
+own tokenizer with a BOS token (or <|endoftext|>) in front; with a tokenizer that has neither (char), from its
+second token on. A shard directory (prepare_data.py output) is scored from its second token on (the first is
+only context); its bytes are the decoded scored tokens, special tokens counting zero bytes.
 """
 from __future__ import annotations
 
@@ -145,11 +145,13 @@ def utf8_bytes(tokenizer, ids: np.ndarray) -> int:
 
 
 def text_tokens(path: Path, tokenizer) -> tuple[torch.Tensor, int]:
-    """(BOS/EOT + tokens of the file, UTF-8 bytes of the file): every text token is scored."""
+    """(BOS/EOT + tokens of the file, UTF-8 bytes of the file): every text token is scored. A tokenizer with neither
+    (char) gives the file's tokens alone, scored from the second on (the first is context), and their bytes."""
     text = path.read_text(encoding="utf-8")
     start = next((t for t in (tokenizer.bos_id, tokenizer.eot_id) if t is not None), None)
     if start is None:
-        raise ValueError("the tokenizer has neither a BOS nor an end-of-text token to start the text with")
+        ids = tokenizer.encode(text)
+        return torch.tensor(ids, dtype=torch.long), utf8_bytes(tokenizer, np.asarray(ids[1:], dtype=np.int64))
     ids = [start] + tokenizer.encode(text)
     return torch.tensor(ids, dtype=torch.long), len(text.encode("utf-8"))
 

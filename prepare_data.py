@@ -3,20 +3,23 @@
 Examples:
     python prepare_data.py shakespeare --input ../shared/data/tinyshakespeare.txt --out data/shakespeare
     python prepare_data.py shakespeare --tokenizer sentencepiece --vocab-size 2048 --out data/shakespeare_sp
+    python prepare_data.py shakespeare_char --input ../shared/data/tinyshakespeare.txt --out data/shakespeare_char
     python prepare_data.py fineweb-edu-10B --out data/fineweb10B --num-proc 16
     python prepare_data.py news-tr --out data/news_tr                      # sentencepiece 8192, BOS...EOS
     python prepare_data.py my_corpus.jsonl --text-field content --out data/mine
     python prepare_data.py HuggingFaceFW/fineweb --name sample-10BT --streaming --out data/fw
 
-SOURCE is a preset (shakespeare, fineweb-edu-10B, news-tr, openwebtext), a local file or directory
+SOURCE is a preset (shakespeare, shakespeare_char, fineweb-edu-10B, news-tr, openwebtext), a local file or directory
 (.txt, .jsonl/.json, .parquet, .csv, or a dataset saved with save_to_disk), or a Hugging Face hub
 dataset name. `--input PATH` reads a local copy instead of the preset's download.
 
 Output (--out DIR): {prefix}_val_000000.bin, {prefix}_train_000001.bin, ... (llm.c format), meta.json,
 and tokenizer.model for sentencepiece. The validation split is the first --val-tokens tokens of the
-corpus in whole documents (the shakespeare preset instead uses nanoGPT's split: the last 10% of
-the characters). While the script runs, DIR/_INCOMPLETE exists, and loaders refuse the directory; a run
-that fails removes what it wrote. `--overwrite` replaces only these files (shards with this --prefix,
+corpus in whole documents (the shakespeare presets instead use nanoGPT's split: the last 10% of
+the characters). `--tokenizer char` (the shakespeare_char preset's) is nanoGPT's character tokenizer: one id per
+distinct character of the whole corpus, sorted, no special tokens (so --boundary none), recorded in meta.json.
+While the script runs, DIR/_INCOMPLETE exists, and loaders refuse the directory; a run that fails removes what
+it wrote. `--overwrite` replaces only these files (shards with this --prefix,
 meta.json, tokenizer.model): any other file in DIR is kept.
 
 Slices for several machines: `--num-shards K --shard-index i` tokenizes the i-th of K contiguous,
@@ -67,13 +70,15 @@ class Preset:
     tokenizer: str = "gpt2"
     vocab_size: int | None = None
     boundary: str | None = None
+    one_text: bool = False          # a single text split by characters like nanoGPT (the last val_fraction: val)
     prefix: str = "data"
     val_tokens: int = 1_000_000
     shard_size: int = 100_000_000
 
 
 PRESETS = {
-    "shakespeare": Preset(prefix="shakespeare", boundary="none"),
+    "shakespeare": Preset(prefix="shakespeare", boundary="none", one_text=True),
+    "shakespeare_char": Preset(prefix="shakespeare_char", tokenizer="char", boundary="none", one_text=True),
     "fineweb-edu-10B": Preset(dataset="HuggingFaceFW/fineweb-edu", name="sample-10BT", streaming=True,
                               prefix="edufineweb", val_tokens=100_000_000),
     "news-tr": Preset(dataset="habanoz/news-tr-1.8M", tokenizer="sentencepiece", vocab_size=8192,
@@ -289,8 +294,8 @@ def first_or_error(texts: Iterable[str], what: str) -> Iterator[str]:
 
 
 def shakespeare_corpus(args) -> Corpus:
-    """Tiny Shakespeare split like nanoGPT's data/shakespeare: val = last val_fraction of the
-    characters, train = the rest; each encoded as one text, without boundary tokens."""
+    """Tiny Shakespeare split like nanoGPT's data/shakespeare and data/shakespeare_char: val = last val_fraction of
+    the characters, train = the rest; each encoded as one text, without boundary tokens."""
     path = Path(args.input) if args.input else Path(args.out) / "input.txt"
     if not args.input and not path.exists():
         print(f"downloading {SHAKESPEARE_URL} -> {path}")
@@ -301,7 +306,7 @@ def shakespeare_corpus(args) -> Corpus:
     if not text:
         raise ValueError(f"empty corpus: {path} is empty; give a file with text")
     cut = int(len(text) * (1 - args.val_fraction))
-    return Corpus(describe={"preset": "shakespeare", "path": str(path), "chars": len(text),
+    return Corpus(describe={"preset": args.preset, "path": str(path), "chars": len(text),
                             "val": f"last {args.val_fraction:g} of the characters (text[{cut}:])"},
                   val_docs=[text[cut:]] if cut < len(text) else [], train_docs=[text[:cut]],
                   sample_docs=[text])
@@ -379,7 +384,7 @@ def check_inputs(args) -> None:
         raise FileNotFoundError(f"input {path} not found: give an existing file or directory, or a hub dataset name")
     if _is_saved_dataset(path):
         return
-    files = [path] if args.preset == "shakespeare" and not _is_dataset_input(args) else data_files(path)
+    files = [path] if _is_one_text(args) else data_files(path)
     if all(p.stat().st_size == 0 for p in files):
         raise ValueError(f"empty corpus: {path} is empty; give a file with text")
     for p in files:
@@ -474,6 +479,10 @@ def dataset_corpus(args) -> Corpus:
 def make_tokenizer(args, corpus: Corpus | None):
     if args.tokenizer == "gpt2":
         return tokenization.gpt2_tokenizer(args.tiktoken_file)
+    if args.tokenizer == "char":
+        tok = tokenization.char_tokenizer(corpus.sample_docs)
+        print(f"char tokenizer: the corpus has {tok.vocab_size} distinct characters")
+        return tok
     if args.sp_model:
         return tokenization.load_sentencepiece(args.sp_model)
     t0 = time.time()
@@ -573,7 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "U+FFFD, or drop them")
     g.add_argument("--cache-dir", help="datasets cache directory")
     g = p.add_argument_group("tokenizer")
-    g.add_argument("--tokenizer", choices=["gpt2", "sentencepiece"])
+    g.add_argument("--tokenizer", choices=["gpt2", "sentencepiece", "char"],
+                   help="char: nanoGPT's one id per distinct character of the corpus (no special tokens)")
     g.add_argument("--tiktoken-file", help="GPT-2 ranks file for offline use (else env TIKTOKEN_GPT2_FILE, "
                                            "else tiktoken's download / TIKTOKEN_CACHE_DIR)")
     g.add_argument("--sp-model", help="existing sentencepiece .model (else one is trained on the corpus)")
@@ -592,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prefix", help="shard file name prefix")
     g.add_argument("--shard-size", type=int, help="train tokens per shard (default 100M)")
     g.add_argument("--val-tokens", type=int, help="validation tokens, taken as whole documents from the start")
-    g.add_argument("--val-fraction", type=float, default=0.1, help="shakespeare: fraction of characters for val")
+    g.add_argument("--val-fraction", type=float, default=0.1,
+                   help="shakespeare presets: fraction of characters for val")
     g.add_argument("--num-proc", type=int, default=min(8, os.cpu_count() or 1), help="tokenizer processes")
     g.add_argument("--num-shards", type=int, default=1, help="split the work into K slices (machines)")
     g.add_argument("--shard-index", type=int, default=0, help="which slice this run prepares (0..K-1)")
@@ -630,7 +641,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
                          f"ids; use at most {token_shards.MAX_VOCAB:,}")
     if args.boundary is None:
         fits = preset.boundary == "none" or args.tokenizer == preset.tokenizer
-        args.boundary = (preset.boundary if preset.boundary and fits else
+        args.boundary = (preset.boundary if preset.boundary and fits else "none" if args.tokenizer == "char" else
                          "eot" if args.tokenizer == "gpt2" else "bos_eos")
     if not 0 <= args.shard_index < args.num_shards:
         raise SystemExit(f"--shard-index {args.shard_index} must be in [0, {args.num_shards})")
@@ -643,9 +654,22 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.num_shards > 1 and args.tokenizer == "sentencepiece" and not args.sp_model:
         raise ValueError("slices need one shared sentencepiece model: create it once with --tokenizer-only, "
                          "then pass --sp-model OUT/tokenizer.model to every slice")
-    if args.preset == "shakespeare" and args.num_shards > 1:
-        raise SystemExit("the shakespeare preset is a single text; it cannot be sliced")
+    if preset.one_text and args.num_shards > 1:
+        raise SystemExit(f"the {args.preset} preset is a single text; it cannot be sliced")
+    check_char_args(args)
     return args
+
+
+def check_char_args(args: argparse.Namespace) -> None:
+    """The char tokenizer has no special tokens and is made from the whole corpus: no boundaries, no slices."""
+    if args.tokenizer != "char":
+        return
+    if args.boundary != "none":
+        raise SystemExit(f"--boundary {args.boundary} needs special tokens, which the char tokenizer has none of "
+                         f"(like nanoGPT's char data); use --boundary none")
+    if args.num_shards > 1:
+        raise SystemExit("the char tokenizer is the characters of the whole corpus, which slices cannot share; "
+                         "prepare it in one run (--num-shards 1)")
 
 
 def check_boundary(tok, boundary: str) -> None:
@@ -663,7 +687,7 @@ def prepare(args: argparse.Namespace) -> dict:
     check_inputs(args)
     check_out_dir(out, args)
     tok = None
-    if args.tokenizer == "gpt2" or args.sp_model:
+    if args.tokenizer == "gpt2" or (args.tokenizer == "sentencepiece" and args.sp_model):
         tok = make_tokenizer(args, None)          # fail fast, before reading the corpus
         tokenization.check_vocab_fits(tok)
     created = prepare_out_dir(out, args)
@@ -676,15 +700,15 @@ def prepare(args: argparse.Namespace) -> dict:
 
 def write_prepared(args: argparse.Namespace, out: Path, tok, t0: float) -> dict:
     """Read the corpus, make the tokenizer if needed, write the shards and meta.json into `out`."""
-    corpus = shakespeare_corpus(args) if args.preset == "shakespeare" and not _is_dataset_input(args) \
-        else dataset_corpus(args)
+    corpus = shakespeare_corpus(args) if _is_one_text(args) else dataset_corpus(args)
     if tok is None:
         tok = make_tokenizer(args, corpus)
         tokenization.check_vocab_fits(tok)
     if tok.kind == "sentencepiece":
         tok.save(out / tokenization.SP_MODEL_FILE)
     if args.tokenizer_only:
-        print(f"wrote {out / tokenization.SP_MODEL_FILE}" if tok.kind == "sentencepiece" else "gpt2 needs no model file")
+        print(f"wrote {out / tokenization.SP_MODEL_FILE}" if tok.kind == "sentencepiece" else
+              f"the {tok.kind} tokenizer needs no model file")
         return {"tokenizer": tok.spec()}
     check_boundary(tok, args.boundary)
     tag = slice_tag(args)
@@ -705,6 +729,11 @@ def write_prepared(args: argparse.Namespace, out: Path, tok, t0: float) -> dict:
 def _is_dataset_input(args) -> bool:
     """shakespeare preset with a directory / non-.txt --input goes through datasets."""
     return args.input is not None and (Path(args.input).is_dir() or _builder_for(Path(args.input)) not in ("text", None))
+
+
+def _is_one_text(args) -> bool:
+    """A shakespeare preset on its text (a download or a .txt --input): split by characters like nanoGPT."""
+    return PRESETS.get(args.preset, Preset()).one_text and not _is_dataset_input(args)
 
 
 def run_tokenization(corpus: Corpus, tok, writer: SplitWriter, args) -> None:

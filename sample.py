@@ -7,11 +7,11 @@ Sample text from a trained checkpoint (or OpenAI's GPT-2 weights).
     python sample.py --init-from gpt2 --prompt "Hello, I'm a language model,"   # needs transformers, online
 
 The prompt comes from --prompt, --prompt-file, or stdin (when piped); with none, generation starts
-from the tokenizer's BOS (sentencepiece) or <|endoftext|> (GPT-2) token. Text is decoded with the
-checkpoint's own tokenizer (its spec is stored in the checkpoint; an export directory's: its vocab.json or
-tokenizer.model). Generation uses the model's KV
-cache unless --no-cache. --temperature 0 or --greedy decodes greedily; --top-k / --top-p filter the
-distribution before sampling (top-p keeps the smallest set of tokens whose probability reaches p).
+from the tokenizer's BOS (sentencepiece) or <|endoftext|> (GPT-2) token, or, for a tokenizer without special
+tokens (char), from a newline as nanoGPT's sample.py does. Text is decoded with the checkpoint's own tokenizer
+(its spec is stored in the checkpoint; an export directory's: its vocab.json, tokenizer.model or tokenizer.json).
+Generation uses the model's KV cache unless --no-cache. --temperature 0 or --greedy decodes greedily; --top-k /
+--top-p filter the distribution before sampling (top-p keeps the smallest set of tokens whose probability reaches p).
 A prompt longer than the model's context is truncated from the left (models with learned positions).
 """
 from __future__ import annotations
@@ -194,10 +194,17 @@ def read_prompt(prompt: str | None, prompt_file: str | None, stdin: TextIO | Non
 
 
 def start_token(tokenizer) -> int:
+    """BOS, else <|endoftext|> / EOS, else (a tokenizer without special tokens: char) the newline's token."""
     for tok in (tokenizer.bos_id, tokenizer.eot_id, tokenizer.eos_id):
         if tok is not None:
             return tok
-    raise ValueError("empty prompt and the tokenizer has no BOS/EOT token to start from")
+    try:
+        newline = tokenizer.encode("\n")
+    except ValueError:  # a char tokenizer whose corpus had no newline
+        newline = []
+    if len(newline) == 1:
+        return newline[0]
+    raise ValueError("empty prompt and the tokenizer has no BOS/EOT token or newline to start from; give a --prompt")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ build-nanogpt `.npy` shards and nanoGPT's headerless `train.bin` / `val.bin`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -187,6 +188,42 @@ def _check_meta_tokenizer(spec, bad) -> None:
         token = spec.get(key)
         if token is not None and not (_is_count(token) and (vocab is None or token < vocab)):
             raise bad(f"tokenizer.{key}", token, "must be a token id below vocab_size, or null")
+    problem = char_spec_problem(spec) if spec.get("kind") == "char" else None
+    if problem:
+        raise bad(*problem)
+
+
+def chars_sha256(chars: list[str]) -> str:
+    """The identity of a char tokenizer: sha256 of its characters in id order, as UTF-8."""
+    return hashlib.sha256("".join(chars).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def char_spec_problem(spec: dict) -> tuple[str, object, str] | None:
+    """(field, value, what it must be) for the first fault of a char tokenizer spec, or None. The spec is untrusted
+    (meta.json, a checkpoint): its chars must be distinct single characters, as many as vocab_size, with its sha256."""
+    chars = spec.get("chars")
+    if not isinstance(chars, list):
+        return "tokenizer.chars", _brief(chars), "must be a list of single characters"
+    if not 1 <= len(chars) <= MAX_VOCAB:
+        return "len(tokenizer.chars)", len(chars), f"must be in [1, {MAX_VOCAB:,}] (uint16 shards)"
+    seen: set[str] = set()
+    for i, c in enumerate(chars):
+        if not (isinstance(c, str) and len(c) == 1):
+            return f"tokenizer.chars[{i}]", _brief(c), "must be a single character"
+        if c in seen:
+            return f"tokenizer.chars[{i}]", c, "appears twice (one id per character)"
+        seen.add(c)
+    if spec.get("vocab_size", len(chars)) != len(chars):
+        return "tokenizer.vocab_size", spec.get("vocab_size"), f"must be the number of chars ({len(chars)})"
+    digest = chars_sha256(chars)
+    if spec.get("sha256", digest) != digest:
+        return "tokenizer.sha256", spec.get("sha256"), f"is not the sha256 of its chars ({digest[:12]}...)"
+    return None
+
+
+def _brief(value):
+    """value for an error message, or its type's name where its repr is long."""
+    return value if len(repr(value)) <= 40 else f"<{type(value).__name__}>"
 
 
 def _read_json(path: Path):

@@ -1,5 +1,5 @@
-"""Tokenizers: GPT-2 BPE through tiktoken and sentencepiece, their specs (what meta.json and checkpoints
-record) and the checks that two specs name the same tokenizer.
+"""Tokenizers: GPT-2 BPE through tiktoken, sentencepiece and nanoGPT's characters, their specs (what meta.json and
+checkpoints record) and the checks that two specs name the same tokenizer.
 
 Shared by prepare_data.py (trains / loads one, tokenizes), train.py and config.py (the shards' tokenizer),
 sample.py, evaluate.py, perplexity.py and export_hf.py. Heavy optional imports (tiktoken, sentencepiece)
@@ -20,7 +20,8 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
-from token_shards import MAX_VOCAB, META_FILE, atomic_write_bytes, inside, list_shards, read_meta, read_shard
+from token_shards import (MAX_VOCAB, META_FILE, atomic_write_bytes, char_spec_problem, chars_sha256, inside,
+                          list_shards, read_meta, read_shard)
 
 SP_MODEL_FILE = "tokenizer.model"
 GPT2_EOT = 50256
@@ -36,7 +37,7 @@ _SAFE_SPLIT = re.compile(r"(?<=\S)\n(?=\S)")
 
 
 class Tokenizer(Protocol):
-    """What every tokenizer offers (GPT2Tokenizer, SentencePieceTokenizer)."""
+    """What every tokenizer offers (GPT2Tokenizer, SentencePieceTokenizer, CharTokenizer)."""
 
     kind: str
     vocab_size: int
@@ -195,13 +196,15 @@ def gpt2_from_vocab_json(path: str | os.PathLike) -> GPT2Tokenizer:
 
 
 def tokenizer_from_hf_dir(path: str | os.PathLike) -> Tokenizer | None:
-    """The tokenizer an export_hf.py directory carries: tokenizer.model (sentencepiece) or vocab.json (GPT-2
-    BPE); None when it has neither (an export of weights only)."""
+    """The tokenizer an export_hf.py directory carries: tokenizer.model (sentencepiece), vocab.json (GPT-2 BPE) or
+    a tokenizer.json over single characters (char); None when it has none of them (an export of weights only)."""
     path = Path(path)
     if (path / SP_MODEL_FILE).is_file():
         return load_sentencepiece(path / SP_MODEL_FILE)
     if (path / "vocab.json").is_file():
         return gpt2_from_vocab_json(path / "vocab.json")
+    if (path / "tokenizer.json").is_file():
+        return char_from_tokenizer_json(path / "tokenizer.json")
     return None
 
 
@@ -326,20 +329,107 @@ def _sample_lines(texts: Iterable[str], max_chars: int) -> list[str]:
     return lines
 
 
+class UnknownCharacterError(ValueError):
+    """A text holds a character that a char tokenizer has no id for (nanoGPT raises a KeyError there)."""
+
+
+class CharTokenizer:
+    """nanoGPT's character tokenizer (data/shakespeare_char/prepare.py): id i is the i-th character of `chars`, the
+    sorted set of a corpus's characters. No special tokens; a text of known characters round-trips exactly."""
+
+    kind = "char"
+    bos_id = None
+    eos_id = None
+    eot_id = None
+    splittable = True   # one id per character: a text cut anywhere encodes the same
+
+    def __init__(self, chars: list[str]):
+        self.chars = list(chars)
+        self.stoi = {c: i for i, c in enumerate(self.chars)}
+        self.vocab_size = len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError as e:
+            c = e.args[0]
+            where = f"{c!r} (U+{ord(c):04X}, at offset {text.index(c):,})"
+            raise UnknownCharacterError(f"character {where} is not one of the char tokenizer's {self.vocab_size} "
+                                        f"characters (those of the corpus it was made from)") from None
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is not one of the char tokenizer's ids 0..{self.vocab_size - 1}")
+        return "".join(self.chars[i] for i in ids)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        return chars_sha256(self.chars)
+
+    def spec(self) -> dict:
+        """chars: the vocabulary itself, in id order (small: one entry per distinct character)."""
+        return {"kind": "char", "vocab_size": self.vocab_size, "bos_id": None, "eos_id": None, "eot_id": None,
+                "sha256": self.sha256, "chars": list(self.chars)}
+
+
+def char_tokenizer(texts: Iterable[str]) -> CharTokenizer:
+    """nanoGPT's char tokenizer of a corpus: one id per distinct character of texts, in sorted order."""
+    seen: set[str] = set()
+    for text in texts:
+        seen.update(text)
+    if not seen:
+        raise ValueError("cannot make a char tokenizer: the corpus is empty")
+    return CharTokenizer(sorted(seen))
+
+
+def char_from_spec(spec: dict) -> CharTokenizer:
+    """The char tokenizer of a spec, checked first (it is untrusted input: meta.json, a checkpoint)."""
+    problem = char_spec_problem(spec)
+    if problem:
+        field, value, want = problem
+        raise ValueError(f"bad char tokenizer spec: {field}={value!r} {want}")
+    return CharTokenizer(spec["chars"])
+
+
+def char_from_tokenizer_json(path: Path) -> CharTokenizer | None:
+    """The char tokenizer of a transformers tokenizer.json as export_hf.py writes one (a WordLevel model whose
+    vocabulary is single characters with ids 0..n-1), or None for any other tokenizer.json."""
+    try:
+        model = json.loads(path.read_text(encoding="utf-8")).get("model")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    vocab = model.get("vocab") if isinstance(model, dict) and model.get("type") == "WordLevel" else None
+    if not isinstance(vocab, dict) or sorted(i for i in vocab.values() if type(i) is int) != list(range(len(vocab))):
+        return None
+    chars = sorted(vocab, key=vocab.get)
+    return CharTokenizer(chars) if all(len(c) == 1 for c in chars) else None
+
+
 def tokenizer_kind(spec: dict) -> str:
-    """'gpt2' or 'sentencepiece' for a tokenizer spec; older spellings (type/name, tiktoken, spm) accepted."""
+    """'gpt2', 'sentencepiece' or 'char' for a tokenizer spec; older spellings (type/name, tiktoken, spm) accepted."""
     kind = spec.get("kind") or spec.get("type") or spec.get("name")
     if kind in ("gpt2", "tiktoken", "r50k_base"):
         return "gpt2"
     if kind in ("sentencepiece", "spm") or "model_proto_b64" in spec:
         return "sentencepiece"
-    raise ValueError(f"unknown tokenizer kind {kind!r} in spec (keys {sorted(spec)}); expected gpt2 or sentencepiece")
+    if kind == "char":
+        return "char"
+    raise ValueError(f"unknown tokenizer kind {kind!r} in spec (keys {sorted(spec)}); expected gpt2, sentencepiece "
+                     f"or char")
 
 
 def tokenizer_from_spec(spec: dict, tiktoken_file: str | None = None,
                         base_dir: str | os.PathLike | None = None) -> Tokenizer:
     """Rebuild a tokenizer from spec() (as stored in meta.json and in checkpoints)."""
-    if tokenizer_kind(spec) == "gpt2":
+    kind = tokenizer_kind(spec)
+    if kind == "char":
+        return char_from_spec(spec)
+    if kind == "gpt2":
         tok = gpt2_tokenizer(tiktoken_file, recorded=spec.get("ranks_file"), recorded_sha256=spec.get("sha256"))
     elif spec.get("model_proto_b64"):
         tok = SentencePieceTokenizer(base64.b64decode(spec["model_proto_b64"]))
@@ -361,6 +451,8 @@ def tokenizer_identity(spec: dict) -> str:
         return f"{kind}:{spec['sha256']}"
     if spec.get("model_proto_b64"):
         return f"{kind}:{hashlib.sha256(base64.b64decode(spec['model_proto_b64'])).hexdigest()}"
+    if kind == "char" and char_spec_problem(spec) is None:
+        return f"{kind}:{chars_sha256(spec['chars'])}"
     return f"{kind}:unknown"  # a GPT-2 spec from before hashes: the one public GPT-2 BPE
 
 

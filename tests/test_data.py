@@ -97,6 +97,40 @@ def test_shakespeare_preset_matches_nanogpt_split_and_num_proc(tmp_path, shared_
     assert read_split(outs[0], "train").tolist() == gpt2.encode(shakespeare[:int(n * 0.9)])
 
 
+def test_shakespeare_char_preset_is_nanogpts_shakespeare_char(tmp_path, shared_data, shakespeare):
+    """nanoGPT's data/shakespeare_char: chars = sorted(set(data)), train = data[:int(n*0.9)], val the rest."""
+    out = tmp_path / "sc"
+    meta = run_cli("shakespeare_char", "--input", shared_data / "tinyshakespeare.txt", "--out", out, "--num-proc", 2)
+    n = len(shakespeare)
+    assert n == 1_115_394 and meta["num_tokens"] == {"train": 1_003_854, "val": 111_540}
+    chars = sorted(set(shakespeare))
+    stoi = {c: i for i, c in enumerate(chars)}
+    assert meta["tokenizer"]["chars"] == chars and meta["tokenizer"]["vocab_size"] == 65 and meta["boundary"] == "none"
+    tok = tokenization.load_tokenizer_for(out)
+    val, train = read_split(out, "val"), read_split(out, "train")
+    assert tok.kind == "char" and tok.decode(val.tolist()) == shakespeare[int(n * 0.9):]
+    assert train.tolist() == [stoi[c] for c in shakespeare[:int(n * 0.9)]]
+    assert sorted(p.name for p in out.glob("*.bin")) == ["shakespeare_char_train_000001.bin",
+                                                        "shakespeare_char_val_000000.bin"]
+
+
+def test_char_tokenizer_on_any_corpus_and_what_it_refuses(tmp_path, shared_data):
+    docs = ["To be,  or not\n to be", "that is\n\nthe question", TRICKY]
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    meta = run_cli(src, "--out", tmp_path / "out", "--tokenizer", "char", "--val-tokens", "0", "--num-proc", 1)
+    tok = tokenization.load_tokenizer_for(tmp_path / "out")
+    assert meta["boundary"] == "none" and tok.chars == sorted(set("".join(docs)))
+    assert tok.decode(read_split(tmp_path / "out", "train").tolist()) == "".join(docs)
+    with pytest.raises(SystemExit, match="--boundary eot needs special tokens, which the char tokenizer has none"):
+        run_cli("shakespeare_char", "--input", shared_data / "tinyshakespeare.txt", "--out", tmp_path / "o",
+                "--boundary", "eot")
+    with pytest.raises(SystemExit, match="slices cannot share"):
+        run_cli(src, "--out", tmp_path / "o", "--tokenizer", "char", "--num-shards", 2)
+    with pytest.raises(SystemExit, match="shakespeare_char preset is a single text"):
+        run_cli("shakespeare_char", "--out", tmp_path / "o", "--num-shards", 2)
+    assert not (tmp_path / "o").exists()
+
+
 def test_slices_together_equal_one_full_run(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

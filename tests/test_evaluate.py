@@ -449,3 +449,15 @@ def test_harness_style_decisions_equal_lm_evaluation_harness(shared_data, gpt2_t
         summary = out["results"][f"local_{name}"]
         assert ours["acc"] == pytest.approx(summary["acc,none"])
         assert ours["stderr"] == pytest.approx(summary[f"{ours['metric']}_stderr,none"])
+
+
+def test_char_model_on_a_task_outside_its_characters_is_one_line(evals, tmp_path):
+    """A char tokenizer has ids only for its corpus's characters: a task written in others stops in one line."""
+    import tokenization
+    from test_sample import save_ckpt, tiny_gpt
+    tok = tokenization.char_tokenizer(["abc de\n"])
+    save_ckpt(tmp_path / "run", tiny_gpt(tok.vocab_size), tok.spec())
+    with pytest.raises(SystemExit, match=r"evaluate\.py: error: character '\w' \(U\+00\w\w, at offset \d+\) is not one "
+                                         r"of the char tokenizer's 7 characters .*; a char model scores only tasks"):
+        ev.main(["--ckpt", str(tmp_path / "run"), "--tasks", "copa", "--limit", "2", "--data-dir", str(evals),
+                 "--quiet", "--device", "cpu"])

@@ -199,6 +199,29 @@ def test_sentencepiece_tokenizer_round_trip(tmp_path, shakespeare, model_type):
     assert config["max_position_embeddings"] == model.config.block_size
 
 
+def test_char_tokenizer_round_trip_without_remote_code(tmp_path, shakespeare, capsys):
+    """nanoGPT's char tokenizer exports as a plain tokenizer.json: AutoTokenizer (no trust_remote_code) gives our
+    ids and decodes back exactly, and load.py reads the export's tokenizer back as the same char tokenizer."""
+    from transformers import AutoTokenizer
+    import tokenization
+    tok = tokenization.char_tokenizer([shakespeare])
+    write_checkpoint(tmp_path / "c.pt", random_model(tiny_config(vocab_size=tok.vocab_size)), tok.spec())
+    E.main(["--ckpt", str(tmp_path / "c.pt"), "--out", str(tmp_path / "hf")])
+    out = capsys.readouterr().out
+    assert f"AutoTokenizer.from_pretrained({str(tmp_path / 'hf')!r})\n" in out and "trust_remote_code" not in out
+    hf_tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    for para in (shakespeare[:3000], "  a ,b\n\n  c .  \n\nI' the  end ?!"):
+        assert hf_tok(para)["input_ids"] == tok.encode(para)
+        assert hf_tok.decode(tok.encode(para)) == para
+    assert len(hf_tok) == tok.vocab_size == 65 and hf_tok.decode([0, 1, 13]) == "\n A"
+    with pytest.raises(Exception, match="UNK"):             # no id for a character the corpus lacked, as ours
+        hf_tok("7")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"], config["vocab_size"]) == (None, None, 65)
+    _, again = load_model(tmp_path / "hf")
+    assert again.kind == "char" and again.chars == tok.chars and again.sha256 == tok.sha256
+
+
 # ----------------------------------------------------------------------------- checkpoints and bad input
 
 def write_checkpoint(path, model: GPT, tokenizer_spec=None, drop_fields=()):

@@ -1,5 +1,6 @@
 """sample.py: greedy/top-k/top-p/seed behaviour, tokenizer round trip, streaming, bad input."""
 import dataclasses
+import math
 import io
 import re
 
@@ -300,3 +301,45 @@ def test_sharded_run_directory_points_to_consolidate_not_a_missing_best_pt(tmp_p
                                              r"consolidate .*ckpt_0000004 .*ckpt_0000004.pt`") as e:
             run(["--ckpt", where, "--prompt", "x"])
         assert "best.pt" not in str(e.value)
+
+
+# --- nanoGPT's character data end to end -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def char_run(shared_data, tmp_path_factory):
+    """prepare_data.py shakespeare_char, then a 2-step train.py run on it (its in-training sample starts at a
+    newline: the char tokenizer has no special tokens)."""
+    import config
+    import prepare_data
+    import train
+    from test_train import tiny_args
+    root = tmp_path_factory.mktemp("shakespeare_char")
+    prepare_data.main(["shakespeare_char", "--input", str(shared_data / "tinyshakespeare.txt"),
+                       "--out", str(root / "data"), "--num-proc", "1", "--quiet"])
+    train.run(config.load_config(None, tiny_args(root / "data", root / "out", max_iters=2, eval_interval=2,
+                                                 sample_tokens=8)))
+    return root
+
+
+def test_char_run_samples_and_scores(char_run, shakespeare, tmp_path, capsys):
+    import perplexity
+    chars = set(shakespeare)
+    samples, _ = run(["--ckpt", char_run / "out", "--prompt", "", "--max-new-tokens", 20, "--device", "cpu"])
+    model, tok = load_model(char_run / "out")
+    assert tok.kind == "char" and samples[0].prompt_ids == tok.encode("\n")          # nanoGPT's start
+    assert len(samples[0].new_ids) == 20 and samples[0].text == tok.decode(samples[0].new_ids)
+    assert set(samples[0].text) <= chars
+    samples, _ = run(["--ckpt", char_run / "out", "--prompt", PROMPT, "--max-new-tokens", 5, "--device", "cpu"])
+    assert samples[0].prompt_ids == tok.encode(PROMPT) and samples[0].text.startswith(PROMPT)
+    with pytest.raises(SystemExit, match=r"character '7' \(U\+0037, at offset 6\) is not one of"):
+        run(["--ckpt", char_run / "out", "--prompt", "ROMEO 7", "--device", "cpu"])
+    shards = perplexity.main([str(char_run / "out"), "--data", str(char_run / "data"), "--ctx", "32", "--stride",
+                              "32", "--max-tokens", "3000", "--quiet", "--device", "cpu"])
+    text = tmp_path / "val.txt"
+    text.write_text(shakespeare[int(len(shakespeare) * 0.9):][:3000])             # the val shard's first 3000
+    texts = perplexity.main([str(char_run / "out"), "--data", str(text), "--ctx", "32", "--stride", "32",
+                             "--quiet", "--device", "cpu"])
+    for r in shards + texts:                          # char: one byte per scored (ASCII) character
+        assert r.tokens == r.bytes == 2999 and math.isfinite(r.loss) and r.loss < math.log(65) + 0.5
+    assert texts[0].loss == pytest.approx(shards[0].loss, rel=1e-5)        # the same tokens, the same windows

@@ -76,6 +76,9 @@ def test_document_start_id_follows_the_boundary(tmp_path, sp_tok, gpt2):
     (tmp_path / "meta.json").write_text(json.dumps({"boundary": "none"}))
     with pytest.raises(config.ConfigError, match="meta.json says boundary=none"):
         config.check_documents(tmp_path, gpt2)
+    with pytest.raises(config.ConfigError, match="boundary=none; the char tokenizer has no token to mark them "
+                                                 r"\(like nanoGPT's char data\): use --loader=random$"):
+        config.check_documents(tmp_path, tokenization.char_tokenizer(["abc\n"]))
 
 
 # ---------------------------------------------------------------------------------------------- untrusted meta.json

@@ -1,4 +1,5 @@
-"""Tests for tokenization.py: GPT-2 and sentencepiece tokenizers, their specs, the tokenizer of a shard directory."""
+"""Tests for tokenization.py: GPT-2, sentencepiece and char tokenizers, their specs, the tokenizer of a shard
+directory."""
 import json
 import os
 
@@ -53,6 +54,72 @@ def test_sentencepiece_char_model(shakespeare):
     assert tok.vocab_size < 400                            # a char model only has the characters it saw
     assert tok.decode(tok.encode(TRICKY)) == TRICKY        # byte fallback covers the tab, Ä, ☃
     assert all(len(tok.decode([i])) == 1 for i in tok.encode("First Citizen:\n"))
+
+
+def nanogpt_char_ids(text: str) -> tuple[list[str], list[int]]:
+    """nanoGPT's data/shakespeare_char/prepare.py scheme, written out: chars = sorted(list(set(data))), stoi."""
+    chars = sorted(list(set(text)))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    return chars, [stoi[c] for c in text]
+
+
+def test_char_ids_equal_nanogpts_scheme_and_round_trip():
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n  \tÄ☃\n"
+    chars, ids = nanogpt_char_ids(text)
+    tok = tokenization.char_tokenizer([text])
+    assert tok.chars == chars and tok.vocab_size == len(chars) and tok.encode(text) == ids
+    assert tok.decode(ids) == text and tok.encode_batch([text[:5], ""]) == [ids[:5], []]
+    assert (tok.kind, tok.bos_id, tok.eos_id, tok.eot_id, tok.splittable) == ("char", None, None, None, True)
+    assert tokenization.char_tokenizer([text[:30], text[30:]]).chars == chars      # the set of all the texts
+    with pytest.raises(ValueError, match=r"character '7' \(U\+0037, at offset 4\) is not one of the char "
+                                         r"tokenizer's \d+ characters"):
+        tok.encode("Spea7k")
+    with pytest.raises(ValueError, match=r"token id -1 is not one of the char tokenizer's ids 0\.\.\d+"):
+        tok.decode([0, -1])
+    with pytest.raises(ValueError, match="corpus is empty"):
+        tokenization.char_tokenizer(["", ""])
+
+
+def test_char_spec_round_trips_and_names_its_tokenizer(shakespeare, sp_tok):
+    tok = tokenization.char_tokenizer([shakespeare])
+    spec = json.loads(json.dumps(tok.spec()))                     # as meta.json and checkpoints hold it
+    assert spec["chars"] == sorted(set(shakespeare)) and spec["vocab_size"] == 65 and spec["kind"] == "char"
+    again = tokenization.tokenizer_from_spec(spec)
+    assert again.encode(shakespeare[:1000]) == tok.encode(shakespeare[:1000]) and again.sha256 == tok.sha256
+    tokenization.check_same_tokenizer(spec, again.spec(), "the checkpoint", "the data")
+    no_digest = {k: v for k, v in spec.items() if k != "sha256"}
+    assert tokenization.tokenizer_identity(no_digest) == tokenization.tokenizer_identity(spec) == f"char:{tok.sha256}"
+    other = tokenization.char_tokenizer([shakespeare[:1000]]).spec()       # fewer characters: other ids
+    for b in (other, sp_tok.spec()):
+        with pytest.raises(ValueError, match="token ids mean different things"):
+            tokenization.check_same_tokenizer(spec, b, "the checkpoint", "the data")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda s: s.update(chars=s["chars"][:-1] + ["a"]), r"tokenizer.chars\[64\]='a' appears twice"),
+    (lambda s: s.update(chars=s["chars"][:-1] + ["ab"]), r"tokenizer.chars\[64\]='ab' must be a single character"),
+    (lambda s: s.update(chars="abc"), r"tokenizer.chars='abc' must be a list of single characters"),
+    (lambda s: s.update(chars=[]), r"len\(tokenizer.chars\)=0 must be in \[1, 65,536\]"),
+    (lambda s: s.update(sha256="0" * 64), r"tokenizer.sha256='0+' is not the sha256 of its chars \(a2b8d0124693"),
+    (lambda s: s.update(vocab_size=64), r"tokenizer.vocab_size=64 must be the number of chars \(65\)"),
+])
+def test_bad_char_spec_in_meta_json_is_one_line(tmp_path, shakespeare, edit, match):
+    from conftest import write_token_dataset
+    tok = tokenization.char_tokenizer([shakespeare])
+    d = write_token_dataset(tmp_path / "d", tok, tok.encode(shakespeare[:2000]), tok.encode(shakespeare[2000:20_000]))
+    meta = json.loads((d / "meta.json").read_text())
+    spec = json.loads(json.dumps(meta["tokenizer"]))
+    edit(meta["tokenizer"])
+    (d / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(token_shards.MetaError, match=match + r".*; re-run prepare_data.py --out"):
+        tokenization.load_tokenizer_for(d)
+    cfg = config.load_config(None, [f"--data_dir={d}", "--vocab_size=65", "--device=cpu"])
+    with pytest.raises(config.ConfigError, match=match) as e:
+        config.check_data(cfg)
+    assert "\n" not in str(e.value)
+    edit(spec)                                                  # a checkpoint's spec is checked the same way
+    with pytest.raises(ValueError, match="bad char tokenizer spec: " + match):
+        tokenization.tokenizer_from_spec(spec)
 
 
 # ---------------------------------------------------------------------------------------------- the tokenizer of a shard directory
