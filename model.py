@@ -445,9 +445,9 @@ def allowed_keys(start: int, end: int, window: int | None, docs: torch.Tensor | 
 
 
 def flex_applies(device: torch.device) -> bool:
-    """flex_attention for windows/documents: on CUDA inside torch.compile only (eager, it is an unfused
-    reference implementation, slower than SDPA with a mask)."""
-    return flex_attention is not None and device.type == "cuda" and torch.compiler.is_compiling()
+    """flex_attention for windows/documents: inside torch.compile only (eager, it is an unfused reference
+    implementation, slower than SDPA with a mask); on CUDA, and on CPU, where inductor compiles it too."""
+    return flex_attention is not None and device.type in ("cuda", "cpu") and torch.compiler.is_compiling()
 
 
 class SDPAMask:

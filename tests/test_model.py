@@ -13,7 +13,7 @@ import model as model_mod
 import runtime
 from checkpoint import load_checkpoint, resolve_checkpoint
 from load import load_model
-from model import GPT, GPTConfig, apply_rope, alibi_slopes
+from model import GPT, FlexMask, GPTConfig, apply_rope, alibi_slopes
 
 VOCAB = 100
 
@@ -737,14 +737,19 @@ def test_flex_attention_masks_equal_the_sdpa_masks(kw, monkeypatch):
     torch.testing.assert_close(got, reference_logits(m, x), atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_flex_attention_compiled_on_cuda_equals_the_reference():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_flex_attention_compiled_equals_the_reference(device, monkeypatch):
+    """Windows, documents, ALiBi and GQA through compiled flex_attention (inductor on CPU too, so CI runs it)."""
     m = scramble_scalars(build(**dict(SPEEDRUN, n_layer=4, pos_emb="alibi", n_kv_head=2)))
     x = doc_tokens()
+    used = []
+    monkeypatch.setattr(model_mod, "FlexMask", lambda *a: used.append(a) or FlexMask(*a))
     with torch.no_grad():
         want = reference_logits(m, x)
-        compiled = torch.compile(m.cuda())
-        got = compiled(x.cuda()).cpu()
+        compiled = torch.compile(m.to(device))
+        got = compiled(x.to(device)).cpu()
+    assert used, "the compiled forward took the flex_attention path"
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
