@@ -39,7 +39,7 @@ weights), LayerNorm, tied input/output embeddings, init std 0.02 with residual p
 
 Attention runs through F.scaled_dot_product_attention. Windows and documents add a boolean mask built
 once per forward (per distinct window, not per layer; combined with the ALiBi bias); in a torch.compile'd
-model on CUDA they use flex_attention's block-sparse masks instead. Sequences longer than block_size are
+model (CUDA or CPU) they use flex_attention's block-sparse masks instead. Sequences longer than block_size are
 allowed for rope, alibi and none (length extrapolation); learned positions raise an error instead.
 """
 from __future__ import annotations
