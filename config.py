@@ -64,6 +64,7 @@ class OptimConfig:
     muon_momentum_warmup: int = 0          # optimizer=muon: steps from muon_momentum_start to muon_momentum (0 = none)
     muon_weight_decay: float | None = None  # optimizer=muon: decoupled wd of the hidden matrices (None = weight_decay)
     muon_cautious_wd: bool = False         # optimizer=muon: decay only where update and weight have the same sign
+    muon_ns_steps: int = 5                 # optimizer=muon: Newton-Schulz iterations per update (fewer: cheaper, rougher)
     embed_lr: float | None = None          # optimizer=muon: peak lr of token/position embeddings (None = learning_rate)
     head_lr: float | None = None           # optimizer=muon: peak lr of an untied lm_head (None = learning_rate)
     scalar_lr: float | None = None         # optimizer=muon: peak lr of norm gains and biases (None = learning_rate)
@@ -326,7 +327,7 @@ def validate(cfg: TrainConfig) -> None:
 
 
 MUON_ONLY = {"muon_momentum_warmup": 0, "muon_weight_decay": None, "muon_cautious_wd": False, "embed_lr": None,
-             "head_lr": None, "scalar_lr": None}
+             "head_lr": None, "scalar_lr": None, "muon_ns_steps": 5}
 
 
 def validate_muon(cfg: TrainConfig) -> None:
@@ -339,6 +340,8 @@ def validate_muon(cfg: TrainConfig) -> None:
     for key in ("muon_momentum", "muon_momentum_start"):
         if not 0.0 <= getattr(o, key) < 1.0:
             raise ConfigError(f"{key}={getattr(o, key)} must be in [0, 1)")
+    if not 1 <= o.muon_ns_steps < 100:
+        raise ConfigError(f"muon_ns_steps={o.muon_ns_steps} must be in [1, 100) (5 is Muon's usual)")
     for key in ("embed_lr", "head_lr", "scalar_lr"):
         if getattr(o, key) is not None and getattr(o, key) <= 0:
             raise ConfigError(f"{key}={getattr(o, key)} must be > 0 (or None = learning_rate)")

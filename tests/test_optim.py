@@ -84,3 +84,27 @@ def test_wsd_and_constant_schedules():
     assert optim.get_lr(100, lin) == pytest.approx(0.0) and optim.get_lr(100, sq) == pytest.approx(0.0)
     const = config.load_config(None, base + ["--lr_schedule=constant"])
     assert optim.get_lr(0, const) == pytest.approx(0.1) and optim.get_lr(50, const) == optim.get_lr(99, const) == 1.0
+
+
+@pytest.mark.parametrize("nesterov, adjust", [(True, None), (False, "match_rms_adamw")])
+def test_batched_muon_takes_torch_muons_steps(nesterov, adjust):
+    """optim.Muon orthogonalizes the matrices of one shape as one batch; its steps are torch.optim.Muon's (bfloat16
+    Newton-Schulz both, so equal to bf16 rounding), momentum state included."""
+    torch.manual_seed(0)
+    shapes = [(48, 16), (16, 16), (48, 16), (16, 64), (16, 64)]
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    start = [p.detach().clone() for p in ours]
+    kw = dict(lr=0.02, weight_decay=0.1, momentum=0.9, nesterov=nesterov, adjust_lr_fn=adjust, ns_steps=4)
+    opts = optim.Muon(ours, **kw), torch.optim.Muon(ref, **kw)
+    for _ in range(3):
+        for p, q in zip(ours, ref):
+            p.grad = torch.randn(p.shape)
+            q.grad = p.grad.clone()
+        for opt in opts:
+            opt.step()
+    for p, q, p0 in zip(ours, ref, start):
+        moved = (q.detach() - p0).norm()                         # the three steps torch took
+        assert moved > 0 and (p.detach() - q.detach()).norm() / moved < 2e-2, (p.shape, moved)
+        torch.testing.assert_close(opts[0].state[p]["momentum_buffer"], opts[1].state[q]["momentum_buffer"])
+    assert optim.orthogonalize([torch.randn(8, 8)], (3.4445, -4.775, 2.0315), 5, 1e-7)[0].shape == (8, 8)

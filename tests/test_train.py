@@ -456,7 +456,7 @@ def test_cautious_weight_decay_matches_a_hand_computation():
     w, g = torch.randn(4, 3), torch.randn(4, 3)
     plain, cautious = torch.nn.Parameter(w.clone()), torch.nn.Parameter(w.clone())
     plain.grad, cautious.grad = g.clone(), g.clone()
-    torch.optim.Muon([plain], lr=0.1, weight_decay=0.0).step()
+    optim.Muon([plain], lr=0.1, weight_decay=0.0).step()
     optim.Muon([cautious], lr=0.1, weight_decay=0.5, cautious_wd=True).step()
     mask = ((w - plain.detach()) * w >= 0).float()
     assert 0 < mask.sum() < mask.numel()
