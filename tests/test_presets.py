@@ -174,3 +174,40 @@ def test_shakespeare_reference_is_nanogpts_cpu_recipe():
     recipe = preset("shakespeare")
     assert recipe.data.batch_size * recipe.model.block_size == 12 * 64          # same tokens per step
     assert recipe.data.data_dir == "data/shakespeare"
+
+
+def test_shakespeare_char_nanogpt_is_nanogpts_baby_gpt():
+    """configs/shakespeare_char_nanogpt.py = nanoGPT's README "macbook" command on data/shakespeare_char."""
+    c = preset("shakespeare_char_nanogpt").flat()
+    want = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False,
+                pos_emb="learned", mlp="gelu", norm="layernorm", tie_embeddings=True, learning_rate=1e-3,
+                min_lr=1e-4, beta1=0.9, beta2=0.99, warmup_iters=100, max_iters=2000, lr_decay_iters=2000,
+                weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_iters=20, compile=False, dtype="float32",
+                total_batch_size=0, pad_vocab_multiple=1, data_dir="data/shakespeare_char", optimizer="adamw")
+    assert {k: c[k] for k in want} == want
+    shared = ("block_size", "batch_size", "n_layer", "n_head", "n_embd", "data_dir", "eval_iters", "dtype")
+    recipe = preset("shakespeare_char").flat()
+    assert {k: recipe[k] for k in shared} == {k: c[k] for k in shared}      # same model size, data and batch
+
+
+@pytest.fixture(scope="module")
+def char_shards(tmp_path_factory, shared_data) -> Path:
+    """prepare_data.py shakespeare_char on the first 200K characters of Tiny Shakespeare."""
+    import prepare_data
+    text = tmp_path_factory.mktemp("char_text") / "input.txt"
+    text.write_text((shared_data / "tinyshakespeare.txt").read_text()[:200_000])
+    out = tmp_path_factory.mktemp("char_shards") / "data"
+    prepare_data.main(["shakespeare_char", "--input", str(text), "--out", str(out)])
+    return out
+
+
+@pytest.mark.parametrize("name", ["shakespeare_char_nanogpt", "shakespeare_char"])
+def test_shakespeare_char_configs_train(name, char_shards, tmp_path):
+    """Both char configs, as published but 60 steps: vocab_size comes from the data, the validation loss falls."""
+    cfg = preset(name, f"--data_dir={char_shards}", f"--out_dir={tmp_path}", "--max_iters=60", "--eval_interval=30",
+                 "--eval_iters=2", "--warmup_iters=5", "--log_interval=30")
+    assert cfg.model.vocab_size == tokenization.load_tokenizer_for(char_shards).vocab_size < 70
+    train.run(cfg)
+    vals = [r["val_loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+            if r["type"] == "eval"]
+    assert len(vals) == 3 and vals[-1] < vals[0] - 0.8, vals
