@@ -510,6 +510,10 @@ def load_tokenizer_for(data_dir: str | os.PathLike, tiktoken_file: str | None = 
         check_gpt2_shards(Path(data_dir))
         warnings.warn(f"no meta.json in {data_dir}; assuming the GPT-2 tokenizer")
         return gpt2_tokenizer(tiktoken_file)
+    if not meta.get("tokenizer"):
+        raise ValueError(f"{Path(data_dir) / META_FILE} records no tokenizer; re-run prepare_data.py --out {data_dir}, "
+                         f'or add the one that made the shards, e.g. "tokenizer": {{"kind": "sentencepiece", '
+                         f'"model_file": "{SP_MODEL_FILE}"}}')
     return tokenizer_from_spec(meta["tokenizer"], tiktoken_file, base_dir=data_dir)
 
 

@@ -168,3 +168,11 @@ def test_recorded_ranks_file_is_checked_before_it_is_parsed(tmp_path, gpt2, monk
             tokenization.tokenizer_from_spec(spec)
         assert "hunter2" not in str(e.value) and parsed == []
     assert tokenization.tokenizer_from_spec(gpt2.spec()).encode("Hello world") == [15496, 995]   # the real file: read
+
+
+def test_a_meta_json_without_a_tokenizer_is_a_one_line_error(tmp_path):
+    token_shards.write_shard(tmp_path / "t_val_000000.bin", np.array([1, 2, 3], dtype=np.uint16))
+    (tmp_path / "meta.json").write_text(json.dumps({"format": 1, "shards": [{"file": "t_val_000000.bin",
+                                                                              "split": "val"}]}))
+    with pytest.raises(ValueError, match="records no tokenizer; re-run prepare_data.py --out"):
+        tokenization.load_tokenizer_for(tmp_path)
