@@ -231,8 +231,10 @@ def score_tasks(model: GPT, tokenizer, tasks: list, cfg: TrainConfig, info: Dist
 def sample_text(model: GPT, tokenizer, n: int, seed: int, autocast) -> str:
     """n tokens from the tokenizer's start token: a glimpse of what the model writes. Its own generator and no
     dropout, so the training RNG streams are not drawn from."""
-    start = next((t for t in (tokenizer.bos_id, tokenizer.eot_id) if t is not None), None)
-    prompt = [start] if start is not None else tokenizer.encode("\n")
+    try:
+        prompt = [sample.start_token(tokenizer)]
+    except ValueError:  # no special token and no newline (a char corpus without one): any token will do
+        prompt = [0]
     device = model.transformer.wte.weight.device
     idx = torch.tensor([prompt], dtype=torch.long, device=device)
     model.eval()

@@ -1064,3 +1064,13 @@ def test_every_eval_row_says_the_wall_time_so_far_and_a_resume_continues_it(char
     train.run(tiny(char_data, tmp_path, max_iters=6, eval_interval=2, resume="latest"))
     resumed = rows(tmp_path, "eval")
     assert resumed[-1]["step"] == 6 and resumed[-1]["elapsed_s"] > evals[-1]["elapsed_s"]   # the clock goes on
+
+
+def test_in_training_sample_of_a_char_corpus_without_a_newline(tmp_path):
+    """A char tokenizer has no special tokens; without a newline either, the in-training sample still runs."""
+    text = "the quick brown fox jumps over the lazy dog " * 400
+    tok = tokenization.char_tokenizer([text])
+    ids = tok.encode(text)
+    data = write_token_dataset(tmp_path / "data", tok, ids[:2000], ids[2000:], prefix="c")
+    cfg = config.load_config(None, tiny_args(data, tmp_path / "run", max_iters=2, eval_interval=2, sample_tokens=8))
+    assert train.run(cfg)["step"] == 2
