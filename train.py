@@ -218,7 +218,7 @@ class Stepper:
         return norm, finite
 
 
-def score_tasks(model: GPT, tokenizer, tasks: list, cfg: TrainConfig, info: DistInfo, dtype: str) -> dict:
+def suite_result(model: GPT, tokenizer, tasks: list, cfg: TrainConfig, info: DistInfo, dtype: str) -> dict:
     """evaluate.py's suite result for the in-training tasks, shared out over the ranks."""
     run = cfg.run
     setup = evaluate.TaskSetup(style=run.tasks_style, limit=run.tasks_limit or evaluate.default_limit(run.tasks))
@@ -448,7 +448,7 @@ class Trainer(Stepper):
         """The downstream tasks (evaluate.py) when due: printed, and returned for metrics.jsonl / wandb."""
         if not self.cfg.run.tasks_interval or self.step % self.cfg.run.tasks_interval:
             return {}
-        res = score_tasks(self.model, self.tokenizer, self.tasks, self.cfg, self.info, self.dtype)
+        res = suite_result(self.model, self.tokenizer, self.tasks, self.cfg, self.info, self.dtype)
         each = ", ".join(f"{k} {t[t['metric']]:.4f}" for k, t in res["tasks"].items())
         self.log.print(f"step {self.step}: tasks score {res['score']:.4f} ({self.cfg.run.tasks_style} style: {each})")
         return evaluate.metrics_row(res)
