@@ -129,17 +129,22 @@ def muon_lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
 
 def orthogonalize(updates: list[torch.Tensor], coefficients: tuple[float, float, float], steps: int,
                   eps: float) -> list[torch.Tensor]:
-    """Newton-Schulz orthogonalization of each matrix, those of one shape stacked into one batch (FSDP's sharded
-    DTensors one at a time)."""
+    """Newton-Schulz orthogonalization of each matrix. Matrices of one shape up to a transpose (an MLP's d x 4d and
+    4d x d) go as one batch in the wide orientation, where the iteration runs anyway; FSDP's sharded DTensors go one
+    at a time."""
     groups: dict[tuple, list[int]] = {}
     for i, u in enumerate(updates):
-        groups.setdefault(("one", i) if isinstance(u, DTensor) else tuple(u.shape), []).append(i)
+        groups.setdefault(("one", i) if isinstance(u, DTensor) else tuple(sorted(u.shape)), []).append(i)
     out: list[torch.Tensor | None] = [None] * len(updates)
     for key, index in groups.items():
-        batch = updates[index[0]] if key[0] == "one" else torch.stack([updates[i] for i in index])
-        result = newton_schulz(batch, coefficients, steps, eps)
-        for j, i in enumerate(index):
-            out[i] = result if key[0] == "one" else result[j]
+        if key[0] == "one":
+            out[index[0]] = newton_schulz(updates[index[0]], coefficients, steps, eps)
+            continue
+        tall = [updates[i].size(0) > updates[i].size(1) for i in index]
+        result = newton_schulz(torch.stack([updates[i].mT if t else updates[i] for i, t in zip(index, tall)]),
+                               coefficients, steps, eps)
+        for j, (i, t) in enumerate(zip(index, tall)):
+            out[i] = result[j].mT if t else result[j]
     return out
 
 

@@ -88,10 +88,10 @@ def test_wsd_and_constant_schedules():
 
 @pytest.mark.parametrize("nesterov, adjust", [(True, None), (False, "match_rms_adamw")])
 def test_batched_muon_takes_torch_muons_steps(nesterov, adjust):
-    """optim.Muon orthogonalizes the matrices of one shape as one batch; its steps are torch.optim.Muon's (bfloat16
-    Newton-Schulz both, so equal to bf16 rounding), momentum state included."""
+    """optim.Muon orthogonalizes the matrices of one shape (up to a transpose) as one batch; its steps are
+    torch.optim.Muon's (bfloat16 Newton-Schulz both, so equal to bf16 rounding), momentum state included."""
     torch.manual_seed(0)
-    shapes = [(48, 16), (16, 16), (48, 16), (16, 64), (16, 64)]
+    shapes = [(48, 16), (16, 16), (48, 16), (16, 64), (64, 16), (16, 64)]
     ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
     ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     start = [p.detach().clone() for p in ours]
@@ -108,3 +108,14 @@ def test_batched_muon_takes_torch_muons_steps(nesterov, adjust):
         assert moved > 0 and (p.detach() - q.detach()).norm() / moved < 2e-2, (p.shape, moved)
         torch.testing.assert_close(opts[0].state[p]["momentum_buffer"], opts[1].state[q]["momentum_buffer"])
     assert optim.orthogonalize([torch.randn(8, 8)], (3.4445, -4.775, 2.0315), 5, 1e-7)[0].shape == (8, 8)
+
+
+def test_orthogonalize_in_batches_equals_one_matrix_at_a_time():
+    """Stacking matrices of one shape up to a transpose changes nothing: each result equals newton_schulz on that
+    matrix alone (bit for bit up to bf16 batched-matmul rounding), in its own orientation."""
+    torch.manual_seed(0)
+    coef = (3.4445, -4.775, 2.0315)
+    updates = [torch.randn(s) for s in [(24, 8), (8, 24), (8, 8), (24, 8), (8, 40)]]
+    for u, got in zip(updates, optim.orthogonalize(updates, coef, 5, 1e-7)):
+        assert got.shape == u.shape
+        torch.testing.assert_close(got.float(), optim.newton_schulz(u, coef, 5, 1e-7).float(), atol=1e-2, rtol=0)
