@@ -172,6 +172,36 @@ class GPTConfig:
 
 # ----------------------------------------------------------------------------- building blocks
 
+class RMSNormFunction(torch.autograd.Function):
+    """y = x * r * w, r = 1 / sqrt(mean(x^2) + eps), with its gradient written out (float32 on a CPU, where autograd
+    through F.rms_norm's composite runs twice the kernels, float32 copies among them):
+    dx = r * (g w - x_hat * mean(g w x_hat)), dw = sum of g x_hat over what w broadcasts along."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        r = torch.rsqrt(x.square().mean(-1, keepdim=True).add_(eps))
+        x_hat = x * r
+        ctx.save_for_backward(x_hat, r, weight)
+        return x_hat * weight
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x_hat, r, weight = ctx.saved_tensors
+        gw = grad * weight
+        dx = (gw - x_hat * (gw * x_hat).mean(-1, keepdim=True)) * r
+        return dx, (grad * x_hat).sum_to_size(weight.shape), None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight over the last dim; weight is a gain per channel, or any shape that
+    broadcasts (QK-norm's gains per head and channel)."""
+    if x.is_cpu and x.dtype == torch.float32:
+        return RMSNormFunction.apply(x, weight, eps)
+    if weight.dim() == 1:
+        return F.rms_norm(x, (x.size(-1),), weight.to(x.dtype), eps)
+    return F.rms_norm(x, (x.size(-1),), None, eps) * weight.to(x.dtype)
+
+
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * weight."""
 
@@ -182,7 +212,7 @@ class RMSNorm(nn.Module):
         self.register_parameter("bias", None)  # same attributes as nn.LayerNorm(bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.size(-1),), self.weight.to(x.dtype), self.eps)
+        return rms_norm(x, self.weight, self.eps)
 
 
 def make_norm(config: GPTConfig) -> nn.Module:
@@ -209,11 +239,12 @@ class RotaryEmbedding(nn.Module):
     def forward(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         if start + length > self.cos.size(0):
             self._build(max(start + length, 2 * self.cos.size(0)), self.cos.device)
-        return self.cos[start:start + length].to(dtype), self.sin[start:start + length].to(dtype)
+        rows = slice(start, start + length)
+        return self.cos[rows, None].to(dtype), self.sin[rows, None].to(dtype)   # (T, 1, D/2): one row per head
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (i, i + D/2) of x (B, H, T, D) by the angles in cos/sin (T, D/2)."""
+    """Rotate pairs (i, i + D/2) of x (B, T, heads, D) by the angles in cos/sin (T, 1, D/2)."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
@@ -292,22 +323,39 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple | None, attend: SDPAMask | FlexMask,
                 cache=None, ve: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        hd = self.head_dim
-        q, k, v = self.c_attn(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=-1)
-        v = self.value_mix(v, ve)                                    # + value embedding (value_embeds layers)
-        q = q.view(B, T, self.n_head, hd).transpose(1, 2)            # (B, H, T, hd)
-        k = k.view(B, T, self.n_kv_head, hd).transpose(1, 2)         # (B, Hkv, T, hd)
-        v = v.view(B, T, self.n_kv_head, hd).transpose(1, 2)
+        H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
+        qk, v = self.c_attn(x).split([(H + Hkv) * hd, Hkv * hd], dim=-1)
+        v = self.value_mix(v, ve).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd), + value embedding
+        qk = qk.view(B, T, H + Hkv, hd)          # q's heads then k's: normed and rotated in one pass each
         if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
+            qk = rms_norm(qk, self.qk_gains(), self.q_norm.eps)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        q, k = q.to(v.dtype), k.to(v.dtype)                          # norms may upcast under autocast
+            qk = apply_rope(qk, *rope)
+        q, k = qk.transpose(1, 2).to(v.dtype).split([H, Hkv], dim=1)   # (B, heads, T, hd); norms may upcast
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
         y = attend(q, k, v, self.dropout if self.training else 0.0, self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def qk_gains(self) -> torch.Tensor:
+        """(H + Hkv, hd): q_norm's gains on each of q's heads, then k_norm's on each of k's."""
+        return torch.cat((self.q_norm.weight.expand(self.n_head, -1), self.k_norm.weight.expand(self.n_kv_head, -1)))
+
+
+class ReLU2(torch.autograd.Function):
+    """relu(x)^2, its gradient 2 relu(x) g written out: two kernels back where autograd runs three (a mask pass)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        r = torch.relu(x)
+        ctx.save_for_backward(r)
+        return r * r
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (r,) = ctx.saved_tensors
+        return grad * (r + r)
 
 
 class MLP(nn.Module):
@@ -322,7 +370,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
-        h = F.relu(h).square() if self.relu2 else F.gelu(h, approximate="tanh")
+        h = ReLU2.apply(h) if self.relu2 else F.gelu(h, approximate="tanh")
         return self.dropout(self.c_proj(h))
 
 

@@ -101,18 +101,18 @@ def test_gpt2_init_scales_residual_projections():
 # ----------------------------------------------------------------------------- positions
 
 def rope_reference(x, theta):
-    """Paper's RoPE in complex form: z_i = x_i + j x_{i+D/2}, rotated by m * theta^(-2i/D)."""
-    T, D = x.shape[-2], x.shape[-1]
+    """Paper's RoPE in complex form: z_i = x_i + j x_{i+D/2}, rotated by m * theta^(-2i/D); x is (B, T, heads, D)."""
+    T, D = x.shape[1], x.shape[-1]
     z = torch.complex(x[..., :D // 2].double(), x[..., D // 2:].double())
     freqs = torch.tensor([theta ** (-2 * i / D) for i in range(D // 2)], dtype=torch.float64)
-    angles = torch.arange(T, dtype=torch.float64)[:, None] * freqs[None, :]
+    angles = (torch.arange(T, dtype=torch.float64)[:, None] * freqs[None, :])[:, None]       # (T, 1, D/2)
     z = z * torch.polar(torch.ones_like(angles), angles)
     return torch.cat((z.real, z.imag), dim=-1).float()
 
 
 def test_rope_matches_complex_reference():
     rot = model_mod.RotaryEmbedding(16, 500.0, length=8)
-    x = torch.randn(2, 3, 20, 16)
+    x = torch.randn(2, 20, 3, 16)
     cos, sin = rot(0, 20, torch.float32)          # also exercises growth past the initial length
     torch.testing.assert_close(apply_rope(x, cos, sin), rope_reference(x, 500.0), atol=1e-5, rtol=1e-5)
     cos2, sin2 = rot(13, 4, torch.float32)         # an offset slice equals the same rows
@@ -126,8 +126,8 @@ def test_rope_dot_product_depends_only_on_offset():
     q, k = torch.randn(16), torch.randn(16)
 
     def score(m, n):
-        qm = apply_rope(q.expand(64, 16), cos, sin)[m]
-        kn = apply_rope(k.expand(64, 16), cos, sin)[n]
+        qm = apply_rope(q.expand(64, 1, 16), cos, sin)[m, 0]
+        kn = apply_rope(k.expand(64, 1, 16), cos, sin)[n, 0]
         return (qm @ kn).item()
 
     assert score(5, 2) == pytest.approx(score(40, 37), abs=1e-4)
@@ -171,11 +171,15 @@ def reference_attention(attn, x, pos_emb):
     B, T, C = x.shape
     H, Hkv, hd = attn.n_head, attn.n_kv_head, attn.head_dim
     q, k, v = attn.c_attn(x).split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
-    q = q.view(B, T, H, hd).transpose(1, 2)
-    k = k.view(B, T, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
-    v = v.view(B, T, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
+    q, k, v = q.view(B, T, H, hd), k.view(B, T, Hkv, hd), v.view(B, T, Hkv, hd)
+    if attn.qk_norm:
+        q = q / (q.pow(2).mean(-1, keepdim=True) + attn.q_norm.eps).sqrt() * attn.q_norm.weight
+        k = k / (k.pow(2).mean(-1, keepdim=True) + attn.k_norm.eps).sqrt() * attn.k_norm.weight
     if pos_emb == "rope":
         q, k = rope_reference(q, 10000.0), rope_reference(k, 10000.0)
+    q = q.transpose(1, 2)
+    k = k.transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
+    v = v.transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
     scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
     i = torch.arange(T)
     if pos_emb == "alibi":
@@ -187,8 +191,15 @@ def reference_attention(attn, x, pos_emb):
 
 @pytest.mark.parametrize("pos_emb", ["rope", "alibi", "none"])
 @pytest.mark.parametrize("n_kv_head", [4, 2, 1])
-def test_attention_equals_explicit_repeat_reference(pos_emb, n_kv_head):
-    m = build(pos_emb=pos_emb, n_kv_head=n_kv_head)
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_attention_equals_explicit_repeat_reference(pos_emb, n_kv_head, qk_norm):
+    """GQA/MQA, each position scheme and QK-norm (q's and k's own gains, here made unequal) against explicit
+    softmax attention with the K/V heads repeated by hand."""
+    m = build(pos_emb=pos_emb, n_kv_head=n_kv_head, qk_norm=qk_norm)
+    if qk_norm:
+        with torch.no_grad():
+            m.transformer.h[0].attn.q_norm.weight.uniform_(0.5, 1.5)
+            m.transformer.h[0].attn.k_norm.weight.uniform_(-1.5, -0.5)
     x = torch.randn(2, 10, 32)
     rope, bias = m._positions(x, 0, 10)
     with torch.no_grad():
@@ -231,6 +242,37 @@ def test_rmsnorm_formula():
     x = torch.randn(3, 5, 16)
     want = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
     torch.testing.assert_close(norm(x), want)
+
+
+@pytest.mark.parametrize("weight_shape", [(16,), (3, 16)], ids=["per_channel", "per_head"])
+def test_rms_norm_written_out_gradient_equals_autograd_of_the_formula(weight_shape):
+    """model.rms_norm's hand-written backward (float32 on a CPU) against autograd through the plain formula, in
+    float64; a weight per head and channel (QK-norm's) gets the gradient summed over what it broadcasts along."""
+    x = torch.randn(4, 5, 3, 16)
+    w = torch.randn(weight_shape)
+    g = torch.randn(4, 5, 3, 16)
+    xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+    y = model_mod.rms_norm(xs, ws, 1e-5)
+    assert y.grad_fn.name().startswith("RMSNormFunction")
+    y.backward(g)
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    (xd / torch.sqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-5) * wd).backward(g.double())
+    torch.testing.assert_close(y.double(), (xd / torch.sqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-5) * wd).detach(),
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(xs.grad.double(), xd.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ws.grad.double(), wd.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_relu2_gradient_is_two_relu_times_the_incoming_one():
+    """model.ReLU2's written-out backward equals autograd through relu(x).square() (zeros included)."""
+    x = torch.randn(64, dtype=torch.float64)
+    x[:4] = 0.0
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(64, dtype=torch.float64)
+    model_mod.ReLU2.apply(a).backward(g)
+    F.relu(b).square().backward(g)
+    torch.testing.assert_close(a.grad, b.grad)
+    torch.testing.assert_close(model_mod.ReLU2.apply(x), F.relu(x).square())
 
 
 def test_mlp_formulas():
@@ -643,11 +685,12 @@ def reference_layer_attention(attn, h, c, window, docs, ve):
     q, k, v = attn.c_attn(h).split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
     if ve is not None:
         v = attn.value_mix.lambdas[0] * v + attn.value_mix.lambdas[1] * ve
-    q = q.view(B, T, H, hd).transpose(1, 2)
-    k = k.view(B, T, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
-    v = v.view(B, T, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
+    q, k = q.view(B, T, H, hd), k.view(B, T, Hkv, hd)
     if c.pos_emb == "rope":
         q, k = rope_reference(q, c.rope_theta), rope_reference(k, c.rope_theta)
+    q = q.transpose(1, 2)
+    k = k.transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
+    v = v.view(B, T, Hkv, hd).transpose(1, 2).repeat_interleave(H // Hkv, dim=1)
     slopes = alibi_slopes(H) if c.pos_emb == "alibi" else torch.zeros(H)
     out = torch.zeros(B, H, T, hd)
     for b in range(B):
