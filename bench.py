@@ -2,6 +2,7 @@
 
     python bench.py configs/gpt2_124m.py --steps 20 --compile      # tokens/s, ms/step, MFU, memory, sampling
     python bench.py configs/shakespeare.py --data --profile         # real batches; where the time goes
+    python bench.py configs/shakespeare_char.py --data --variant 'plain=--mlp=gelu --norm=layernorm'  # side by side
     python bench.py --ablate [configs/ablation.py] --tokens 400000 --out-dir out/ablate
     python bench.py --ablate --seconds 60 --seeds 1,2 --variants baseline,softcap,x0 --out-dir out/ablate_wall
     python bench.py --plot out/run_a out/run_b --out curves.png
@@ -173,6 +174,30 @@ def bench_speed(cfg: config.TrainConfig, steps: int = 10, warmup: int = 3, real_
     return SpeedResult(device, runner.dtype, cfg.run.compile, runner.model.num_params(non_embedding=False),
                        f"{cfg.data.batch_size} x {cfg.model.block_size}", ms, tok_s,
                        runtime.mfu(runtime.flops_per_token(runner.model.config), tok_s, peak), peak, source, mem, mem_kind, cache, no_cache)
+
+
+def compare_speed(config_path: str, overrides: list[str], variants: list[tuple[str, list[str]]], steps: int,
+                  warmup: int, real_data: bool, rounds: int = 5) -> list[tuple[str, float]]:
+    """Median ms per optimizer step of the config and of each (name, overrides) variant on top of it, all built in
+    this one process and timed in alternating rounds of `steps` steps, so a machine whose speed drifts slows each
+    alike (the honest way to compare step costs on a shared CPU)."""
+    runs = []
+    for name, extra in [("config", [])] + variants:
+        cfg = load_config(config_path, overrides + extra)
+        runner = train.Stepper(cfg, runtime.DistInfo(0, 0, 1, runtime.pick_device(cfg.run.device)))
+        next_batch = batch_source(cfg, real_data, runner.device)
+        timed_steps(runner, next_batch, warmup)
+        runs.append((name, runner, next_batch, []))
+    for _ in range(rounds):
+        for _, runner, next_batch, times in runs:
+            times += timed_steps(runner, next_batch, steps)
+    return [(name, 1000 * statistics.median(times)) for name, _, _, times in runs]
+
+
+def format_comparison(rows: list[tuple[str, float]]) -> str:
+    base = rows[0][1]
+    return "\n".join(["| run | ms/step (median) | vs config |", "|---|---:|---:|"]
+                     + [f"| {name} | {ms:.1f} | {ms / base:.2f}x |" for name, ms in rows])
 
 
 def format_speed(r: SpeedResult) -> str:
@@ -349,12 +374,15 @@ def pick_variants(n_head: int, names: list[str] | None, custom: list[str]) -> li
     """The built-in variants whose names contain one of `names` (all when None), then each custom variant
     "NAME=--key=value --key2=value" (--variant: any toggle, a new one included, with no change to this file)."""
     chosen = [(n, o) for n, o in ablation_variants(n_head) if not names or any(v in n for v in names)]
-    for spec in custom:
-        name, sep, overrides = spec.partition("=")
-        if not sep or not overrides.split():
-            raise ValueError(f"--variant {spec!r}: write NAME=--key=value [--key2=value ...]")
-        chosen.append((name.strip(), overrides.split()))
-    return chosen
+    return chosen + [parse_variant(spec) for spec in custom]
+
+
+def parse_variant(spec: str) -> tuple[str, list[str]]:
+    """--variant "NAME=--key=value --key2=value" -> (NAME, overrides)."""
+    name, sep, overrides = spec.partition("=")
+    if not sep or not overrides.split():
+        raise ValueError(f"--variant {spec!r}: write NAME=--key=value [--key2=value ...]")
+    return name.strip(), overrides.split()
 
 
 @dataclass
@@ -566,7 +594,9 @@ def parse_args(argv):
     p.add_argument("--variants", help="--ablate: comma-separated subset by name (e.g. baseline,rope,gqa); "
                                       f"--memory: parallelism:activation_checkpointing pairs ({MEMORY_VARIANTS})")
     p.add_argument("--variant", action="append", default=[], metavar="'NAME=--key=value ...'",
-                   help="--ablate: one more variant, any config keys (repeatable)")
+                   help="--ablate: one more variant, any config keys (repeatable); speed: time the config and these "
+                        "variants side by side in alternating rounds of --steps steps")
+    p.add_argument("--rounds", type=int, default=5, help="speed with --variant: alternating rounds of --steps steps")
     p.add_argument("--out-dir", default="out/ablate", help="--ablate: where runs, table and plot go")
     p.add_argument("--verbose", action="store_true", help="--ablate: show the training logs")
     p.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="plot loss curves of these run directories")
@@ -600,6 +630,14 @@ def main(argv: list[str] | None = None):
         raise SystemExit(f"error: {e}") from None
     if args.memory:
         return memory(args, cfg)
+    if args.variant:
+        try:
+            variants = [parse_variant(spec) for spec in args.variant]
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        rows = compare_speed(args.config, overrides, variants, args.steps, args.warmup, args.data, args.rounds)
+        print(format_comparison(rows))
+        return rows
     result = bench_speed(cfg, args.steps, args.warmup, args.data, args.sample_tokens, args.profile, args.trace)
     print(format_speed(result))
     if args.json:

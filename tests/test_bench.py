@@ -68,6 +68,28 @@ def test_cli_profile_and_json(tmp_path, capsys, shards):
     assert json.loads(out.read_text())["tokens_per_s"] > 0
 
 
+def test_speed_variants_are_timed_side_by_side_in_alternating_rounds(monkeypatch, capsys, shards):
+    """bench.py CONFIG --variant NAME=...: every model is built first, then timed in rounds that alternate between
+    them (a drifting machine slows each alike); the table gives each one's median relative to the config."""
+    data_dir, vocab = shards
+    order = []
+    real = bench.timed_steps
+
+    def recording(runner, next_batch, steps):
+        order.append((runner.cfg.model.n_layer, steps))
+        return real(runner, next_batch, steps)
+
+    monkeypatch.setattr(bench, "timed_steps", recording)
+    rows = bench.main(["configs/gpt2_124m_tiny.py", "--data", "--steps", "2", "--warmup", "1", "--rounds", "3",
+                       "--variant", "deep=--n_layer=3", f"--vocab_size={vocab}", f"--data_dir={data_dir}"] + TINY)
+    assert [name for name, _ in rows] == ["config", "deep"] and all(ms > 0 for _, ms in rows)
+    assert order == [(1, 1), (3, 1)] + [(1, 2), (3, 2)] * 3              # warm-ups, then alternating rounds
+    text = capsys.readouterr().out
+    assert "| config |" in text and "1.00x" in text and "| deep |" in text
+    with pytest.raises(SystemExit, match="NAME=--key=value"):
+        bench.main(["configs/gpt2_124m_tiny.py", "--variant", "no-overrides"] + TINY)
+
+
 def test_cli_needs_a_config():
     with pytest.raises(SystemExit):
         bench.main([])
