@@ -173,28 +173,24 @@ class GPTConfig:
 # ----------------------------------------------------------------------------- building blocks
 
 class RMSNormFunction(torch.autograd.Function):
-    """y = x * r * w, r = 1 / sqrt(mean(x^2) + eps), with its gradient written out (float32 on a CPU, where autograd
-    through F.rms_norm's composite runs twice the kernels, float32 copies among them):
-    dx = r * (g w - x_hat * mean(g w x_hat)), dw = sum of g x_hat over what w broadcasts along."""
+    """x * r * w, r = 1 / sqrt(mean(x^2) + eps), its gradient written out (float32 on a CPU, where autograd through
+    F.rms_norm runs twice the kernels): dx = r (g w - x_hat mean(g w x_hat)), dw = g x_hat summed to w's shape."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         r = torch.rsqrt(x.square().mean(-1, keepdim=True).add_(eps))
-        x_hat = x * r
-        ctx.save_for_backward(x_hat, r, weight)
+        ctx.save_for_backward(x_hat := x * r, r, weight)
         return x_hat * weight
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x_hat, r, weight = ctx.saved_tensors
         gw = grad * weight
-        dx = (gw - x_hat * (gw * x_hat).mean(-1, keepdim=True)) * r
-        return dx, (grad * x_hat).sum_to_size(weight.shape), None
+        return (gw - x_hat * (gw * x_hat).mean(-1, keepdim=True)) * r, (grad * x_hat).sum_to_size(weight.shape), None
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) * weight over the last dim; weight is a gain per channel, or any shape that
-    broadcasts (QK-norm's gains per head and channel)."""
+    """x / sqrt(mean(x^2) + eps) * weight over the last dim; weight: a gain per channel, or per head and channel."""
     if x.is_cpu and x.dtype == torch.float32:
         return RMSNormFunction.apply(x, weight, eps)
     if weight.dim() == 1:
@@ -348,14 +344,12 @@ class ReLU2(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        r = torch.relu(x)
-        ctx.save_for_backward(r)
+        ctx.save_for_backward(r := torch.relu(x))
         return r * r
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (r,) = ctx.saved_tensors
-        return grad * (r + r)
+        return grad * (2 * ctx.saved_tensors[0])
 
 
 class MLP(nn.Module):

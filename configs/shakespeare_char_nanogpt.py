@@ -11,7 +11,7 @@ character, the sorted set of the corpus's characters, as data/shakespeare_char/p
     python train.py configs/shakespeare_char_nanogpt.py
 
 nanoGPT publishes val loss 1.88 for it. configs/shakespeare_char.py is the modern recipe on the same data and
-machine; scripts/shakespeare_char_side_by_side.sh runs nanoGPT's own code and both configs back to back.
+machine; scripts/shakespeare_char_side_by_side.py runs nanoGPT's own code and both configs back to back.
 """
 
 data_dir = "data/shakespeare_char"

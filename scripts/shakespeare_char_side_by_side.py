@@ -1,5 +1,6 @@
 """nanoGPT's character-level baby GPT, run by nanoGPT's own code, then this repo's two configs on the same data,
-back to back on one machine; prints one table: final validation loss, wall time, time to nanoGPT's final loss.
+back to back on one machine; prints one table: final validation loss, wall time, time to nanoGPT's final loss, and
+the loss at nanoGPT's wall time.
 
     python scripts/shakespeare_char_side_by_side.py NANOGPT_DIR [--out out/char_side_by_side]
 
@@ -7,7 +8,7 @@ NANOGPT_DIR is a checkout of karpathy/nanoGPT kept outside this repo (never comm
 data/shakespeare_char/prepare.py runs there on $SHARED_DATA/tinyshakespeare.txt (copied to its input.txt, so
 nothing is downloaded). Each run is a fresh process and is timed from its start to its exit; the time to
 nanoGPT's final loss is the first of our evaluations at or below it (metrics.jsonl's elapsed_s, plus the
-process's start-up). Both sides use the CPU, float32, no compile, and torch's default threads.
+process's start-up); the loss at nanoGPT's wall time is our last evaluation that came within it. Both sides use the CPU, float32, no compile, and torch's default threads.
 """
 from __future__ import annotations
 
@@ -64,11 +65,24 @@ def run_ours(config: str, overrides: tuple[str, ...], out: Path, data: Path, tar
                                                                                  r["val_loss"]) for r in evals]}
 
 
+def loss_within(row: dict, wall: float) -> float | None:
+    """The last evaluated loss that came within `wall` seconds of process start (None: none did)."""
+    if "curve" not in row:
+        return row["val"] if row["wall"] <= wall else None
+    startup = row["wall"] - row["curve"][-1][1]
+    inside = [val for _, elapsed, val in row["curve"] if elapsed + startup <= wall]
+    return inside[-1] if inside else None
+
+
 def table(rows: list[dict], target: float) -> str:
-    lines = [f"| run | final val loss | wall (s) | time to {target:.4f} (s) |", "|---|---|---|---|"]
+    wall = rows[0]["wall"]
+    lines = [f"| run | final val loss | wall (s) | time to {target:.4f} (s) | val loss at {wall:.0f} s |",
+             "|---|---|---|---|---|"]
     for r in rows:
         hit = f"{r['to_target']:.0f}" if r["to_target"] is not None else "not reached"
-        lines.append(f"| {r['name']} | {r['val']:.4f} | {r['wall']:.0f} | {hit} |")
+        at = loss_within(r, wall)
+        lines.append(f"| {r['name']} | {r['val']:.4f} | {r['wall']:.0f} | {hit} | "
+                     f"{'-' if at is None else f'{at:.4f}'} |")
     return "\n".join(lines)
 
 

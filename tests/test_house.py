@@ -107,9 +107,11 @@ def test_train_py_is_the_loop_only():
 
 
 def test_model_py_is_the_model_alone():
-    """One file a newcomer reads in a sitting: no optimizer (optim.py), no Hugging Face code (export_hf.py)."""
+    """One file a newcomer reads in a sitting: no optimizer (optim.py), no Hugging Face code (export_hf.py). 800 lines
+    until 2026-12-06, when RMSNorm's and relu^2's written-out gradients (CPU step cost, issue 22) came in: the
+    export runs model.py alone, so they cannot live elsewhere."""
     source = (REPO / "model.py").read_text()
-    assert len(source.splitlines()) <= 800, "model.py is over 800 lines"
+    assert len(source.splitlines()) <= 850, "model.py is over 850 lines"
     assert not re.search(r"torch\.optim|transformers|AdamW", source)
 
 

@@ -185,9 +185,11 @@ def test_shakespeare_char_nanogpt_is_nanogpts_baby_gpt():
                 weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_iters=20, compile=False, dtype="float32",
                 total_batch_size=0, pad_vocab_multiple=1, data_dir="data/shakespeare_char", optimizer="adamw")
     assert {k: c[k] for k in want} == want
-    shared = ("block_size", "batch_size", "n_layer", "n_head", "n_embd", "data_dir", "eval_iters", "dtype")
+    shared = ("n_layer", "data_dir", "dtype", "compile", "device")
     recipe = preset("shakespeare_char").flat()
-    assert {k: recipe[k] for k in shared} == {k: c[k] for k in shared}      # same model size, data and batch
+    assert {k: recipe[k] for k in shared} == {k: c[k] for k in shared}      # same depth, data, precision, device
+    # the validation estimate of equal size: eval_iters x batch x context tokens, as nanoGPT's
+    assert recipe["eval_iters"] * recipe["batch_size"] * recipe["block_size"] == 20 * 12 * 64
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +213,17 @@ def test_shakespeare_char_configs_train(name, char_shards, tmp_path):
     vals = [r["val_loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
             if r["type"] == "eval"]
     assert len(vals) == 3 and vals[-1] < vals[0] - 0.8, vals
+
+
+def test_side_by_side_table_reads_time_to_target_and_loss_at_nanogpts_wall():
+    """scripts/shakespeare_char_side_by_side.py: the loss at nanoGPT's wall time is our last evaluation within it
+    (elapsed_s plus the process's start-up), and a run that never gets inside it shows '-'."""
+    from scripts import shakespeare_char_side_by_side as sbs
+    nanogpt = {"name": "nanoGPT", "val": 1.8857, "wall": 100.0, "to_target": 100.0}
+    ours = {"name": "ours", "val": 1.50, "wall": 110.0, "to_target": 30.0,
+            "curve": [(0, 1.0, 4.2), (500, 50.0, 1.80), (900, 94.0, 1.55), (1000, 105.0, 1.50)]}   # start-up 5 s
+    assert sbs.loss_within(ours, 100.0) == 1.55                  # 94 + 5 s is within 100 s, 105 + 5 s is not
+    assert sbs.loss_within(nanogpt, 100.0) == 1.8857
+    assert sbs.loss_within({"name": "late", "val": 2.0, "wall": 300.0, "curve": [(0, 150.0, 4.2)]}, 100.0) is None
+    text = sbs.table([nanogpt, ours], 1.8857)
+    assert "| ours | 1.5000 | 110 | 30 | 1.5500 |" in text and "val loss at 100 s" in text
