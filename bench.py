@@ -151,12 +151,17 @@ def profile_steps(runner: train.Stepper, next_batch, steps: int, trace: str | No
     return prof.key_averages().table(sort_by=key, row_limit=20)
 
 
+def stepper_and_batches(cfg: config.TrainConfig, real_data: bool):
+    """A one-rank train.Stepper for cfg on its device, and its batch source (random tokens, or data_dir's)."""
+    device = runtime.pick_device(cfg.run.device)
+    return train.Stepper(cfg, runtime.DistInfo(0, 0, 1, device)), batch_source(cfg, real_data, device)
+
+
 def bench_speed(cfg: config.TrainConfig, steps: int = 10, warmup: int = 3, real_data: bool = False,
                 sample_tokens: int = 64, profile: bool = False, trace: str | None = None) -> SpeedResult:
     """Time training steps and sampling for cfg; see the module docstring."""
-    device = runtime.pick_device(cfg.run.device)
-    runner = train.Stepper(cfg, runtime.DistInfo(0, 0, 1, device))
-    next_batch = batch_source(cfg, real_data, device)
+    runner, next_batch = stepper_and_batches(cfg, real_data)
+    device = runner.device
     if runner.device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     timed_steps(runner, next_batch, warmup)
@@ -176,22 +181,32 @@ def bench_speed(cfg: config.TrainConfig, steps: int = 10, warmup: int = 3, real_
                        runtime.mfu(runtime.flops_per_token(runner.model.config), tok_s, peak), peak, source, mem, mem_kind, cache, no_cache)
 
 
-def compare_speed(config_path: str, overrides: list[str], variants: list[tuple[str, list[str]]], steps: int,
-                  warmup: int, real_data: bool, rounds: int = 5) -> list[tuple[str, float]]:
-    """Median ms per optimizer step of the config and of each (name, overrides) variant on top of it, all built in
-    this one process and timed in alternating rounds of `steps` steps, so a machine whose speed drifts slows each
-    alike (the honest way to compare step costs on a shared CPU)."""
+def compare_speed(configs: list[tuple[str, config.TrainConfig]], steps: int, warmup: int, real_data: bool,
+                  rounds: int = 5) -> list[tuple[str, float]]:
+    """Median ms per optimizer step of each (name, config), all built in this one process and timed in alternating
+    rounds of `steps` steps, so a machine whose speed drifts slows each alike (the honest way to compare step costs
+    on a shared CPU)."""
     runs = []
-    for name, extra in [("config", [])] + variants:
-        cfg = load_config(config_path, overrides + extra)
-        runner = train.Stepper(cfg, runtime.DistInfo(0, 0, 1, runtime.pick_device(cfg.run.device)))
-        next_batch = batch_source(cfg, real_data, runner.device)
+    for name, cfg in configs:
+        runner, next_batch = stepper_and_batches(cfg, real_data)
         timed_steps(runner, next_batch, warmup)
         runs.append((name, runner, next_batch, []))
     for _ in range(rounds):
         for _, runner, next_batch, times in runs:
             times += timed_steps(runner, next_batch, steps)
     return [(name, 1000 * statistics.median(times)) for name, _, _, times in runs]
+
+
+def variant_configs(config_path: str, overrides: list[str], specs: list[str]) -> list[tuple[str, config.TrainConfig]]:
+    """The config, then each --variant NAME=... on top of it, all checked before any model is built."""
+    out = [("config", load_config(config_path, overrides))]
+    for spec in specs:
+        name, extra = parse_variant(spec)
+        try:
+            out.append((name, load_config(config_path, overrides + extra)))
+        except config.ConfigError as e:
+            raise config.ConfigError(f"--variant {name}: {e}") from None
+    return out
 
 
 def format_comparison(rows: list[tuple[str, float]]) -> str:
@@ -632,10 +647,10 @@ def main(argv: list[str] | None = None):
         return memory(args, cfg)
     if args.variant:
         try:
-            variants = [parse_variant(spec) for spec in args.variant]
-        except ValueError as e:
+            configs = variant_configs(args.config, overrides, args.variant)
+        except ValueError as e:  # a malformed --variant, or a config error in one (ConfigError is a ValueError)
             raise SystemExit(f"error: {e}") from None
-        rows = compare_speed(args.config, overrides, variants, args.steps, args.warmup, args.data, args.rounds)
+        rows = compare_speed(configs, args.steps, args.warmup, args.data, args.rounds)
         print(format_comparison(rows))
         return rows
     result = bench_speed(cfg, args.steps, args.warmup, args.data, args.sample_tokens, args.profile, args.trace)

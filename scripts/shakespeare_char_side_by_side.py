@@ -8,7 +8,8 @@ NANOGPT_DIR is a checkout of karpathy/nanoGPT kept outside this repo (never comm
 data/shakespeare_char/prepare.py runs there on $SHARED_DATA/tinyshakespeare.txt (copied to its input.txt, so
 nothing is downloaded). Each run is a fresh process and is timed from its start to its exit; the time to
 nanoGPT's final loss is the first of our evaluations at or below it (metrics.jsonl's elapsed_s, plus the
-process's start-up); the loss at nanoGPT's wall time is our last evaluation that came within it. Both sides use the CPU, float32, no compile, and torch's default threads.
+process's start-up); the loss at nanoGPT's wall time is our last evaluation that came within it. Both sides
+use the CPU, float32, no compile, and torch's default threads.
 """
 from __future__ import annotations
 

@@ -88,6 +88,12 @@ def test_speed_variants_are_timed_side_by_side_in_alternating_rounds(monkeypatch
     assert "| config |" in text and "1.00x" in text and "| deep |" in text
     with pytest.raises(SystemExit, match="NAME=--key=value"):
         bench.main(["configs/gpt2_124m_tiny.py", "--variant", "no-overrides"] + TINY)
+    order.clear()                                                    # a bad variant stops before any model is built
+    with pytest.raises(SystemExit, match=r"^error: --variant odd: GPTConfig.n_embd=32 is not divisible by n_head=3"):
+        bench.main(["configs/gpt2_124m_tiny.py", "--variant", "odd=--n_head=3"] + TINY)
+    with pytest.raises(SystemExit, match=r"^error: --variant typo: unknown config key 'n_layers'"):
+        bench.main(["configs/gpt2_124m_tiny.py", "--variant", "typo=--n_layers=3"] + TINY)
+    assert order == []
 
 
 def test_cli_needs_a_config():
