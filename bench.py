@@ -198,8 +198,8 @@ def compare_speed(configs: list[tuple[str, config.TrainConfig]], steps: int, war
 
 
 def variant_configs(config_path: str, overrides: list[str], specs: list[str]) -> list[tuple[str, config.TrainConfig]]:
-    """The config, then each --variant NAME=... on top of it, all checked before any model is built."""
-    out = [("config", load_config(config_path, overrides))]
+    """Each --variant NAME=... on top of the config and its overrides, all checked before any model is built."""
+    out = []
     for spec in specs:
         name, extra = parse_variant(spec)
         try:
@@ -643,11 +643,15 @@ def main(argv: list[str] | None = None):
         cfg = load_config(args.config, overrides)
     except config.ConfigError as e:
         raise SystemExit(f"error: {e}") from None
+    clash = [flag for flag, on in (("--memory", args.memory), ("--profile", args.profile), ("--trace", args.trace),
+                                   ("--json", args.json)) if on and args.variant]
+    if clash:
+        raise SystemExit(f"error: --variant times configs side by side, {', '.join(clash)} one config; drop one")
     if args.memory:
         return memory(args, cfg)
     if args.variant:
         try:
-            configs = variant_configs(args.config, overrides, args.variant)
+            configs = [("config", cfg)] + variant_configs(args.config, overrides, args.variant)
         except ValueError as e:  # a malformed --variant, or a config error in one (ConfigError is a ValueError)
             raise SystemExit(f"error: {e}") from None
         rows = compare_speed(configs, args.steps, args.warmup, args.data, args.rounds)

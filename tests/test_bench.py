@@ -93,6 +93,8 @@ def test_speed_variants_are_timed_side_by_side_in_alternating_rounds(monkeypatch
         bench.main(["configs/gpt2_124m_tiny.py", "--variant", "odd=--n_head=3"] + TINY)
     with pytest.raises(SystemExit, match=r"^error: --variant typo: unknown config key 'n_layers'"):
         bench.main(["configs/gpt2_124m_tiny.py", "--variant", "typo=--n_layers=3"] + TINY)
+    with pytest.raises(SystemExit, match=r"^error: --variant times configs side by side, --profile one config"):
+        bench.main(["configs/gpt2_124m_tiny.py", "--profile", "--variant", "deep=--n_layer=3"] + TINY)
     assert order == []
 
 
